@@ -1,0 +1,153 @@
+"""Embedded AWS: a moto server on loopback, with the tables and queues ``template.yaml`` defines.
+
+The template is the single source of truth: this module reads its ``AWS::DynamoDB::Table`` and
+``AWS::SQS::Queue`` resources and creates the same things (keys, TTL attribute, redrive policy,
+visibility timeout) in moto, so the local stack and the tests cannot drift from what deploys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+
+TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "template.yaml"
+REGION = "us-east-1"
+
+# Logical id in the template -> the environment variable the code reads it from.
+RESOURCE_ENV: Mapping[str, str] = {
+    "SessionsTable": "SESSIONS_TABLE",
+    "IdempotencyTable": "IDEMPOTENCY_TABLE",
+    "EventsQueue": "EVENTS_QUEUE_URL",
+    "EventsDLQ": "EVENTS_DLQ_URL",
+}
+
+FAKE_CREDENTIALS: Mapping[str, str] = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that understands CloudFormation short tags (``!Ref``, ``!GetAtt``, ...)."""
+
+
+def _cfn_tag(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt" and isinstance(value, str):
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    """The template as plain data, intrinsic functions in their long form."""
+    with path.open(encoding="utf-8") as handle:
+        return yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+def _resources(template: Mapping[str, Any], kind: str) -> dict[str, Mapping[str, Any]]:
+    return {
+        name: resource.get("Properties", {})
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == kind
+    }
+
+
+def create_resources(
+    dynamodb: Any, sqs: Any, template: Mapping[str, Any] | None = None, prefix: str = "voicebridge"
+) -> dict[str, str]:
+    """Create the template's tables and queues; return the env vars that name them."""
+    template = template or load_template()
+    env: dict[str, str] = {}
+    for name, props in _resources(template, "AWS::DynamoDB::Table").items():
+        table_name = f"{prefix}-{name}"
+        spec: dict[str, Any] = {
+            "TableName": table_name,
+            "KeySchema": props["KeySchema"],
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+        }
+        if "GlobalSecondaryIndexes" in props:
+            spec["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        dynamodb.create_table(**spec)
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl:
+            dynamodb.update_time_to_live(TableName=table_name, TimeToLiveSpecification=ttl)
+        env[RESOURCE_ENV.get(name, name)] = table_name
+
+    queues = _resources(template, "AWS::SQS::Queue")
+    arns: dict[str, str] = {}
+    # Dead-letter queues first: a queue's redrive policy names its DLQ's ARN.
+    for name in sorted(queues, key=lambda n: "RedrivePolicy" in queues[n]):
+        props = queues[name]
+        attributes = {
+            key: str(props[key])
+            for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds")
+            if key in props
+        }
+        redrive = props.get("RedrivePolicy")
+        if redrive:
+            target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+            attributes["RedrivePolicy"] = json.dumps(
+                {"deadLetterTargetArn": arns[target], "maxReceiveCount": redrive["maxReceiveCount"]}
+            )
+        url = sqs.create_queue(QueueName=f"{prefix}-{name}", Attributes=attributes)["QueueUrl"]
+        arns[name] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        env[RESOURCE_ENV.get(name, name)] = url
+    return env
+
+
+@contextmanager
+def embedded_aws(prefix: str = "voicebridge") -> Iterator[dict[str, str]]:
+    """Start moto on 127.0.0.1 (free port), create the resources, yield the env pointing at it.
+
+    The yielded mapping holds ``AWS_ENDPOINT_URL``, fake credentials and the resource variables;
+    callers export it to the processes they start (or ``os.environ`` for in-process use).
+    """
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per AWS request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        env = {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+        session = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+        )
+        env.update(
+            create_resources(
+                session.client("dynamodb", endpoint_url=endpoint),
+                session.client("sqs", endpoint_url=endpoint),
+                prefix=prefix,
+            )
+        )
+        yield env
+    finally:
+        server.stop()
+
+
+def export(env: Mapping[str, str]) -> None:
+    """Put ``env`` into this process's environment (for in-process clients)."""
+    os.environ.update(env)

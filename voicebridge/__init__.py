@@ -1,0 +1,1 @@
+"""Code both deployables import: config, stream token, Twilio signatures, telemetry names."""

@@ -1,0 +1,255 @@
+"""Configuration: every environment variable the code reads is declared here, once.
+
+Each deployable loads :class:`Settings` for its *role* at start; a missing or invalid variable
+raises :class:`ConfigError` whose message is one line naming the variable. In AWS, secrets are
+not in the environment: ``SECRETS_ID`` names a Secrets Manager secret (a JSON object keyed by the
+variable names below) that is read through Powertools parameters and cached for
+``SECRETS_MAX_AGE`` seconds, so a rotated secret is picked up without a redeploy.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Literal
+from urllib.parse import urlsplit
+
+Role = Literal["api", "worker", "edge"]
+
+
+class ConfigError(RuntimeError):
+    """A configuration variable is missing or invalid (the message is one line)."""
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ValueError(f"must be a {'/'.join(schemes)} URL, got {value!r}")
+        return value.rstrip("/")
+
+    return parse
+
+
+def _int(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}, got {number}")
+        return number
+
+    return parse
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def _allowlist(value: str) -> dict[str, str]:
+    """``name=+E164,name2=+E164`` (or bare numbers) -> {name: number}; numbers must be E.164."""
+    result: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _, number = item.rpartition("=")
+        number = number.strip()
+        if not (number.startswith("+") and number[1:].isdigit() and 8 <= len(number) <= 16):
+            raise ValueError(f"{number!r} is not an E.164 number like +14155550123")
+        result[name.strip() or number] = number
+    return result
+
+
+def _text(value: str) -> str:
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Var:
+    env: str
+    parse: Callable[[str], object] = _text
+    default: str | None = None
+    secret: bool = False
+
+
+# field name -> how it is read. Field names are the lower-cased variable names.
+_VARS: tuple[_Var, ...] = (
+    _Var("TWILIO_AUTH_TOKEN", secret=True),
+    _Var("TWILIO_ACCOUNT_SID"),
+    _Var("TWILIO_API_BASE", _url("https", "http"), "https://api.twilio.com"),
+    _Var("VAPI_API_KEY", secret=True),
+    _Var("VAPI_BASE_URL", _url("https", "http"), "https://api.vapi.ai"),
+    _Var("VAPI_ASSISTANT_ID"),
+    _Var("VAPI_WEBHOOK_SECRET", secret=True),
+    _Var("PUBLIC_BASE_URL", _url("https", "http")),
+    _Var("EDGE_PUBLIC_URL", _url("wss", "ws")),
+    _Var("STREAM_TOKEN_SECRET", secret=True),
+    _Var("STREAM_TOKEN_TTL_SECONDS", _int(10, 300), "120"),
+    _Var("ADMIN_API_KEY", secret=True),
+    _Var("SESSIONS_TABLE"),
+    _Var("IDEMPOTENCY_TABLE"),
+    _Var("EVENTS_QUEUE_URL", _url("https", "http")),
+    _Var("AWS_ENDPOINT_URL", _url("https", "http")),
+    _Var("SESSION_TTL_SECONDS", _int(60, 86_400), "14400"),
+    _Var("CALL_RECORD_RETENTION_DAYS", _int(1, 3650), "90"),
+    _Var("TRANSFER_ALLOWLIST", _allowlist, ""),
+    _Var("TOOL_TIMEOUT_SECONDS", _int(1, 5), "5"),
+    _Var("API_PORT", _int(1, 65_535), "8000"),
+    _Var("EDGE_HOST", default="127.0.0.1"),
+    _Var("EDGE_PORT", _int(0, 65_535), "8080"),
+    _Var("EDGE_AUDIO_FORMAT", _choice("mulaw", "pcm16"), "mulaw"),
+    _Var("EDGE_PLAYOUT_LEAD_MS", _int(20, 1000), "100"),
+    _Var("EDGE_IDLE_TIMEOUT_SECONDS", _int(1, 3600), "30"),
+    _Var("EDGE_MAX_CALL_SECONDS", _int(10, 14_400), "3600"),
+    _Var("EDGE_MAX_CALLS", _int(1, 100_000), "1000"),
+    _Var("EDGE_LOCAL_BARGE_IN", _bool, "false"),
+    _Var("EDGE_DTMF_TO_VAPI", _bool, "true"),
+    _Var("EDGE_FALLBACK_NUMBER", lambda v: next(iter(_allowlist(v).values()), "")),
+    _Var("DRAIN_SECONDS", _int(0, 7200), "110"),
+    _Var("ECS_AGENT_URI", _url("http", "https")),
+    _Var("METRICS_FLUSH_SECONDS", _int(1, 300), "10"),
+    _Var("SECRETS_ID"),
+    _Var("SECRETS_MAX_AGE", _int(0, 86_400), "300"),
+)
+
+_REQUIRED: dict[Role, tuple[str, ...]] = {
+    "api": (
+        "TWILIO_AUTH_TOKEN",
+        "EDGE_PUBLIC_URL",
+        "STREAM_TOKEN_SECRET",
+        "VAPI_WEBHOOK_SECRET",
+        "ADMIN_API_KEY",
+        "SESSIONS_TABLE",
+        "EVENTS_QUEUE_URL",
+    ),
+    "worker": ("SESSIONS_TABLE", "IDEMPOTENCY_TABLE"),
+    "edge": (
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_ACCOUNT_SID",
+        "VAPI_API_KEY",
+        "EDGE_PUBLIC_URL",
+        "STREAM_TOKEN_SECRET",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Validated configuration. Optional values are ``None`` when unset and without a default."""
+
+    twilio_auth_token: str | None = None
+    twilio_account_sid: str | None = None
+    twilio_api_base: str = "https://api.twilio.com"
+    vapi_api_key: str | None = None
+    vapi_base_url: str = "https://api.vapi.ai"
+    vapi_assistant_id: str | None = None
+    vapi_webhook_secret: str | None = None
+    public_base_url: str | None = None
+    edge_public_url: str | None = None
+    stream_token_secret: str | None = None
+    stream_token_ttl_seconds: int = 120
+    admin_api_key: str | None = None
+    sessions_table: str | None = None
+    idempotency_table: str | None = None
+    events_queue_url: str | None = None
+    aws_endpoint_url: str | None = None
+    session_ttl_seconds: int = 14_400
+    call_record_retention_days: int = 90
+    transfer_allowlist: dict[str, str] = field(default_factory=dict)
+    tool_timeout_seconds: int = 5
+    api_port: int = 8000
+    edge_host: str = "127.0.0.1"
+    edge_port: int = 8080
+    edge_audio_format: str = "mulaw"
+    edge_playout_lead_ms: int = 100
+    edge_idle_timeout_seconds: int = 30
+    edge_max_call_seconds: int = 3600
+    edge_max_calls: int = 1000
+    edge_local_barge_in: bool = False
+    edge_dtmf_to_vapi: bool = True
+    edge_fallback_number: str | None = None
+    drain_seconds: int = 110
+    ecs_agent_uri: str | None = None
+    metrics_flush_seconds: int = 10
+    secrets_id: str | None = None
+    secrets_max_age: int = 300
+
+    def __repr__(self) -> str:  # secrets never reach logs, even through a repr
+        shown = ", ".join(
+            f"{var.env.lower()}={'***' if var.secret else getattr(self, var.env.lower())!r}"
+            for var in _VARS
+        )
+        return f"Settings({shown})"
+
+
+assert {var.env.lower() for var in _VARS} == {f.name for f in fields(Settings)}
+SECRET_NAMES: frozenset[str] = frozenset(var.env for var in _VARS if var.secret)
+ENV_NAMES: frozenset[str] = frozenset(var.env for var in _VARS)
+
+
+def _secrets_from_manager(secret_id: str, max_age: int) -> Mapping[str, str]:
+    """The JSON secret, through Powertools' cached parameter provider (imported only in AWS)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    value = parameters.get_secret(secret_id, transform="json", max_age=max_age)
+    if not isinstance(value, dict):
+        raise ConfigError(f"SECRETS_ID: secret {secret_id!r} is not a JSON object")
+    return {str(k): str(v) for k, v in value.items() if str(k) in SECRET_NAMES}
+
+
+def load_settings(role: Role, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings ``role`` needs; raise ConfigError on the first problem."""
+    env = dict(os.environ if environ is None else environ)
+    secret_id = env.get("SECRETS_ID")
+    if secret_id:
+        max_age = int(env.get("SECRETS_MAX_AGE") or 300)
+        for name, value in _secrets_from_manager(secret_id, max_age).items():
+            env.setdefault(name, value)
+    values: dict[str, object] = {}
+    for var in _VARS:
+        raw = env.get(var.env)
+        if raw is None or raw == "":
+            raw = var.default
+        if raw is None:
+            if var.env in _REQUIRED[role]:
+                raise ConfigError(f"{var.env} is required for the {role} but is not set")
+            continue
+        try:
+            values[var.env.lower()] = var.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{var.env} is invalid: {exc}") from None
+        if var.env in _REQUIRED[role] and values[var.env.lower()] in ("", None):
+            raise ConfigError(f"{var.env} is required for the {role} but is empty")
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+_cache: dict[Role, tuple[float, Settings]] = {}
+
+
+def get_settings(role: Role) -> Settings:
+    """Settings for ``role``, reloaded at most every ``SECRETS_MAX_AGE`` s (secrets may rotate)."""
+    now = time.monotonic()
+    cached = _cache.get(role)
+    if cached and now - cached[0] < cached[1].secrets_max_age:
+        return cached[1]
+    settings = load_settings(role)
+    _cache[role] = (now, settings)
+    return settings
+
+
+def reset_settings_cache() -> None:
+    """Forget loaded settings (tests change the environment between cases)."""
+    _cache.clear()

@@ -1,0 +1,35 @@
+"""Metric and log contract shared by the code that emits and the template that alarms.
+
+Every metric is emitted as CloudWatch EMF by Powertools ``Metrics`` into ``NAMESPACE`` with the
+single fixed dimension ``service`` (Powertools adds it from ``POWERTOOLS_SERVICE_NAME``). The
+template's alarms and dashboard name these exact metrics; a test checks that they agree.
+"""
+
+from __future__ import annotations
+
+NAMESPACE = "Voicebridge"
+
+SERVICE_API = "voicebridge-api"
+SERVICE_WORKER = "voicebridge-worker"
+SERVICE_EDGE = "voicebridge-edge"
+
+# Control plane (service = SERVICE_API unless noted).
+WEBHOOK_LATENCY = "WebhookLatency"  # ms, per request, every route
+AUTH_FAILURES = "AuthFailures"  # count, rejected signatures / secrets / admin keys
+SESSION_WRITE_FAILURES = "SessionWriteFailures"  # count, /twilio/voice answered anyway
+TOOL_LATENCY = "ToolLatency"  # ms, per tool call
+TOOL_ERRORS = "ToolErrors"  # count, tool calls answered with an error
+EVENTS_ENQUEUED = "EventsEnqueued"  # count
+EVENTS_PROCESSED = "EventsProcessed"  # count (service = SERVICE_WORKER)
+EVENTS_FAILED = "EventsFailed"  # count (service = SERVICE_WORKER)
+
+# Media edge (service = SERVICE_EDGE).
+BRIDGE_LATENCY = "BridgeLatency"  # ms, per-frame processing time inside the edge
+FIRST_AUDIO_LATENCY = "FirstAudioLatency"  # ms, stream start -> first assistant audio sent
+RESPONSE_LATENCY = "ResponseLatency"  # ms, caller speech end -> first assistant audio sent
+BARGE_IN_LATENCY = "BargeInLatency"  # ms, interruption signal -> clear sent
+VAPI_CONNECT_TIME = "VapiConnectTime"  # ms, POST /call + websocket open
+ACTIVE_CALLS = "ActiveCalls"  # count, gauge sampled at each flush
+FRAMES_DROPPED = "FramesDropped"  # count, duplicate or late inbound frames
+FRAMES_FILLED = "FramesFilled"  # count, silence frames inserted for timestamp gaps
+CALL_ERRORS = "CallErrors"  # count; emitted twice: with service only, and with service+reason
