@@ -253,3 +253,8 @@ def get_settings(role: Role) -> Settings:
 def reset_settings_cache() -> None:
     """Forget loaded settings (tests change the environment between cases)."""
     _cache.clear()
+
+
+def required_vars(role: Role) -> tuple[str, ...]:
+    """The variables ``role`` cannot start without (the template must provide each)."""
+    return _REQUIRED[role]
