@@ -1,0 +1,45 @@
+"""The control plane's HTTP API: one FastAPI app behind API Gateway (HTTP API) via Mangum.
+
+Lambda handler: ``functions.api.handler``; local: ``uvicorn functions.api:app``. Imports are
+kept to what every request needs (boto3 clients and httpx load on first use) because this
+module's import time is the Lambda cold start.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from mangum import Mangum
+
+from functions import admin, twilio_webhooks, vapi_webhooks, web
+from voicebridge.config import ConfigError
+
+app = FastAPI(
+    title="voicebridge control plane",
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,  # no unauthenticated schema endpoint
+)
+app.add_middleware(web.TimingMiddleware)
+app.include_router(twilio_webhooks.router)
+app.include_router(vapi_webhooks.router)
+app.include_router(admin.router)
+
+
+@app.get("/health")
+async def health() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+@app.exception_handler(ConfigError)
+async def config_error(_: Request, exc: ConfigError) -> JSONResponse:
+    web.logger.error(str(exc))  # one line naming the variable (never its value)
+    return JSONResponse({"error": "server misconfigured"}, status_code=500)
+
+
+@app.exception_handler(HTTPException)
+async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+handler = Mangum(app, lifespan="off")

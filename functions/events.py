@@ -1,0 +1,187 @@
+"""The one event envelope between the API and the worker (an SQS message body).
+
+``{"v": 1, "source": "twilio"|"vapi", "type", "callSid", "key", "received_at", "payload"}``.
+``key`` is stable for a given real-world event (Twilio: CallSid + status + SequenceNumber; Vapi:
+call id + type + its timestamp or a hash of the body), so redeliveries and Twilio/Vapi retries
+of the same event dedupe in the worker. Vapi payloads are compacted first: an SQS message is at
+most 256 KiB while a webhook may be 1 MiB, and the worker never needs the message history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+VERSION = 1
+MAX_BODY_BYTES = 240_000  # SQS allows 256 KiB; keep headroom for attributes
+_CALL_FIELDS = ("id", "phoneCallProviderId", "metadata", "customer", "startedAt", "endedAt", "type")
+_HEAVY_FIELDS = (
+    "messages",
+    "messagesOpenAIFormatted",
+    "assistant",
+    "inboundPhoneCallDebuggingArtifacts",
+)
+
+Source = Literal["twilio", "vapi"]
+
+
+class EnvelopeError(ValueError):
+    """An SQS body that is not one of our envelopes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    source: Source
+    type: str
+    call_sid: str | None
+    key: str
+    received_at: float
+    payload: dict[str, Any]
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["callSid"] = data.pop("call_sid")
+        return json.dumps({"v": VERSION, **data}, separators=(",", ":"), default=str)
+
+    @classmethod
+    def from_json(cls, body: str) -> Envelope:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise EnvelopeError("envelope is not JSON") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Envelope:
+        try:
+            if data.get("v") != VERSION or data["source"] not in ("twilio", "vapi"):
+                raise EnvelopeError("unknown envelope version or source")
+            return cls(
+                source=data["source"],
+                type=str(data["type"]),
+                call_sid=data.get("callSid"),
+                key=str(data["key"]),
+                received_at=float(data["received_at"]),
+                payload=dict(data["payload"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise EnvelopeError(f"malformed envelope: {type(exc).__name__}") from None
+
+
+def _digest(data: Any) -> str:
+    raw = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def twilio_event(params: Mapping[str, str], received_at: float) -> Envelope:
+    """A Twilio call-status or stream-status callback."""
+    call_sid = params.get("CallSid") or None
+    if params.get("StreamEvent"):
+        kind = "stream-status"
+        key = f"twilio:{call_sid}:{params.get('StreamSid')}:{params['StreamEvent']}"
+    else:
+        kind = "call-status"
+        key = f"twilio:{call_sid}:{params.get('CallStatus')}:{params.get('SequenceNumber')}"
+    return Envelope("twilio", kind, call_sid, key, received_at, dict(params))
+
+
+def vapi_call_sid(message: Mapping[str, Any]) -> str | None:
+    """The Twilio CallSid of a Vapi call: phone calls carry it as ``phoneCallProviderId``; calls
+    our edge creates over the websocket transport carry it in ``metadata.callSid``."""
+    call = message.get("call")
+    if not isinstance(call, dict):
+        return None
+    metadata = call.get("metadata") if isinstance(call.get("metadata"), dict) else {}
+    sid = call.get("phoneCallProviderId") or metadata.get("callSid")
+    return str(sid) if sid else None
+
+
+def compact_vapi_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The message without what the worker never reads, bounded to fit an SQS body."""
+    slim = {k: v for k, v in message.items() if k not in _HEAVY_FIELDS}
+    if isinstance(slim.get("call"), dict):
+        slim["call"] = {k: v for k, v in slim["call"].items() if k in _CALL_FIELDS}
+    if isinstance(slim.get("artifact"), dict):
+        slim["artifact"] = {
+            k: v
+            for k, v in slim["artifact"].items()
+            if k not in ("messages", "messagesOpenAIFormatted")
+        }
+    while len(json.dumps(slim, default=str)) > MAX_BODY_BYTES:
+        if not _halve_longest_text(slim):
+            return {"type": slim.get("type"), "call": slim.get("call"), "truncated": True}
+        slim["truncated"] = True
+    return slim
+
+
+def _halve_longest_text(data: dict[str, Any]) -> bool:
+    """Cut the longest string value (top level or one level down) in half; False if none left."""
+    candidates = [(data, k) for k, v in data.items() if isinstance(v, str)]
+    for value in data.values():
+        if isinstance(value, dict):
+            candidates += [(value, k) for k, v in value.items() if isinstance(v, str)]
+    if not candidates:
+        return False
+    holder, key = max(candidates, key=lambda c: len(c[0][c[1]]))
+    if len(holder[key]) < 64:
+        return False
+    holder[key] = holder[key][: len(holder[key]) // 2]
+    return True
+
+
+def vapi_event(message: Mapping[str, Any], received_at: float) -> Envelope:
+    """An informational Vapi server message (status-update, end-of-call-report, ...)."""
+    kind = str(message.get("type"))
+    call = message.get("call") if isinstance(message.get("call"), dict) else {}
+    stamp = message.get("timestamp")
+    if kind == "status-update" and stamp is None:
+        stamp = message.get("status")
+    if kind == "end-of-call-report":
+        stamp = "final"  # one report per call, however often it is delivered
+    call_id = call.get("id") or vapi_call_sid(message)
+    if call_id is None or stamp is None:
+        stamp = _digest(message)
+    key = f"vapi:{call_id}:{kind}:{stamp}"
+    return Envelope(
+        "vapi", kind, vapi_call_sid(message), key, received_at, compact_vapi_message(message)
+    )
+
+
+class EventQueue:
+    """SQS producer; the client is created on first send (see storage for why)."""
+
+    def __init__(self, queue_url: str, endpoint_url: str | None = None, client: Any = None) -> None:
+        self.queue_url = queue_url
+        self._endpoint_url = endpoint_url
+        self._client = client
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    import boto3
+
+                    self._client = boto3.session.Session().client(
+                        "sqs", endpoint_url=self._endpoint_url
+                    )
+        return self._client
+
+    def send(self, envelope: Envelope) -> None:
+        self.client.send_message(QueueUrl=self.queue_url, MessageBody=envelope.to_json())
+
+
+_queues: dict[tuple[str, str | None], EventQueue] = {}
+
+
+def get_queue(queue_url: str, endpoint_url: str | None) -> EventQueue:
+    key = (queue_url, endpoint_url)
+    queue = _queues.get(key)
+    if queue is None:
+        queue = _queues[key] = EventQueue(queue_url, endpoint_url)
+    return queue

@@ -1,0 +1,126 @@
+"""``POST /vapi/webhook``: Vapi's server-URL messages.
+
+Answered inline (Vapi waits for these): ``assistant-request``, ``tool-calls`` and the legacy
+``function-call``, ``transfer-destination-request``. Everything else is informational and goes
+to the queue for the worker, answered 200 at once. Authentication (``vapi_auth``) runs on the raw
+bytes before the body is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from functions import clients, web
+from functions.events import vapi_call_sid, vapi_event
+from functions.observability import MetricUnit
+from functions.tools.builtins import resolve_destination
+from functions.vapi_auth import is_authentic
+from voicebridge import telemetry
+from voicebridge.config import Settings
+
+router = APIRouter()
+NO_ASSISTANT = "Sorry, this number is not set up yet."
+
+
+def _bad_request(reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=400)
+
+
+def _called_number(message: dict[str, Any]) -> str | None:
+    """The number the caller dialled: Vapi's phone number, or our edge's call metadata."""
+    for holder in (message.get("phoneNumber"), (message.get("call") or {}).get("phoneNumber")):
+        if isinstance(holder, dict) and holder.get("number"):
+            return str(holder["number"])
+    metadata = (message.get("call") or {}).get("metadata")
+    if isinstance(metadata, dict) and metadata.get("to"):
+        return str(metadata["to"])
+    return None
+
+
+def assistant_request(config: Settings, message: dict[str, Any]) -> dict[str, str]:
+    number = _called_number(message)
+    assistant_id = None
+    if number:
+        try:
+            assistant_id = web.store(config).get_binding(number)
+        except Exception:
+            web.logger.exception("binding lookup failed; using the default assistant")
+    assistant_id = assistant_id or config.vapi_assistant_id
+    if not assistant_id:
+        web.logger.error("assistant-request: no binding and no VAPI_ASSISTANT_ID")
+        return {"error": NO_ASSISTANT}
+    return {"assistantId": assistant_id}
+
+
+def transfer_destination(config: Settings, message: dict[str, Any]) -> dict[str, Any]:
+    """The assistant asked where to transfer: the named allow-list entry, else the first one."""
+    wanted = message.get("destination") if isinstance(message.get("destination"), dict) else {}
+    hint = str(wanted.get("number") or wanted.get("name") or "")
+    match = resolve_destination(config, hint) if hint else None
+    if match is None and not hint and config.transfer_allowlist:
+        match = next(iter(config.transfer_allowlist.items()))
+    if match is None:
+        return {"error": "No transfer destination is available."}
+    return {"destination": {"type": "number", "number": match[1]}}
+
+
+async def tool_calls(config: Settings, message: dict[str, Any], legacy: bool) -> dict[str, Any]:
+    from functions.tools import ToolCall, ToolContext, parse_tool_calls, run_tool_calls
+
+    if legacy:
+        function = (
+            message.get("functionCall") if isinstance(message.get("functionCall"), dict) else {}
+        )
+        calls = [ToolCall("", str(function.get("name") or ""), function.get("parameters"))]
+    else:
+        calls = parse_tool_calls(message)[:16]
+    call = message.get("call") if isinstance(message.get("call"), dict) else {}
+    ctx = ToolContext(config, vapi_call_sid(message), call.get("id"), clients.new_http_client)
+    outcomes = await run_tool_calls(calls, ctx, float(config.tool_timeout_seconds))
+    for outcome in outcomes:
+        web.metrics.add_metric(
+            name=telemetry.TOOL_LATENCY, unit=MetricUnit.Milliseconds, value=outcome.latency_ms
+        )
+        if outcome.error is not None:
+            web.metrics.add_metric(name=telemetry.TOOL_ERRORS, unit=MetricUnit.Count, value=1)
+            web.logger.warning(
+                "tool failed", extra={"tool": outcome.call.name, "error": outcome.error}
+            )
+    if legacy:
+        only = outcomes[0]
+        return {"result": only.result} if only.error is None else {"error": only.error}
+    return {"results": [outcome.as_vapi() for outcome in outcomes]}
+
+
+@router.post("/vapi/webhook")
+async def webhook(request: Request) -> JSONResponse:
+    config = web.settings()
+    body = await web.read_body(request)
+    if not is_authentic(config.vapi_webhook_secret or "", request.headers, body, time.time()):
+        web.count_auth_failure("/vapi/webhook", "vapi auth")
+        return JSONResponse({"error": "unauthorized"}, status_code=401)
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return _bad_request("body is not valid JSON")
+    message = data.get("message") if isinstance(data, dict) else None
+    kind = message.get("type") if isinstance(message, dict) else None
+    if not isinstance(kind, str) or not kind:
+        return _bad_request('expected {"message": {"type": ...}}')
+    call_sid = vapi_call_sid(message)
+    if call_sid:
+        web.logger.append_keys(callSid=call_sid)
+    if kind == "assistant-request":
+        return JSONResponse(assistant_request(config, message))
+    if kind in ("tool-calls", "function-call"):
+        return JSONResponse(await tool_calls(config, message, legacy=kind == "function-call"))
+    if kind == "transfer-destination-request":
+        return JSONResponse(transfer_destination(config, message))
+    web.queue(config).send(vapi_event(message, time.time()))
+    web.metrics.add_metric(name=telemetry.EVENTS_ENQUEUED, unit=MetricUnit.Count, value=1)
+    return JSONResponse({"received": True})

@@ -1,0 +1,193 @@
+"""SQS worker (``functions.worker.handler``): builds call records from queued events.
+
+Exactly-once effect on an at-least-once queue, twice over: Powertools idempotency (DynamoDB,
+keyed on the envelope's stable ``key``) skips an event already applied, and every write is
+conditional or convergent (timeline entries keyed by event, status moved only forward by
+rank then SequenceNumber, report fields SET to the same values), so even a duplicate that slips
+past the first layer, or callbacks arriving out of order, end in the same record.
+Failed records are reported individually (``ReportBatchItemFailures``); after the queue's
+``maxReceiveCount`` SQS moves them to the DLQ.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+
+from functions.events import Envelope
+from functions.observability import MetricUnit, call_context, logger_for, metrics_for
+from functions.storage import MAX_TEXT_CHARS, STATUS_RANK, Store, get_store
+from voicebridge import telemetry
+from voicebridge.config import Settings, get_settings
+
+logger = logger_for(telemetry.SERVICE_WORKER)
+metrics = metrics_for(telemetry.SERVICE_WORKER)
+processor = BatchProcessor(event_type=EventType.SQS)
+IDEMPOTENCY = IdempotencyConfig(
+    event_key_jmespath="key",
+    raise_on_no_idempotency_key=True,
+    expires_after_seconds=24 * 3600,  # longer than any Twilio retry or SQS redelivery window
+)
+TERMINAL = frozenset(s for s, rank in STATUS_RANK.items() if rank == max(STATUS_RANK.values()))
+TIMELINE_VAPI = frozenset({"status-update", "hang", "transfer-update", "end-of-call-report"})
+
+
+def _epoch(value: Any) -> float | None:
+    """ISO 8601 (Vapi) or RFC 2822 (Twilio) -> epoch seconds; None if absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        pass
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def report_fields(message: dict[str, Any]) -> dict[str, Any]:
+    """The call-record fields of an end-of-call-report, current and legacy (top-level) shapes."""
+    artifact = message.get("artifact") if isinstance(message.get("artifact"), dict) else {}
+    analysis = message.get("analysis") if isinstance(message.get("analysis"), dict) else {}
+    call = message.get("call") if isinstance(message.get("call"), dict) else {}
+    started_at = message.get("startedAt") or call.get("startedAt")
+    ended_at = message.get("endedAt") or call.get("endedAt")
+    duration = message.get("durationSeconds")
+    if duration is None:
+        start, end = _epoch(started_at), _epoch(ended_at)
+        if start is not None and end is not None and end >= start:
+            duration = round(end - start, 3)
+    transcript = artifact.get("transcript") or message.get("transcript")
+    return {
+        "ended_reason": message.get("endedReason") or call.get("endedReason"),
+        "transcript": transcript[:MAX_TEXT_CHARS] if isinstance(transcript, str) else None,
+        "summary": analysis.get("summary") or message.get("summary"),
+        "success_evaluation": analysis.get("successEvaluation"),
+        "recording_url": artifact.get("recordingUrl") or message.get("recordingUrl"),
+        "stereo_recording_url": artifact.get("stereoRecordingUrl")
+        or message.get("stereoRecordingUrl"),
+        "cost": message.get("cost"),
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "duration_seconds": duration,
+        "vapi_call_id": call.get("id"),
+    }
+
+
+def _apply_twilio(store: Store, env: Envelope, now: float, expires_at: int) -> str:
+    params = env.payload
+    sid = env.call_sid or ""
+    at = _epoch(params.get("Timestamp")) or env.received_at
+    if env.type == "stream-status":
+        detail = {"event": params.get("StreamEvent"), "streamSid": params.get("StreamSid")}
+        if params.get("StreamError"):
+            detail["error"] = str(params["StreamError"])[:500]
+        store.put_event(sid, env.key, at, "twilio.stream", detail, expires_at)
+        return "stream"
+    status = params.get("CallStatus", "")
+    try:
+        sequence = int(params.get("SequenceNumber") or 0)
+    except ValueError:
+        sequence = 0
+    detail = {"status": status, "sequence": sequence, "duration": params.get("CallDuration")}
+    store.put_event(sid, env.key, at, "twilio.call-status", detail, expires_at)
+    if status not in STATUS_RANK:
+        return "unknown status"
+    store.apply_status(sid, status, sequence, at, expires_at)
+    if status in TERMINAL:
+        store.end_session(sid, now)
+    return status
+
+
+def _apply_vapi(store: Store, env: Envelope, now: float, expires_at: int) -> str:
+    message = env.payload
+    call = message.get("call") if isinstance(message.get("call"), dict) else {}
+    record_id = env.call_sid or call.get("id")
+    if env.type not in TIMELINE_VAPI or not record_id:
+        return "ignored"
+    at = float(message["timestamp"]) / 1000.0 if message.get("timestamp") else env.received_at
+    detail = {k: message[k] for k in ("status", "endedReason") if isinstance(message.get(k), str)}
+    store.put_event(record_id, env.key, at, f"vapi.{env.type}", detail, expires_at)
+    if env.type == "end-of-call-report":
+        store.apply_report(record_id, report_fields(message), expires_at)
+        store.end_session(record_id, now)
+    return env.type
+
+
+def apply_event(event: dict[str, Any]) -> dict[str, str]:
+    """Apply one envelope to the call record (wrapped by Powertools idempotency)."""
+    env = Envelope.from_dict(event)
+    config = get_settings("worker")
+    store = get_store(config.sessions_table or "", config.aws_endpoint_url)
+    now = time.time()
+    expires_at = int(now) + config.call_record_retention_days * 86_400
+    if env.source == "twilio":
+        if not env.call_sid:
+            return {"outcome": "no CallSid"}
+        outcome = _apply_twilio(store, env, now, expires_at)
+    else:
+        outcome = _apply_vapi(store, env, now, expires_at)
+    logger.info("event applied", extra={"key": env.key, "outcome": outcome})
+    return {"outcome": outcome}
+
+
+@cache
+def _idempotent_apply(table: str, endpoint_url: str | None) -> Any:
+    import boto3
+
+    client = boto3.session.Session().client("dynamodb", endpoint_url=endpoint_url)
+    persistence = DynamoDBPersistenceLayer(table_name=table, boto3_client=client)
+    return idempotent_function(
+        apply_event,
+        data_keyword_argument="event",
+        persistence_store=persistence,
+        config=IDEMPOTENCY,
+    )
+
+
+def record_handler(record: SQSRecord) -> None:
+    try:
+        event = json.loads(record.body)
+        envelope = Envelope.from_dict(event)
+    except ValueError:
+        metrics.add_metric(name=telemetry.EVENTS_FAILED, unit=MetricUnit.Count, value=1)
+        logger.error("malformed queue message", extra={"messageId": record.message_id})
+        raise
+    config: Settings = get_settings("worker")
+    with call_context(logger, envelope.call_sid):
+        try:
+            _idempotent_apply(config.idempotency_table or "", config.aws_endpoint_url)(event=event)
+        except Exception:
+            metrics.add_metric(name=telemetry.EVENTS_FAILED, unit=MetricUnit.Count, value=1)
+            logger.exception("event failed", extra={"key": envelope.key})
+            raise
+    metrics.add_metric(name=telemetry.EVENTS_PROCESSED, unit=MetricUnit.Count, value=1)
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point for the SQS event source (partial batch responses)."""
+    if context is not None:
+        IDEMPOTENCY.register_lambda_context(context)
+    try:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    finally:
+        metrics.flush_metrics()
