@@ -41,6 +41,8 @@ bench-api: $(STAMP)  ## control-plane handler latency and import time
 	$(BIN)/python -m benchmarks.api
 
 bench-dsp: $(STAMP)  ## per-frame DSP cost, resampler quality, VAD accuracy
+	@# silero-vad only for its packaged ONNX model: --no-deps keeps torch out (onnxruntime runs it)
+	$(BIN)/python -m pip install --quiet --no-deps 'silero-vad>=5,<7'
 	$(BIN)/python -m benchmarks.dsp
 
 bench-edge: $(STAMP)  ## edge CPU and added latency at 100/250/500 concurrent calls
