@@ -1,0 +1,89 @@
+"""Actions a Call asks its shell to perform, in the order returned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class SendToTwilio:
+    """A text frame (already-serialised JSON) for the Twilio socket."""
+
+    text: str
+
+
+@dataclass(slots=True)
+class SendAudioToVapi:
+    data: bytes
+
+
+@dataclass(slots=True)
+class SendJsonToVapi:
+    message: dict[str, Any]
+
+
+@dataclass(slots=True)
+class CreateVapiCall:
+    """POST /call with ``body``, then open its transport socket; answer with VapiConnected or
+    VapiConnectFailed."""
+
+    body: dict[str, Any]
+
+
+@dataclass(slots=True)
+class EndCallViaTwilio:
+    """Replace the live call's TwiML through Twilio REST (apology + hang-up, or a fallback Dial)."""
+
+    call_sid: str
+    twiml: str
+
+
+@dataclass(slots=True)
+class CloseTwilio:
+    code: int
+    reason: str
+
+
+@dataclass(slots=True)
+class CloseVapi:
+    """Close (or abandon, if still connecting) the Vapi side."""
+
+
+@dataclass(slots=True)
+class Metric:
+    name: str
+    value: float
+    unit: str = "Count"
+    reason: str | None = None  # CallErrors only: also emitted with a ``reason`` dimension
+
+
+@dataclass(slots=True)
+class Latency:
+    """Record ``name`` = (time after the preceding actions ran) - ``since_ms``, in ms.
+
+    The shell measures the end point, so the value includes the real send, not just our logic."""
+
+    name: str
+    since_ms: float
+
+
+@dataclass(slots=True)
+class Log:
+    level: str  # "info" | "warning" | "error"
+    message: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+Action = (
+    SendToTwilio
+    | SendAudioToVapi
+    | SendJsonToVapi
+    | CreateVapiCall
+    | EndCallViaTwilio
+    | CloseTwilio
+    | CloseVapi
+    | Metric
+    | Latency
+    | Log
+)

@@ -1,0 +1,512 @@
+"""The call state machine: one Twilio media stream bridged to one Vapi websocket call.
+
+States: ``connected`` (Twilio socket open, waiting for ``start``) -> ``started`` (token verified,
+Vapi call being created) -> ``bridging`` (audio both ways) -> ``ending`` (Vapi is gone; the
+assistant's last words finish playing) -> ``closed``. Any state can jump to ``closed`` through
+the one teardown, which is idempotent.
+
+``feed(event, now)`` takes the shell's monotonic clock in ms and returns actions to run in
+order. The machine never reads a clock: token expiry uses ``now / 1000 + epoch_offset_s``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from media_edge.core.actions import (
+    Action,
+    CloseTwilio,
+    CloseVapi,
+    CreateVapiCall,
+    EndCallViaTwilio,
+    Latency,
+    Log,
+    Metric,
+    SendAudioToVapi,
+    SendJsonToVapi,
+    SendToTwilio,
+)
+from media_edge.core.audio import FRAME_MS, InboundPath, OutboundPath
+from media_edge.core.events import (
+    Event,
+    ProtocolViolation,
+    Shutdown,
+    SocketClosed,
+    Tick,
+    VapiAudio,
+    VapiConnected,
+    VapiConnectFailed,
+)
+from media_edge.core.playout import Playout
+from media_edge.dsp import Vad
+from media_edge.protocol import vapi as vapi_protocol
+from media_edge.protocol.twilio import (
+    TwilioConnected,
+    TwilioDtmf,
+    TwilioMark,
+    TwilioMedia,
+    TwilioStart,
+    TwilioStop,
+    TwilioWriter,
+    apology_twiml,
+)
+from media_edge.protocol.vapi import (
+    VapiCallEnded,
+    VapiIgnored,
+    VapiSpeechUpdate,
+    VapiUserInterrupted,
+)
+from voicebridge import telemetry
+from voicebridge.stream_token import StreamTokenError, verify
+
+TOKEN_PARAMETER = "token"
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+_NORMAL_VAPI_CLOSE_CODES = frozenset({CLOSE_NORMAL, CLOSE_GOING_AWAY})
+ENDING_GRACE_MS = 500  # after our estimate of the last frame playing, wait this long for its mark
+LOCAL_BARGE_IN_FRAMES = 10  # 200 ms of loud caller speech over the assistant
+LOCAL_BARGE_IN_MIN_DBFS = -35.0  # line echo of our own playout sits well below this
+
+
+class State(enum.Enum):
+    CONNECTED = "connected"
+    STARTED = "started"
+    BRIDGING = "bridging"
+    ENDING = "ending"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class CallConfig:
+    """Per-process call policy (times in ms); built from Settings by the shell."""
+
+    token_secret: str
+    audio_format: str = "mulaw"
+    lead_ms: int = 100
+    idle_timeout_ms: int = 30_000
+    max_call_ms: int = 3_600_000
+    connect_timeout_ms: int = 10_000
+    end_drain_ms: int = 5_000
+    local_barge_in: bool = False
+    dtmf_to_vapi: bool = True
+    fallback_number: str | None = None
+    max_twilio_messages_per_s: int = 200  # Twilio sends ~50 media + marks; 4x is a flood
+
+
+class Call:
+    """One bridged call. Not thread-safe; feed it from one task."""
+
+    def __init__(
+        self,
+        config: CallConfig,
+        *,
+        now: float,
+        epoch_offset_s: float,
+        vad_factory: Callable[[], Vad] | None = None,
+    ) -> None:
+        self.config = config
+        self.state = State.CONNECTED
+        self.stream_sid = ""
+        self.call_sid = ""
+        self.end_reason = ""
+        self._epoch_offset_s = epoch_offset_s
+        self._created = now
+        self._start = now
+        self._last_rx = now
+        self._window_start = now
+        self._window_count = 0
+        self._ending_deadline = 0.0
+        self._ending_error = False
+        self._vad_factory = vad_factory
+        self._inbound: InboundPath | None = None
+        self._outbound: OutboundPath | None = None
+        self._playout: Playout | None = None
+        self._first_audio_sent = False
+        self._last_vapi_audio = 0.0
+        self._speech_end: float | None = None
+        self._loud_frames = 0
+        self._overflow_logged = False
+        self.frames_in = 0
+        self.frames_filled = 0
+        self.frames_dropped = 0
+        self._handlers: dict[type, Callable[[Any, float, list[Action]], None]] = {
+            TwilioMedia: self._on_media,
+            TwilioMark: self._on_mark,
+            VapiAudio: self._on_vapi_audio,
+            TwilioDtmf: self._on_dtmf,
+            TwilioConnected: self._on_connected,
+            TwilioStart: self._on_start,
+            TwilioStop: self._on_stop,
+            VapiUserInterrupted: self._on_user_interrupted,
+            VapiSpeechUpdate: self._on_speech_update,
+            VapiCallEnded: self._on_vapi_ended,
+            VapiIgnored: self._on_vapi_ignored,
+            VapiConnected: self._on_vapi_connected,
+            VapiConnectFailed: self._on_vapi_connect_failed,
+            SocketClosed: self._on_socket_closed,
+            ProtocolViolation: self._on_violation,
+            Tick: self._on_tick,
+            Shutdown: self._on_shutdown,
+        }
+
+    # -- public -------------------------------------------------------------------------------
+
+    def feed(self, event: Event, now: float) -> list[Action]:
+        """Apply ``event`` at time ``now`` (ms); the actions to run, in order."""
+        out: list[Action] = []
+        if self.state is State.CLOSED:
+            if isinstance(event, VapiConnected):
+                out.append(CloseVapi())  # connected after we gave up: hang it up
+            return out
+        self._handlers[type(event)](event, now, out)
+        if self._playout is not None and self.state in (State.BRIDGING, State.ENDING):
+            self._pump(now, out)
+        return out
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def next_deadline(self) -> float | None:
+        """The earliest time (ms) a Tick would change something; None once closed."""
+        cfg = self.config
+        state = self.state
+        if state is State.CLOSED:
+            return None
+        if state is State.CONNECTED:
+            return self._last_rx + cfg.idle_timeout_ms
+        deadline = min(self._last_rx + cfg.idle_timeout_ms, self._start + cfg.max_call_ms)
+        if state is State.STARTED:
+            return min(deadline, self._start + cfg.connect_timeout_ms)
+        playout = self._playout
+        assert playout is not None
+        pacing = playout.next_deadline()
+        if pacing is None and self._outbound is not None and self._outbound.pending:
+            pacing = self._tail_due(playout.play_end)
+        if state is State.ENDING:
+            deadline = min(self._ending_deadline, playout.play_end + ENDING_GRACE_MS)
+        return deadline if pacing is None else min(deadline, pacing)
+
+    @property
+    def log_keys(self) -> dict[str, str]:
+        return {"callSid": self.call_sid, "streamSid": self.stream_sid}
+
+    # -- Twilio -------------------------------------------------------------------------------
+
+    def _rx(self, now: float, out: list[Action]) -> bool:
+        """Bookkeeping for every Twilio message: idle timer and flood limit. False = ended."""
+        self._last_rx = now
+        if now - self._window_start >= 1000.0:
+            self._window_start = now
+            self._window_count = 0
+        self._window_count += 1
+        if self._window_count > self.config.max_twilio_messages_per_s:
+            self._teardown("flood", now, out, error=True, code=CLOSE_POLICY)
+            return False
+        return True
+
+    def _sid_ok(self, stream_sid: str, now: float, out: list[Action]) -> bool:
+        if self.state is State.CONNECTED:
+            self._teardown("event_before_start", now, out, error=True, code=CLOSE_POLICY)
+            return False
+        if stream_sid != self.stream_sid:
+            self._teardown("wrong_stream_sid", now, out, error=True, code=CLOSE_POLICY)
+            return False
+        return True
+
+    def _on_connected(self, event: TwilioConnected, now: float, out: list[Action]) -> None:
+        if not self._rx(now, out):
+            return
+        if self.state is not State.CONNECTED:
+            self._teardown("unexpected_connected", now, out, error=True, code=CLOSE_POLICY)
+
+    def _on_start(self, event: TwilioStart, now: float, out: list[Action]) -> None:
+        if not self._rx(now, out):
+            return
+        if self.state is not State.CONNECTED:
+            self._teardown("duplicate_start", now, out, error=True, code=CLOSE_POLICY)
+            return
+        self.stream_sid, self.call_sid = event.stream_sid, event.call_sid
+        params = event.custom_parameters
+        try:
+            grant = verify(
+                self.config.token_secret,
+                params.get(TOKEN_PARAMETER, ""),
+                event.call_sid,
+                now / 1000.0 + self._epoch_offset_s,
+            )
+        except StreamTokenError as exc:
+            out.append(Log("warning", "stream token rejected", {"tokenError": exc.reason}))
+            self._teardown("token_rejected", now, out, error=True, code=CLOSE_POLICY)
+            return
+        cfg = self.config
+        self.state = State.STARTED
+        self._start = now
+        self._inbound = InboundPath(cfg.audio_format, self._vad_factory and self._vad_factory())
+        self._outbound = OutboundPath(cfg.audio_format)
+        self._playout = Playout(TwilioWriter(event.stream_sid), cfg.lead_ms)
+        metadata = {
+            "callSid": event.call_sid,
+            "streamSid": event.stream_sid,
+            "from": params.get("from", ""),
+            "to": params.get("to", ""),
+        }
+        body = vapi_protocol.create_call_body(
+            grant.assistant_id, cfg.audio_format, metadata, params.get("from")
+        )
+        out.append(Log("info", "stream started", {"assistantId": grant.assistant_id}))
+        out.append(CreateVapiCall(body))
+
+    def _on_media(self, event: TwilioMedia, now: float, out: list[Action]) -> None:
+        if not self._rx(now, out) or not self._sid_ok(event.stream_sid, now, out):
+            return
+        if self.state is not State.BRIDGING:
+            return  # Vapi not connected yet (or gone): nobody to hear it
+        inbound = self._inbound
+        assert inbound is not None
+        fill = inbound.gaps.admit(event.timestamp_ms)
+        if fill < 0:
+            self.frames_dropped += 1
+            out.append(Metric(telemetry.FRAMES_DROPPED, 1))
+            return
+        if fill:
+            self.frames_filled += fill
+            out.append(Metric(telemetry.FRAMES_FILLED, fill))
+        self.frames_in += 1
+        out.append(SendAudioToVapi(inbound.convert(event.payload, fill)))
+        decision = inbound.detect(event.payload)
+        if decision.onset:
+            self._speech_end = None
+        elif decision.offset:
+            # The VAD decides "ended" after its hangover; the speech really ended that long ago.
+            self._speech_end = now - inbound.vad.hangover_frames * FRAME_MS
+        if self.config.local_barge_in:
+            self._local_barge_in(decision.speech, decision.level_dbfs, now, out)
+
+    def _local_barge_in(self, speech: bool, level: float, now: float, out: list[Action]) -> None:
+        """Echo-safe local barge-in: only sustained, loud caller speech over the assistant counts
+        (line echo of our own audio is quieter and does not last 200 ms above the gate)."""
+        playout = self._playout
+        if speech and level >= LOCAL_BARGE_IN_MIN_DBFS and playout and playout.pending:
+            self._loud_frames += 1
+            if self._loud_frames >= LOCAL_BARGE_IN_FRAMES:
+                self._barge_in("local_vad", now, out)
+        else:
+            self._loud_frames = 0
+
+    def _on_dtmf(self, event: TwilioDtmf, now: float, out: list[Action]) -> None:
+        if not self._rx(now, out) or not self._sid_ok(event.stream_sid, now, out):
+            return
+        if self.state is State.BRIDGING and self.config.dtmf_to_vapi:
+            out.append(SendJsonToVapi(vapi_protocol.dtmf_message(event.digit)))
+            out.append(Log("info", "dtmf forwarded to vapi"))  # the digit itself is not logged
+
+    def _on_mark(self, event: TwilioMark, now: float, out: list[Action]) -> None:
+        if not self._rx(now, out) or not self._sid_ok(event.stream_sid, now, out):
+            return
+        assert self._playout is not None
+        self._playout.on_mark(event.name)
+
+    def _on_stop(self, event: TwilioStop, now: float, out: list[Action]) -> None:
+        if not self._sid_ok(event.stream_sid, now, out):
+            return
+        self._teardown("twilio_stop", now, out, error=False, code=CLOSE_NORMAL)
+
+    # -- Vapi ---------------------------------------------------------------------------------
+
+    def _on_vapi_connected(self, event: VapiConnected, now: float, out: list[Action]) -> None:
+        if self.state is not State.STARTED:
+            out.append(CloseVapi())
+            return
+        self.state = State.BRIDGING
+        out.append(Metric(telemetry.VAPI_CONNECT_TIME, now - self._start, "Milliseconds"))
+        out.append(Log("info", "vapi connected", {"vapiCallId": event.call_id}))
+
+    def _on_vapi_connect_failed(
+        self, event: VapiConnectFailed, now: float, out: list[Action]
+    ) -> None:
+        if self.state is State.STARTED:
+            self._vapi_unreachable(event.reason, event.detail, now, out)
+
+    def _vapi_unreachable(self, why: str, detail: str, now: float, out: list[Action]) -> None:
+        """Never leave the caller in silence: swap the stream's TwiML for an apology (or a
+        fallback number) through Twilio REST, then end the stream."""
+        out.append(Log("error", "vapi unreachable", {"cause": why, "detail": detail}))
+        out.append(CloseVapi())
+        out.append(EndCallViaTwilio(self.call_sid, apology_twiml(self.config.fallback_number)))
+        out.append(CloseTwilio(CLOSE_INTERNAL, "assistant unavailable"))
+        self._finish("vapi_unreachable", now, out, error=True)
+
+    def _on_vapi_audio(self, event: VapiAudio, now: float, out: list[Action]) -> None:
+        if self.state is not State.BRIDGING:
+            return
+        assert self._outbound is not None
+        assert self._playout is not None
+        self._last_vapi_audio = now
+        frames = self._outbound.convert(event.data)
+        if frames and self._playout.enqueue(frames) and not self._overflow_logged:
+            self._overflow_logged = True
+            out.append(Log("warning", "assistant audio queue full: dropping audio"))
+
+    def _on_user_interrupted(
+        self, event: VapiUserInterrupted, now: float, out: list[Action]
+    ) -> None:
+        self._barge_in("user-interrupted", now, out)
+
+    def _on_speech_update(self, event: VapiSpeechUpdate, now: float, out: list[Action]) -> None:
+        if event.role == "user" and event.status == "started":
+            self._barge_in("speech-update", now, out)
+
+    def _barge_in(self, source: str, now: float, out: list[Action]) -> None:
+        playout = self._playout
+        if self.state is not State.BRIDGING or playout is None:
+            return
+        clear = playout.clear(now)
+        if clear is None:
+            return  # nothing of the assistant's is playing: nothing to interrupt
+        assert self._outbound is not None
+        self._outbound.reset()
+        self._loud_frames = 0
+        out.append(SendToTwilio(clear))
+        out.append(Latency(telemetry.BARGE_IN_LATENCY, now))
+        out.append(Log("info", "barge-in: cleared playout", {"source": source}))
+
+    def _on_vapi_ended(self, event: VapiCallEnded, now: float, out: list[Action]) -> None:
+        self._begin_ending("vapi_ended", now, out, detail=event.reason)
+
+    def _on_vapi_ignored(self, event: VapiIgnored, now: float, out: list[Action]) -> None:
+        """Transcripts, model output, ``hang`` (a delay notice, not a hang-up)...: not ours."""
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _on_socket_closed(self, event: SocketClosed, now: float, out: list[Action]) -> None:
+        if event.side == "twilio":
+            self._teardown(
+                "twilio_closed", now, out, error=False, code=CLOSE_NORMAL, twilio_open=False
+            )
+        elif self.state is State.BRIDGING:
+            if event.code in _NORMAL_VAPI_CLOSE_CODES:
+                self._begin_ending("vapi_closed", now, out)
+            else:
+                self._begin_ending("vapi_socket_error", now, out, error=True)
+        elif self.state is State.STARTED:
+            self._vapi_unreachable("socket_closed", f"code {event.code}", now, out)
+
+    def _on_violation(self, event: ProtocolViolation, now: float, out: list[Action]) -> None:
+        fields = {"side": event.side, "detail": event.detail}
+        out.append(Log("warning", "protocol violation", fields))
+        code = CLOSE_POLICY if event.side == "twilio" else CLOSE_INTERNAL
+        self._teardown(f"{event.side}_{event.reason}", now, out, error=True, code=code)
+
+    def _on_shutdown(self, event: Shutdown, now: float, out: list[Action]) -> None:
+        self._teardown(event.reason, now, out, error=True, code=CLOSE_GOING_AWAY)
+
+    def _on_tick(self, event: Tick, now: float, out: list[Action]) -> None:
+        cfg = self.config
+        state = self.state
+        if now - self._last_rx >= cfg.idle_timeout_ms:
+            self._teardown("idle_timeout", now, out, error=True, code=CLOSE_GOING_AWAY)
+        elif state is State.CONNECTED:
+            return
+        elif now - self._start >= cfg.max_call_ms:
+            self._teardown("max_duration", now, out, error=True, code=CLOSE_NORMAL)
+        elif state is State.STARTED and now - self._start >= cfg.connect_timeout_ms:
+            self._vapi_unreachable("timeout", "no vapi connection in time", now, out)
+
+    def _begin_ending(
+        self, reason: str, now: float, out: list[Action], *, detail: str = "", error: bool = False
+    ) -> None:
+        """Vapi is gone: stop listening, let the assistant's last words play, then hang up."""
+        if self.state is not State.BRIDGING:
+            return
+        assert self._playout is not None
+        assert self._outbound is not None
+        self.state = State.ENDING
+        self.end_reason = reason
+        self._ending_error = error
+        self._ending_deadline = now + self.config.end_drain_ms
+        tail = self._outbound.flush()
+        if tail:
+            self._playout.enqueue([tail])
+        out.append(CloseVapi())
+        out.append(Log("info", "vapi side ended; finishing playout", {"detail": detail}))
+
+    def _pump(self, now: float, out: list[Action]) -> None:
+        playout = self._playout
+        outbound = self._outbound
+        assert playout is not None
+        assert outbound is not None
+        was_idle = not playout.playing  # this send starts a new assistant turn
+        if not playout.queued and outbound.pending and now >= self._tail_due(playout.play_end):
+            tail = outbound.flush()  # the assistant paused mid-frame: pad it rather than hold it
+            if tail:
+                playout.enqueue([tail])
+        if playout.pump(now, out):
+            if not self._first_audio_sent:
+                self._first_audio_sent = True
+                out.append(Latency(telemetry.FIRST_AUDIO_LATENCY, self._start))
+            if was_idle and self._speech_end is not None:
+                out.append(Latency(telemetry.RESPONSE_LATENCY, self._speech_end))
+                self._speech_end = None
+        if self.state is State.ENDING and (
+            not playout.pending
+            or now >= self._ending_deadline
+            or now >= playout.play_end + ENDING_GRACE_MS
+        ):
+            out.append(CloseTwilio(CLOSE_NORMAL, "call ended"))
+            self._finish(self.end_reason, now, out, error=self._ending_error)
+
+    def _tail_due(self, play_end: float) -> float:
+        """A partial frame is padded and sent once Twilio is about to run dry and Vapi has sent
+        nothing for a frame time (padding earlier would put silence inside a word)."""
+        return max(play_end - FRAME_MS, self._last_vapi_audio + FRAME_MS)
+
+    def _teardown(
+        self,
+        reason: str,
+        now: float,
+        out: list[Action],
+        *,
+        error: bool,
+        code: int,
+        twilio_open: bool = True,
+    ) -> None:
+        """The one way out: tell Vapi the call is over, close both sides, count and log."""
+        state = self.state
+        if state is State.CLOSED:
+            return
+        if state is State.BRIDGING:
+            out.append(SendJsonToVapi(dict(vapi_protocol.END_CALL)))
+            out.append(CloseVapi())
+        elif state is State.STARTED:
+            out.append(CloseVapi())  # abandon the connection attempt
+        if twilio_open:
+            out.append(CloseTwilio(code, reason.replace("_", " ")))
+        if state is State.ENDING:
+            error = error or self._ending_error
+        self._finish(reason, now, out, error=error)
+
+    def _finish(self, reason: str, now: float, out: list[Action], *, error: bool) -> None:
+        self.state = State.CLOSED
+        self.end_reason = reason
+        fields: dict[str, Any] = {"reason": reason, "durationMs": round(now - self._created)}
+        playout = self._playout
+        if playout is not None:
+            fields |= {
+                "framesIn": self.frames_in,
+                "framesFilled": self.frames_filled,
+                "framesDropped": self.frames_dropped,
+                "framesOut": playout.frames_sent,
+                "framesPlayed": playout.frames_played,
+                "framesCleared": playout.frames_cleared,
+            }
+            self._inbound = self._outbound = None  # free DSP state now, not when the task ends
+        out.append(Log("info", "call ended", fields))
+        if error:
+            out.append(Metric(telemetry.CALL_ERRORS, 1, reason=reason))

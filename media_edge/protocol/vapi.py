@@ -1,0 +1,104 @@
+"""Vapi WebSocket transport: create-call body, lenient event parsing, client messages.
+
+Vapi's event set follows ``assistant.clientMessages`` and changes often, so parsing is lenient:
+unknown types, unknown fields and malformed JSON become :class:`VapiIgnored` (never an error).
+Only the few events the bridge acts on are typed. Note ``hang`` is Vapi's "the assistant is
+delayed" notice (schema ``ClientMessageHang``), not a hang-up: it is logged, not acted on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+MAX_MESSAGE_BYTES = 1 << 20  # conversation-update carries the whole transcript
+
+# EDGE_AUDIO_FORMAT -> Vapi transport audioFormat (schema AudioFormat).
+AUDIO_FORMATS: dict[str, dict[str, Any]] = {
+    "mulaw": {"format": "mulaw", "container": "raw", "sampleRate": 8000},
+    "pcm16": {"format": "pcm_s16le", "container": "raw", "sampleRate": 16000},
+}
+
+
+@dataclass(slots=True)
+class VapiUserInterrupted:
+    pass
+
+
+@dataclass(slots=True)
+class VapiSpeechUpdate:
+    role: str
+    status: str
+
+
+@dataclass(slots=True)
+class VapiCallEnded:
+    reason: str
+
+
+@dataclass(slots=True)
+class VapiIgnored:
+    type: str
+
+
+VapiMessage = VapiUserInterrupted | VapiSpeechUpdate | VapiCallEnded | VapiIgnored
+
+
+def parse(text: str) -> VapiMessage:
+    """One text frame from Vapi -> the event the bridge cares about (or VapiIgnored)."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return VapiIgnored("malformed")
+    if isinstance(message, dict) and "type" not in message:
+        message = message.get("message")  # the webhook envelope shape, accepted for robustness
+    if not isinstance(message, dict):
+        return VapiIgnored("malformed")
+    kind = message.get("type")
+    if kind == "user-interrupted":
+        return VapiUserInterrupted()
+    if kind == "speech-update":
+        return VapiSpeechUpdate(str(message.get("role", "")), str(message.get("status", "")))
+    if kind == "status-update" and message.get("status") == "ended":
+        return VapiCallEnded(str(message.get("endedReason") or "ended")[:80])
+    if kind == "end-of-call-report":
+        return VapiCallEnded(str(message.get("endedReason") or "end-of-call-report")[:80])
+    return VapiIgnored(str(kind)[:40] if isinstance(kind, str) else "untyped")
+
+
+def create_call_body(
+    assistant_id: str, audio_format: str, metadata: dict[str, str], caller: str | None
+) -> dict[str, Any]:
+    """CreateCallDTO for a websocket-transport call. ``metadata`` rides in assistantOverrides
+    (CreateCallDTO has no top-level metadata field); it reaches webhooks as call metadata and
+    as template variables, so tools can find the Twilio CallSid."""
+    body: dict[str, Any] = {
+        "assistantId": assistant_id,
+        "transport": {"provider": "vapi.websocket", "audioFormat": AUDIO_FORMATS[audio_format]},
+        "assistantOverrides": {"metadata": metadata, "variableValues": metadata},
+    }
+    if caller and caller.startswith("+") and caller[1:].isdigit():
+        body["customer"] = {"number": caller}
+    return body
+
+
+def websocket_url(call: dict[str, Any]) -> str:
+    """``transport.websocketCallUrl`` from the POST /call answer (ValueError if absent)."""
+    transport = call.get("transport")
+    url = transport.get("websocketCallUrl") if isinstance(transport, dict) else None
+    if not isinstance(url, str) or not url.startswith(("wss://", "ws://")):
+        raise ValueError("Vapi call has no transport.websocketCallUrl")
+    return url
+
+
+END_CALL = {"type": "end-call"}
+
+
+def dtmf_message(digit: str) -> dict[str, Any]:
+    """What a key press becomes: a system note that makes the assistant respond."""
+    return {
+        "type": "add-message",
+        "message": {"role": "system", "content": f"The caller pressed {digit} on the keypad."},
+        "triggerResponseEnabled": True,
+    }

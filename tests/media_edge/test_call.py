@@ -1,0 +1,619 @@
+"""The call state machine, driven with events and explicit times only (no sockets, no clock)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from media_edge.core import Call, CallConfig, State
+from media_edge.core.actions import (
+    CloseTwilio,
+    CloseVapi,
+    CreateVapiCall,
+    EndCallViaTwilio,
+    Latency,
+    Log,
+    Metric,
+    SendAudioToVapi,
+    SendJsonToVapi,
+    SendToTwilio,
+)
+from media_edge.core.events import (
+    ProtocolViolation,
+    Shutdown,
+    SocketClosed,
+    Tick,
+    VapiAudio,
+    VapiConnected,
+    VapiConnectFailed,
+)
+from media_edge.dsp import VadDecision
+from media_edge.protocol.twilio import (
+    TwilioConnected,
+    TwilioDtmf,
+    TwilioMark,
+    TwilioMedia,
+    TwilioStart,
+    TwilioStop,
+)
+from media_edge.protocol.vapi import (
+    VapiCallEnded,
+    VapiIgnored,
+    VapiSpeechUpdate,
+    VapiUserInterrupted,
+)
+from voicebridge import stream_token, telemetry
+
+SECRET = "s" * 32
+EPOCH = 1_800_000_000.0  # wall clock at now=0
+CALL_SID = "CA" + "1" * 32
+STREAM_SID = "MZ" + "2" * 32
+ASSISTANT = "asst-123"
+FRAME = bytes(range(160))
+
+
+def token(call_sid: str = CALL_SID, secret: str = SECRET, now: float = EPOCH) -> str:
+    return stream_token.mint(secret, call_sid, ASSISTANT, now, 120)
+
+
+def start_event(tok: str | None = None, call_sid: str = CALL_SID) -> TwilioStart:
+    params = {"from": "+14155550100", "to": "+14155550199", "callSid": call_sid}
+    params["token"] = token() if tok is None else tok
+    return TwilioStart(STREAM_SID, call_sid, "AC" + "3" * 32, params)
+
+
+def make(**overrides) -> Call:
+    config = CallConfig(token_secret=SECRET, **overrides)
+    return Call(config, now=0.0, epoch_offset_s=EPOCH)
+
+
+def of(actions, kind):
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def twilio_messages(actions) -> list[dict]:
+    return [json.loads(a.text) for a in of(actions, SendToTwilio)]
+
+
+def media_payloads(actions) -> list[bytes]:
+    return [
+        base64.b64decode(m["media"]["payload"])
+        for m in twilio_messages(actions)
+        if m["event"] == "media"
+    ]
+
+
+def errors(actions) -> list[str]:
+    return [a.reason for a in of(actions, Metric) if a.name == telemetry.CALL_ERRORS]
+
+
+def bridged(**overrides) -> Call:
+    call = make(**overrides)
+    call.feed(TwilioConnected("Call"), 0.0)
+    call.feed(start_event(), 1.0)
+    call.feed(VapiConnected("vapi-call-1"), 301.0)
+    assert call.state is State.BRIDGING
+    return call
+
+
+def media(ts: int, payload: bytes = FRAME) -> TwilioMedia:
+    return TwilioMedia(STREAM_SID, ts, payload)
+
+
+# -- start and the stream token -------------------------------------------------------------
+
+
+def test_valid_start_creates_the_vapi_call_with_assistant_format_and_metadata():
+    call = make(audio_format="pcm16")
+    assert call.feed(TwilioConnected("Call"), 0.0) == []
+    actions = call.feed(start_event(), 5.0)
+    (create,) = of(actions, CreateVapiCall)
+    body = create.body
+    assert body["assistantId"] == ASSISTANT
+    assert body["transport"] == {
+        "provider": "vapi.websocket",
+        "audioFormat": {"format": "pcm_s16le", "container": "raw", "sampleRate": 16000},
+    }
+    metadata = body["assistantOverrides"]["metadata"]
+    assert metadata == {
+        "callSid": CALL_SID,
+        "streamSid": STREAM_SID,
+        "from": "+14155550100",
+        "to": "+14155550199",
+    }
+    assert call.state is State.STARTED
+    assert call.log_keys == {"callSid": CALL_SID, "streamSid": STREAM_SID}
+
+
+def test_mulaw_is_the_default_vapi_format():
+    call = make()
+    (create,) = of(call.feed(start_event(), 0.0), CreateVapiCall)
+    assert create.body["transport"]["audioFormat"] == {
+        "format": "mulaw",
+        "container": "raw",
+        "sampleRate": 8000,
+    }
+
+
+@pytest.mark.parametrize(
+    "bad_token",
+    [
+        "",
+        "garbage",
+        token(secret="x" * 32),  # forged
+        token(now=EPOCH - 500),  # expired
+        token(call_sid="CA" + "9" * 32),  # minted for another call
+    ],
+    ids=["missing", "malformed", "forged", "expired", "other-call"],
+)
+def test_rejected_token_closes_1008_and_never_creates_a_vapi_call(bad_token):
+    call = make()
+    actions = call.feed(start_event(bad_token), 0.0)
+    assert not of(actions, CreateVapiCall)
+    assert [(c.code) for c in of(actions, CloseTwilio)] == [1008]
+    assert errors(actions) == ["token_rejected"]
+    assert call.closed
+    assert call.next_deadline is None
+
+
+def test_token_expiry_uses_the_injected_clock():
+    call = make()
+    # 121 s after minting (TTL 120): expired by the machine's own notion of time.
+    actions = call.feed(start_event(), 121_000.0)
+    assert errors(actions) == ["token_rejected"]
+
+
+def test_duplicate_start_ends_the_call():
+    call = bridged()
+    actions = call.feed(start_event(), 400.0)
+    assert errors(actions) == ["duplicate_start"]
+    assert of(actions, SendJsonToVapi)[0].message == {"type": "end-call"}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [media(0), TwilioMark(STREAM_SID, "m1"), TwilioDtmf(STREAM_SID, "1"), TwilioStop(STREAM_SID)],
+    ids=["media", "mark", "dtmf", "stop"],
+)
+def test_events_before_start_end_the_call(event):
+    call = make()
+    actions = call.feed(event, 0.0)
+    assert errors(actions) == ["event_before_start"]
+    assert of(actions, CloseTwilio)[0].code == 1008
+    assert call.closed
+
+
+def test_second_connected_is_a_violation():
+    call = bridged()
+    assert errors(call.feed(TwilioConnected("Call"), 400.0)) == ["unexpected_connected"]
+
+
+# -- inbound audio ----------------------------------------------------------------------------
+
+
+def test_media_while_vapi_connects_is_not_forwarded():
+    call = make()
+    call.feed(start_event(), 0.0)
+    assert not of(call.feed(media(0), 20.0), SendAudioToVapi)
+
+
+def test_each_inbound_frame_is_forwarded_at_once_unchanged_in_mulaw():
+    call = bridged()
+    for i in range(5):
+        payload = bytes([i]) * 160
+        actions = call.feed(media(i * 20, payload), 400.0 + i * 20)
+        assert [a.data for a in of(actions, SendAudioToVapi)] == [payload]
+
+
+def test_timestamp_gap_is_filled_with_silence_in_the_same_frame():
+    call = bridged()
+    call.feed(media(0), 400.0)
+    actions = call.feed(media(60), 460.0)  # 20 and 40 missing
+    (sent,) = of(actions, SendAudioToVapi)
+    assert sent.data == b"\xff" * 320 + FRAME
+    assert [(m.name, m.value) for m in of(actions, Metric)] == [(telemetry.FRAMES_FILLED, 2)]
+    assert call.frames_filled == 2
+
+
+def test_duplicate_frame_is_dropped_and_counted():
+    call = bridged()
+    call.feed(media(0), 400.0)
+    call.feed(media(20), 420.0)
+    actions = call.feed(media(20), 421.0)
+    assert not of(actions, SendAudioToVapi)
+    assert [(m.name, m.value) for m in of(actions, Metric)] == [(telemetry.FRAMES_DROPPED, 1)]
+
+
+def test_pcm16_inbound_is_decoded_and_upsampled():
+    call = bridged(audio_format="pcm16")
+    (sent,) = of(call.feed(media(0, b"\xff" * 160), 400.0), SendAudioToVapi)
+    assert len(sent.data) == 640  # 320 samples at 16 kHz, 2 bytes each
+    assert not np.frombuffer(sent.data, "<i2").any()  # mu-law silence decodes to zero
+
+
+def test_wrong_stream_sid_ends_only_with_a_reason():
+    call = bridged()
+    actions = call.feed(TwilioMedia("MZ" + "0" * 32, 0, FRAME), 400.0)
+    assert errors(actions) == ["wrong_stream_sid"]
+    assert of(actions, SendJsonToVapi)[0].message == {"type": "end-call"}
+    assert of(actions, CloseVapi)
+    assert of(actions, CloseTwilio)[0].code == 1008
+
+
+def test_message_flood_ends_the_call():
+    call = bridged(max_twilio_messages_per_s=100)
+    actions: list = []
+    for i in range(101):
+        actions += call.feed(media(i * 20), 400.0 + i)  # 101 messages in 101 ms
+    assert errors(actions) == ["flood"]
+    assert call.closed
+
+
+def test_normal_rate_is_not_a_flood():
+    call = bridged(max_twilio_messages_per_s=100)
+    for i in range(300):  # 50/s for 6 s
+        call.feed(media(i * 20), 400.0 + i * 20)
+    assert call.state is State.BRIDGING
+
+
+# -- outbound audio: framing, pacing, marks ----------------------------------------------------
+
+
+def assistant_audio(frames: int) -> bytes:
+    return b"".join(bytes([i % 200]) * 160 for i in range(frames))
+
+
+def run_clock(call: Call, until: float, start: float) -> list:
+    """Advance time the way the shell does: a Tick at every deadline the machine asks for."""
+    actions = []
+    now = start
+    while True:
+        deadline = call.next_deadline
+        if deadline is None or deadline > until:
+            return actions
+        now = max(now, deadline)
+        actions += call.feed(Tick(), now)
+
+
+def test_first_audio_goes_out_immediately_up_to_the_lead():
+    call = bridged(lead_ms=100)
+    actions = call.feed(VapiAudio(assistant_audio(50)), 1000.0)
+    payloads = media_payloads(actions)
+    assert [len(p) for p in payloads] == [800]  # 5 frames = 100 ms lead in one message
+    assert payloads[0] == assistant_audio(5)
+    (first,) = [a for a in of(actions, Latency) if a.name == telemetry.FIRST_AUDIO_LATENCY]
+    assert first.since_ms == 1.0  # the stream's start
+
+
+def test_pacing_never_exceeds_the_lead_and_delivers_everything_in_order():
+    lead = 100
+    call = bridged(lead_ms=lead)
+    audio = assistant_audio(50)
+    sent = media_payloads(call.feed(VapiAudio(audio), 1000.0))
+    now = 1000.0
+    while call.next_deadline is not None and call.next_deadline < 3000.0:
+        now = max(now, call.next_deadline)
+        sent += media_payloads(call.feed(Tick(), now))
+        played = max(0.0, now - 1000.0)
+        assert sum(len(p) for p in sent) / 8 <= played + lead  # ms sent <= ms played + lead
+    assert b"".join(sent) == audio
+    assert call.state is State.BRIDGING  # idle/max deadlines are far away
+
+
+def test_inbound_media_drives_pacing_so_no_timer_is_needed_while_the_caller_streams():
+    call = bridged(lead_ms=100)
+    call.feed(VapiAudio(assistant_audio(50)), 1000.0)
+    sent = 5
+    for i in range(1, 20):
+        now = 1000.0 + i * 20
+        sent += sum(len(p) for p in media_payloads(call.feed(media(i * 20), now))) // 160
+        assert call.next_deadline > now  # the timer stays ahead: inbound frames did the work
+    assert sent == 5 + 19
+
+
+def test_odd_sized_chunks_are_reframed_and_the_tail_flushed_when_playout_runs_dry():
+    call = bridged(lead_ms=60)
+    sent = media_payloads(call.feed(VapiAudio(b"\x01" * 100), 1000.0))
+    assert sent == []  # less than a frame: wait for more
+    sent += media_payloads(call.feed(VapiAudio(b"\x01" * 250), 1001.0))  # 350 B = 2 frames + 30
+    assert [len(p) for p in sent] == [320]
+    sent += media_payloads(run_clock(call, 2000.0, 1001.0))
+    tail = b"".join(sent)[320:]
+    assert tail == b"\x01" * 30 + b"\xff" * 130  # padded with silence, not held back
+
+
+def test_marks_track_what_played():
+    call = bridged(lead_ms=100)
+    actions = call.feed(VapiAudio(assistant_audio(12)), 1000.0)
+    actions += run_clock(call, 2000.0, 1000.0)
+    marks = [m["mark"]["name"] for m in twilio_messages(actions) if m["event"] == "mark"]
+    assert len(marks) >= 2  # one every 10 frames and one when the queue empties
+    for name in marks:
+        call.feed(TwilioMark(STREAM_SID, name), 1500.0)
+    assert call._playout.frames_played == 12
+    assert not call._playout.pending
+
+
+def test_pcm16_outbound_is_downsampled_and_encoded_to_mulaw_frames():
+    call = bridged(audio_format="pcm16", lead_ms=100)
+    silence = np.zeros(320 * 5, dtype="<i2").tobytes()  # 100 ms at 16 kHz
+    payloads = media_payloads(call.feed(VapiAudio(silence), 1000.0))
+    assert [len(p) for p in payloads] == [800]
+    assert set(b"".join(payloads)) == {0xFF}
+
+
+def test_pcm16_odd_byte_chunks_are_carried():
+    call = bridged(audio_format="pcm16", lead_ms=100)
+    data = np.zeros(320, dtype="<i2").tobytes()  # one 20 ms frame at 16 kHz
+    sent = media_payloads(call.feed(VapiAudio(data[:333]), 1000.0))
+    sent += media_payloads(call.feed(VapiAudio(data[333:]), 1000.0))
+    assert [len(p) for p in sent] == [160]
+
+
+# -- barge-in ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "signal",
+    [VapiUserInterrupted(), VapiSpeechUpdate("user", "started")],
+    ids=["user-interrupted", "speech-update"],
+)
+def test_barge_in_clears_at_once_and_drops_the_queue(signal):
+    call = bridged(lead_ms=100)
+    first = call.feed(VapiAudio(assistant_audio(100)), 1000.0)
+    marks = [m["mark"]["name"] for m in twilio_messages(first) if m["event"] == "mark"]
+    actions = call.feed(signal, 1010.0)
+    assert twilio_messages(actions) == [{"event": "clear", "streamSid": STREAM_SID}]
+    (latency,) = of(actions, Latency)
+    assert (latency.name, latency.since_ms) == (telemetry.BARGE_IN_LATENCY, 1010.0)
+    assert call.next_deadline > 5000.0  # nothing left to pace
+    assert media_payloads(run_clock(call, 3000.0, 1010.0)) == []
+    for name in marks:  # Twilio echoes the cleared marks: they did not play
+        call.feed(TwilioMark(STREAM_SID, name), 1020.0)
+    assert call._playout.frames_played == 0
+    assert call._playout.frames_cleared == 100
+    # New assistant audio after the interruption plays normally.
+    assert media_payloads(call.feed(VapiAudio(assistant_audio(2)), 1100.0)) == [assistant_audio(2)]
+
+
+def test_no_clear_when_nothing_is_playing():
+    call = bridged()
+    assert call.feed(VapiUserInterrupted(), 1000.0) == []
+    actions = call.feed(VapiAudio(assistant_audio(2)), 1000.0)
+    actions += run_clock(call, 2000.0, 1000.0)
+    for m in twilio_messages(actions):
+        if m["event"] == "mark":
+            call.feed(TwilioMark(STREAM_SID, m["mark"]["name"]), 1100.0)
+    assert of(call.feed(VapiUserInterrupted(), 1200.0), SendToTwilio) == []
+
+
+def test_assistant_speech_update_is_not_an_interruption():
+    call = bridged()
+    call.feed(VapiAudio(assistant_audio(20)), 1000.0)
+    assert of(call.feed(VapiSpeechUpdate("assistant", "started"), 1001.0), SendToTwilio) == []
+    assert of(call.feed(VapiSpeechUpdate("user", "stopped"), 1001.0), SendToTwilio) == []
+
+
+class ScriptedVad:
+    """Stands in for the DSP VAD: returns the decisions a test scripts, frame by frame."""
+
+    hangover_frames = 12
+
+    def __init__(self) -> None:
+        self.script: list[VadDecision] = []
+
+    def process_ulaw(self, data: bytes) -> VadDecision:
+        if self.script:
+            return self.script.pop(0)
+        return VadDecision(False, False, False, -80.0)
+
+
+def speech(level: float = -20.0, onset: bool = False) -> VadDecision:
+    return VadDecision(True, onset, False, level)
+
+
+def test_response_latency_runs_from_speech_end_to_first_reply_audio():
+    vad = ScriptedVad()
+    call = make()
+    call._vad_factory = lambda: vad
+    call.feed(start_event(), 0.0)
+    call.feed(VapiConnected("v"), 100.0)
+    vad.script = [speech(onset=True), speech(), VadDecision(False, False, True, -70.0)]
+    for i in range(3):
+        call.feed(media(i * 20), 1000.0 + i * 20)
+    actions = call.feed(VapiAudio(assistant_audio(5)), 1500.0)
+    (response,) = [a for a in of(actions, Latency) if a.name == telemetry.RESPONSE_LATENCY]
+    assert response.since_ms == 1040.0 - 12 * 20  # offset time minus the VAD's hangover
+
+
+@pytest.mark.parametrize(
+    ("enabled", "level", "cleared"),
+    [(True, -20.0, True), (False, -20.0, False), (True, -45.0, False)],
+    ids=["loud-speech", "disabled", "echo-level"],
+)
+def test_local_vad_barge_in_is_optional_and_echo_gated(enabled, level, cleared):
+    vad = ScriptedVad()
+    call = make(local_barge_in=enabled)
+    call._vad_factory = lambda: vad
+    call.feed(start_event(), 0.0)
+    call.feed(VapiConnected("v"), 100.0)
+    call.feed(VapiAudio(assistant_audio(200)), 1000.0)
+    vad.script = [speech(level) for _ in range(10)]
+    sent = []
+    for i in range(10):
+        sent += twilio_messages(call.feed(media(i * 20), 1000.0 + i * 20))
+    assert ({"event": "clear", "streamSid": STREAM_SID} in sent) is cleared
+
+
+# -- DTMF ---------------------------------------------------------------------------------------
+
+
+def test_dtmf_becomes_an_add_message():
+    call = bridged()
+    (sent,) = of(call.feed(TwilioDtmf(STREAM_SID, "7"), 500.0), SendJsonToVapi)
+    assert sent.message["type"] == "add-message"
+    assert "7" in sent.message["message"]["content"]
+    logs = of(call.feed(TwilioDtmf(STREAM_SID, "8"), 501.0), Log)
+    assert all("8" not in str(log.fields) for log in logs)  # digits may be card numbers
+
+
+def test_dtmf_forwarding_can_be_disabled():
+    call = bridged(dtmf_to_vapi=False)
+    assert not of(call.feed(TwilioDtmf(STREAM_SID, "7"), 500.0), SendJsonToVapi)
+
+
+# -- teardown paths -------------------------------------------------------------------------
+
+
+def test_stop_ends_vapi_and_closes_twilio_once():
+    call = bridged()
+    actions = call.feed(TwilioStop(STREAM_SID), 900.0)
+    assert [a.message for a in of(actions, SendJsonToVapi)] == [{"type": "end-call"}]
+    assert len(of(actions, CloseVapi)) == 1
+    assert [a.code for a in of(actions, CloseTwilio)] == [1000]
+    assert errors(actions) == []
+    assert call.closed
+    assert call.end_reason == "twilio_stop"
+    for event in (TwilioStop(STREAM_SID), SocketClosed("twilio"), SocketClosed("vapi"), Tick()):
+        assert call.feed(event, 1000.0) == []  # idempotent
+
+
+def test_twilio_socket_close_ends_vapi_without_closing_twilio_again():
+    call = bridged()
+    actions = call.feed(SocketClosed("twilio", 1006), 900.0)
+    assert [a.message for a in of(actions, SendJsonToVapi)] == [{"type": "end-call"}]
+    assert of(actions, CloseVapi)
+    assert not of(actions, CloseTwilio)
+    assert call.closed
+
+
+def test_vapi_end_lets_the_last_words_play_then_hangs_up():
+    call = bridged(lead_ms=100)
+    call.feed(VapiAudio(assistant_audio(20)), 1000.0)
+    actions = call.feed(VapiCallEnded("assistant-ended-call"), 1001.0)
+    assert of(actions, CloseVapi)
+    assert not of(actions, SendJsonToVapi)  # Vapi ended it: no end-call back
+    assert not of(actions, CloseTwilio)
+    assert call.state is State.ENDING
+    assert not of(call.feed(media(0), 1002.0), SendAudioToVapi)  # nobody listens any more
+    actions = run_clock(call, 1400.0, 1002.0)  # 400 ms of goodbye: done by ~1400
+    assert sum(len(p) for p in media_payloads(actions)) == 15 * 160  # the rest of the goodbye
+    marks = [m["mark"]["name"] for m in twilio_messages(actions) if m["event"] == "mark"]
+    assert not of(actions, CloseTwilio)  # waits for Twilio to confirm playback...
+    final = []
+    for name in marks:
+        final += call.feed(TwilioMark(STREAM_SID, name), 1500.0)
+    assert [a.code for a in of(final, CloseTwilio)] == [1000]  # ...then hangs up
+    assert call.closed
+    assert errors(final) == []
+
+
+def test_vapi_end_hangs_up_after_a_grace_even_without_marks():
+    call = bridged()
+    call.feed(VapiAudio(assistant_audio(5)), 1000.0)
+    call.feed(VapiCallEnded("x"), 1001.0)
+    actions = run_clock(call, 10_000.0, 1001.0)
+    assert of(actions, CloseTwilio)
+    assert call.closed
+
+
+def test_vapi_end_with_nothing_playing_hangs_up_at_once():
+    call = bridged()
+    actions = call.feed(VapiCallEnded("customer-ended-call"), 1000.0)
+    assert [a.code for a in of(actions, CloseTwilio)] == [1000]
+    assert call.closed
+
+
+@pytest.mark.parametrize(("code", "error"), [(1000, []), (1006, ["vapi_socket_error"])])
+def test_vapi_socket_close(code, error):
+    call = bridged()
+    actions = call.feed(SocketClosed("vapi", code), 1000.0)
+    assert of(actions, CloseTwilio)
+    assert errors(actions) == error
+
+
+def test_hang_notice_does_not_end_the_call():
+    call = bridged()
+    assert call.feed(VapiIgnored("hang"), 1000.0) == []
+    assert call.state is State.BRIDGING
+
+
+def test_idle_timeout_uses_the_deadline_the_machine_announces():
+    call = bridged(idle_timeout_ms=5000)
+    call.feed(media(0), 1000.0)
+    assert call.next_deadline == 6000.0
+    assert call.feed(Tick(), 5999.0) == []
+    actions = call.feed(Tick(), 6000.0)
+    assert errors(actions) == ["idle_timeout"]
+    assert of(actions, SendJsonToVapi)[0].message == {"type": "end-call"}
+
+
+def test_idle_before_start():
+    call = make(idle_timeout_ms=2000)
+    assert call.next_deadline == 2000.0
+    assert errors(call.feed(Tick(), 2000.0)) == ["idle_timeout"]
+
+
+def test_max_duration():
+    call = bridged(max_call_ms=60_000, idle_timeout_ms=120_000)
+    assert call.next_deadline == 60_001.0  # from start at 1.0
+    actions = call.feed(Tick(), 60_001.0)
+    assert errors(actions) == ["max_duration"]
+    assert call.closed
+
+
+def test_vapi_connect_failure_apologises_through_twilio_rest():
+    call = make()
+    call.feed(start_event(), 0.0)
+    actions = call.feed(VapiConnectFailed("http_429", "rate limited"), 900.0)
+    (end,) = of(actions, EndCallViaTwilio)
+    assert end.call_sid == CALL_SID
+    assert "<Say>" in end.twiml
+    assert "<Hangup/>" in end.twiml
+    kinds = [type(a) for a in actions]
+    assert kinds.index(EndCallViaTwilio) < kinds.index(CloseTwilio)  # say sorry, then close
+    assert errors(actions) == ["vapi_unreachable"]
+    assert call.closed
+
+
+def test_vapi_connect_timeout_dials_the_fallback_number_and_closes_a_late_socket():
+    call = make(fallback_number="+14155550123", connect_timeout_ms=3000)
+    call.feed(start_event(), 0.0)
+    assert call.next_deadline == 3000.0
+    actions = call.feed(Tick(), 3000.0)
+    (end,) = of(actions, EndCallViaTwilio)
+    assert end.twiml == "<Response><Dial>+14155550123</Dial></Response>"
+    assert of(call.feed(VapiConnected("late"), 3500.0), CloseVapi)
+
+
+def test_protocol_violation_is_labelled_by_side():
+    call = bridged()
+    actions = call.feed(ProtocolViolation("twilio", "bad_base64"), 500.0)
+    assert errors(actions) == ["twilio_bad_base64"]
+    assert of(actions, CloseTwilio)[0].code == 1008
+
+
+def test_shutdown_ends_the_call_going_away():
+    call = bridged()
+    actions = call.feed(Shutdown("drain_timeout"), 500.0)
+    assert of(actions, SendJsonToVapi)[0].message == {"type": "end-call"}
+    assert of(actions, CloseTwilio)[0].code == 1001
+    assert errors(actions) == ["drain_timeout"]
+
+
+def test_idle_call_asks_for_no_frequent_timer():
+    call = bridged(idle_timeout_ms=30_000)
+    call.feed(media(0), 1000.0)
+    assert call.next_deadline - 1000.0 >= 29_000  # no per-frame timer without assistant audio
+
+
+def test_end_log_carries_frame_counts():
+    call = bridged()
+    call.feed(media(0), 1000.0)
+    logs = [a for a in call.feed(TwilioStop(STREAM_SID), 1100.0) if isinstance(a, Log)]
+    (end,) = [log for log in logs if log.message == "call ended"]
+    assert end.fields["reason"] == "twilio_stop"
+    assert end.fields["framesIn"] == 1
