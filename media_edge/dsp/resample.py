@@ -24,6 +24,8 @@ _CUTOFF_HZ = 3900.0
 _KAISER_BETA = 7.0
 _QUANT_BITS = 20
 _BLOCK = 16  # low-rate samples per block
+_EMPTY = np.zeros(0, dtype=np.int16)
+_EMPTY.flags.writeable = False
 
 
 def design_lowpass(
@@ -75,22 +77,13 @@ class StreamingResampler:
         self._matrix, self._step, self._hist, self._outs = _banded(LOWPASS, self._up)
         self._width = self._matrix.shape[0]
         self.delay_ms: float = (len(LOWPASS) - 1) / 2 / _FS_HIGH * 1000
-        self._buf = np.zeros(0)
         self._index: dict[tuple[int, int], np.ndarray] = {}
         self.reset()
 
     def reset(self) -> None:
         """Forget the signal history (start of a new stream)."""
-        self._ensure(320)
-        self._buf[:] = 0.0
+        self._history = np.zeros(self._hist)
         self._phase = 0  # 16 -> 8 kHz: parity of the next input sample's absolute index
-
-    def _ensure(self, n: int) -> None:
-        need = self._hist + n + 2 * self._step
-        if len(self._buf) < need:
-            grown = np.zeros(max(need, 2 * len(self._buf)))
-            grown[: len(self._buf)] = self._buf
-            self._buf = grown
 
     def _gather_index(self, blocks: int, offset: int) -> np.ndarray:
         key = (blocks, offset)
@@ -112,21 +105,15 @@ class StreamingResampler:
             n_out, offset = 2 * n, 0
         else:
             offset = self._phase
-            n_out = max(0, (n - offset + 1) // 2)
-            self._phase = (self._phase + n) % 2
-        if n == 0:
-            return np.zeros(0, dtype=np.int16)
-        self._ensure(n)
-        buf, hist = self._buf, self._hist
-        buf[hist : hist + n] = x
-        if n_out:
-            blocks = -(-n_out // self._outs)
-            y = buf[self._gather_index(blocks, offset)] @ self._matrix
-            np.rint(y, out=y)
-            np.minimum(y, 32767.0, out=y)
-            np.maximum(y, -32768.0, out=y)
-            out = y.reshape(-1)[:n_out].astype(np.int16)
-        else:
-            out = np.zeros(0, dtype=np.int16)
-        buf[:hist] = buf[n : n + hist]
-        return out
+            n_out = (n - offset + 1) // 2
+            self._phase = (offset + n) % 2
+        buf = np.concatenate((self._history, x), dtype=np.float64)
+        self._history = buf[n:]
+        if n_out <= 0:
+            return _EMPTY
+        # The last block may reach past the signal: clipped indices give discarded outputs.
+        blocks = -(-n_out // self._outs)
+        y = buf.take(self._gather_index(blocks, offset), mode="clip") @ self._matrix
+        np.rint(y, out=y)
+        y.clip(-32768.0, 32767.0, out=y)
+        return y.reshape(-1)[:n_out].astype(np.int16)
