@@ -50,3 +50,44 @@ bench-edge: $(STAMP)  ## edge CPU and added latency at 100/250/500 concurrent ca
 
 clean:  ## remove the virtualenv and build output
 	rm -rf $(VENV) .aws-sam .pytest_cache .ruff_cache
+
+# ---- AWS deploy (README.md#deploy). Variables are evaluated only by the targets that use them.
+STACK       ?= voicebridge
+AWS_REGION  ?= $(or $(shell aws configure get region 2>/dev/null),us-east-1)
+IMAGE_TAG   ?= $(shell git rev-parse --short=12 HEAD)
+IMAGE_NAME  ?= voicebridge-edge
+ECR_REPO    ?= $(shell aws cloudformation describe-stacks --region $(AWS_REGION) --stack-name $(STACK) \
+                 --query "Stacks[0].Outputs[?OutputKey=='EdgeRepositoryUri'].OutputValue" --output text)
+EDGE_IMAGE  ?=
+SAM         := $(BIN)/sam
+# Lambda runs python3.12 on arm64 (glibc 2.34): wheels for that platform, never a local compiler.
+LAMBDA_PIP  := --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 \
+               --python-version 3.12 --implementation cp --only-binary=:all:
+
+build: $(STAMP)  ## sam build: both Lambda bundles into .aws-sam/ (no Docker, no local python3.12)
+	SAM_CLI_TELEMETRY=0 $(SAM) build --parallel --template-file template.yaml
+
+# sam build calls these (via infra/lambda/Makefile) with ARTIFACTS_DIR; they are not for humans.
+build-ApiFunction build-WorkerFunction: $(STAMP)
+	$(BIN)/python infra/deps.py lambda > "$(ARTIFACTS_DIR)/requirements.txt"
+	$(BIN)/python -m pip install --quiet --no-compile $(LAMBDA_PIP) \
+		--target "$(ARTIFACTS_DIR)" -r "$(ARTIFACTS_DIR)/requirements.txt"
+	rm "$(ARTIFACTS_DIR)/requirements.txt"
+	cp -R voicebridge functions "$(ARTIFACTS_DIR)/"
+	find "$(ARTIFACTS_DIR)" -name __pycache__ -type d -prune -exec rm -rf {} +
+
+deploy: build  ## sam deploy (--guided until samconfig.toml exists); EDGE_IMAGE=<uri> rolls the edge
+	SAM_CLI_TELEMETRY=0 $(SAM) deploy --stack-name $(STACK) --region $(AWS_REGION) \
+		$(if $(wildcard samconfig.toml),,--guided) \
+		$(if $(EDGE_IMAGE),--parameter-overrides EdgeImageUri=$(EDGE_IMAGE))
+
+image:  ## build the edge image for linux/arm64 (needs Docker with buildx/QEMU on x86 hosts)
+	docker build --platform linux/arm64 -f infra/Dockerfile -t $(IMAGE_NAME):$(IMAGE_TAG) .
+
+push: image  ## push the edge image to the stack's ECR repository; prints EDGE_IMAGE for make deploy
+	@test -n "$(ECR_REPO)" && test "$(ECR_REPO)" != None || { echo "no stack $(STACK) in $(AWS_REGION): make deploy first"; exit 1; }
+	aws ecr get-login-password --region $(AWS_REGION) | \
+		docker login --username AWS --password-stdin $(firstword $(subst /, ,$(ECR_REPO)))
+	docker tag $(IMAGE_NAME):$(IMAGE_TAG) $(ECR_REPO):$(IMAGE_TAG)
+	docker push $(ECR_REPO):$(IMAGE_TAG)
+	@echo "next: make deploy EDGE_IMAGE=$(ECR_REPO):$(IMAGE_TAG)"
