@@ -17,8 +17,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from functions import events, storage, worker
-from infra.local_aws import REGION, create_resources
+from functions import storage, worker
+from infra.local_aws import REGION, create_resources, load_template
 from voicebridge import twilio_signature
 
 AUTH_TOKEN = "test-auth-token"
@@ -55,16 +55,35 @@ class Aws:
         return self.dynamodb.scan(TableName=self.env["SESSIONS_TABLE"])["Items"]
 
 
+@pytest.fixture(scope="session")
+def _template():
+    return load_template()
+
+
+@pytest.fixture(scope="session")
+def _clients():
+    """boto3 clients are slow to build; moto intercepts them in every later mock_aws block."""
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+    return session.client("dynamodb"), session.client("sqs")
+
+
+def _forget_cached_state() -> None:
+    for store in storage._stores.values():
+        store._bindings.clear()
+
+
 @pytest.fixture
-def aws(monkeypatch):
+def aws(monkeypatch, _template, _clients):
+    """A fresh in-process AWS (moto) holding the template's tables and queues, and the API's
+    configuration pointing at it. Stores and queues keep their boto3 clients across tests
+    (moto resets the data, not the clients); only in-process caches are reset."""
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    storage._stores.clear()
-    events._queues.clear()
-    worker._idempotent_apply.cache_clear()
+    _forget_cached_state()
     with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        sqs = boto3.client("sqs", region_name=REGION)
-        env = create_resources(dynamodb, sqs, prefix="test")
+        dynamodb, sqs = _clients
+        env = create_resources(dynamodb, sqs, _template, prefix="test")
         config = {
             **env,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
@@ -83,9 +102,7 @@ def aws(monkeypatch):
             monkeypatch.setenv(name, value)
         monkeypatch.delenv("PUBLIC_BASE_URL", raising=False)
         yield Aws(config, dynamodb, sqs)
-    storage._stores.clear()
-    events._queues.clear()
-    worker._idempotent_apply.cache_clear()
+    _forget_cached_state()
 
 
 class FakeContext:
