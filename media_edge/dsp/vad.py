@@ -86,8 +86,9 @@ class Vad:
     A frame is *active* when its level is ``threshold_db`` above the tracked noise floor (and
     above ``min_level_dbfs``). The first frame sets the floor (callers listen to a greeting
     first; if they were talking, the next pause corrects it). The floor drops to any quieter
-    frame at once and otherwise rises towards the level with a ~1 s time constant (at most 0.3 dB per frame), so it follows a
-    noisier line within seconds without being lifted by speech, whose pauses keep resetting it.
+    frame at once and otherwise rises towards the level with a ~1 s time constant (at most
+    0.3 dB per frame), so it follows a noisier line within seconds without being lifted by
+    speech, whose pauses keep resetting it.
     Frames quieter than ``min_level_dbfs`` (digital silence, a muted line) leave it alone: a
     second of filled-in silence must not make the line noise after it look like speech.
     """
