@@ -38,7 +38,9 @@ from voicebridge.config import Settings, get_settings
 
 logger = logger_for(telemetry.SERVICE_WORKER)
 metrics = metrics_for(telemetry.SERVICE_WORKER)
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch that fails entirely is reported item by item like any other (not raised): SQS retries
+# exactly the same messages either way, and the local worker loop gets one response shape.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 IDEMPOTENCY = IdempotencyConfig(
     event_key_jmespath="key",
     raise_on_no_idempotency_key=True,
