@@ -44,10 +44,10 @@ ULAW_ENCODE_TABLE.flags.writeable = False
 
 def ulaw_decode(data: bytes) -> np.ndarray:
     """mu-law bytes -> int16 samples (a new array)."""
-    return ULAW_DECODE_TABLE[np.frombuffer(data, dtype=np.uint8)]
+    return ULAW_DECODE_TABLE.take(np.frombuffer(data, dtype=np.uint8))
 
 
 def ulaw_encode(pcm: np.ndarray) -> bytes:
     """int16 samples -> mu-law bytes."""
     samples = np.asarray(pcm, dtype=np.int16)
-    return ULAW_ENCODE_TABLE[samples.view(np.uint16)].tobytes()
+    return ULAW_ENCODE_TABLE.take(samples.view(np.uint16)).tobytes()
