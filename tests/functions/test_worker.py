@@ -57,9 +57,7 @@ def _call(aws, call_sid: str = CALL_SID) -> dict | None:
 
 
 def test_status_timeline_and_final_state(aws):
-    result = _run(
-        _batch(_status("initiated", 0), _status("ringing", 1), _status("in-progress", 2)), None
-    )
+    result = _run(_batch(_status("initiated", 0), _status("ringing", 1), _status("in-progress", 2)))
     assert result == {"batchItemFailures": []}
     _run(_batch(_status("completed", 3)))
     call = _call(aws)
