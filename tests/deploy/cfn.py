@@ -1,0 +1,155 @@
+"""Read template.yaml the way the deploy checks need it: resources, env per deployable, metrics.
+
+The template is loaded by ``infra.local_aws.load_template`` (intrinsics in their long form), so
+``{"Ref": "AppSecret"}`` etc. compare as plain data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.local_aws import load_template
+from voicebridge import telemetry
+
+TEMPLATE: dict[str, Any] = load_template()
+RESOURCES: dict[str, dict[str, Any]] = TEMPLATE["Resources"]
+SECRET_REF = {"Ref": "AppSecret"}
+ROLE_OF_SERVICE = {
+    telemetry.SERVICE_API: "api",
+    telemetry.SERVICE_WORKER: "worker",
+    telemetry.SERVICE_EDGE: "edge",
+}
+_SUB_VAR = re.compile(r"\$\{([^}!]+)\}")
+
+
+def of_type(kind: str) -> dict[str, dict[str, Any]]:
+    return {name: res for name, res in RESOURCES.items() if res["Type"] == kind}
+
+
+def props(name: str) -> dict[str, Any]:
+    return RESOURCES[name].get("Properties", {})
+
+
+def sub_text(value: Any) -> str:
+    """The template string of an ``Fn::Sub`` (either form)."""
+    sub = value["Fn::Sub"]
+    return sub[0] if isinstance(sub, list) else sub
+
+
+def secret_keys() -> set[str]:
+    """Keys of the JSON secret: the template's keys plus the generated one."""
+    spec = props("AppSecret")["GenerateSecretString"]
+    text = _SUB_VAR.sub("x", sub_text(spec["SecretStringTemplate"]))
+    return set(json.loads(text)) | {spec["GenerateStringKey"]}
+
+
+@dataclass
+class Deployable:
+    """One process the template runs: its env, the secrets it can read, its role in config."""
+
+    name: str
+    env: dict[str, Any]
+    secrets: set[str] = field(default_factory=set)
+
+    @property
+    def service(self) -> str:
+        return self.env["POWERTOOLS_SERVICE_NAME"]
+
+    @property
+    def role(self) -> str:
+        return ROLE_OF_SERVICE[self.service]
+
+
+def functions() -> dict[str, dict[str, Any]]:
+    return of_type("AWS::Serverless::Function")
+
+
+def function_deployable(name: str) -> Deployable:
+    globals_env = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    fn = props(name)
+    env = {**globals_env, **fn.get("Environment", {}).get("Variables", {})}
+    readable = {"SecretArn": SECRET_REF}
+    can_read = any(
+        policy.get("AWSSecretsManagerGetSecretValuePolicy") == readable
+        for policy in fn.get("Policies", [])
+        if isinstance(policy, dict)
+    )
+    secrets = secret_keys() if env.get("SECRETS_ID") == SECRET_REF and can_read else set()
+    return Deployable(name, env, secrets)
+
+
+def edge_container() -> dict[str, Any]:
+    (container,) = props("EdgeTaskDefinition")["ContainerDefinitions"]
+    return container
+
+
+def edge_deployable() -> Deployable:
+    container = edge_container()
+    env = {item["Name"]: item["Value"] for item in container["Environment"]}
+    secrets: set[str] = set()
+    for item in container.get("Secrets", []):
+        match = re.fullmatch(r"\$\{AppSecret\}:([A-Z0-9_]+)::", sub_text(item["ValueFrom"]))
+        if match and match.group(1) == item["Name"] and item["Name"] in secret_keys():
+            secrets.add(item["Name"])
+    return Deployable("EdgeTaskDefinition", env, secrets)
+
+
+def deployables() -> list[Deployable]:
+    return [*(function_deployable(name) for name in functions()), edge_deployable()]
+
+
+@dataclass(frozen=True)
+class MetricUse:
+    """A metric the template watches: where, and with which dimensions."""
+
+    where: str
+    namespace: str
+    name: str
+    dimensions: tuple[tuple[str, Any], ...]
+
+
+def alarm_metrics() -> list[MetricUse]:
+    return [
+        MetricUse(
+            name,
+            p["Namespace"],
+            p["MetricName"],
+            tuple((d["Name"], d["Value"]) for d in p.get("Dimensions", [])),
+        )
+        for name, alarm in of_type("AWS::CloudWatch::Alarm").items()
+        for p in [alarm["Properties"]]
+    ]
+
+
+def scaling_metrics() -> list[MetricUse]:
+    uses = []
+    for name, policy in of_type("AWS::ApplicationAutoScaling::ScalingPolicy").items():
+        spec = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+        custom = spec.get("CustomizedMetricSpecification")
+        if custom:
+            dims = tuple((d["Name"], d["Value"]) for d in custom.get("Dimensions", []))
+            uses.append(MetricUse(name, custom["Namespace"], custom["MetricName"], dims))
+    return uses
+
+
+def dashboard_metrics() -> list[MetricUse]:
+    """Every metric row of the dashboard, with CloudWatch's "." / "..." shorthand expanded."""
+    body = sub_text(props("Dashboard")["DashboardBody"])
+    quoted = re.sub(r'"\$\{([^}!]+)\}"', lambda m: f'"<{m.group(1)}>"', body)
+    widgets = json.loads(_SUB_VAR.sub("0", quoted))["widgets"]  # bare ones are numbers
+    uses = []
+    for widget in widgets:
+        previous: list[Any] = []
+        for row in widget["properties"].get("metrics", []):
+            parts = [p for p in row if not isinstance(p, dict)]
+            if parts and parts[0] == "...":
+                parts = previous[: len(previous) - len(parts) + 1] + parts[1:]
+            parts = [previous[i] if p == "." else p for i, p in enumerate(parts)]
+            previous = parts
+            namespace, metric, *dims = parts
+            pairs = tuple(zip(dims[::2], dims[1::2], strict=True))
+            uses.append(MetricUse(widget["properties"]["title"], namespace, metric, pairs))
+    return uses
