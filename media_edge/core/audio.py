@@ -21,6 +21,7 @@ from media_edge.dsp import (
 
 FRAME_MS = 20
 FRAME_BYTES = 160  # 20 ms of mu-law at 8 kHz: what Twilio sends and what we send back
+VAD_HANGOVER_MS = 240  # pause length that ends an utterance (the VAD reports it this late)
 _SILENCE_FRAME = bytes([ULAW_SILENCE_BYTE]) * FRAME_BYTES
 _LE_INT16 = np.dtype("<i2")
 
@@ -34,7 +35,7 @@ class InboundPath:
         self._pcm16 = audio_format == "pcm16"
         self._resampler = StreamingResampler(8000, 16000) if self._pcm16 else None
         self.gaps = GapFiller(frame_ms=FRAME_MS)
-        self.vad = vad or Vad(8000)
+        self.vad = vad or Vad(8000, frame_ms=FRAME_MS, hangover_ms=VAD_HANGOVER_MS)
 
     def convert(self, mulaw: bytes, fill_frames: int = 0) -> bytes:
         """``fill_frames`` silence frames, then ``mulaw``, in Vapi's format (one binary frame)."""

@@ -29,7 +29,7 @@ from media_edge.core.actions import (
     SendJsonToVapi,
     SendToTwilio,
 )
-from media_edge.core.audio import FRAME_MS, InboundPath, OutboundPath
+from media_edge.core.audio import FRAME_MS, VAD_HANGOVER_MS, InboundPath, OutboundPath
 from media_edge.core.events import (
     Event,
     ProtocolViolation,
@@ -285,7 +285,7 @@ class Call:
             self._speech_end = None
         elif decision.offset:
             # The VAD decides "ended" after its hangover; the speech really ended that long ago.
-            self._speech_end = now - inbound.vad.hangover_frames * FRAME_MS
+            self._speech_end = now - VAD_HANGOVER_MS
         if self.config.local_barge_in:
             self._local_barge_in(decision.speech, decision.level_dbfs, now, out)
 

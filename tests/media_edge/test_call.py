@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from media_edge.core.actions import (
     SendJsonToVapi,
     SendToTwilio,
 )
+from media_edge.core.audio import VAD_HANGOVER_MS
 from media_edge.core.events import (
     ProtocolViolation,
     Shutdown,
@@ -30,7 +32,6 @@ from media_edge.core.events import (
     VapiConnected,
     VapiConnectFailed,
 )
-from media_edge.dsp import VadDecision
 from media_edge.protocol.twilio import (
     TwilioConnected,
     TwilioDtmf,
@@ -397,22 +398,30 @@ def test_assistant_speech_update_is_not_an_interruption():
     assert of(call.feed(VapiSpeechUpdate("user", "stopped"), 1001.0), SendToTwilio) == []
 
 
+@dataclass
+class Decision:
+    """The fields of the DSP's VadDecision the machine reads."""
+
+    speech: bool
+    onset: bool
+    offset: bool
+    level_dbfs: float
+
+
 class ScriptedVad:
     """Stands in for the DSP VAD: returns the decisions a test scripts, frame by frame."""
 
-    hangover_frames = 12
-
     def __init__(self) -> None:
-        self.script: list[VadDecision] = []
+        self.script: list[Decision] = []
 
-    def process_ulaw(self, data: bytes) -> VadDecision:
+    def process_ulaw(self, data: bytes) -> Decision:
         if self.script:
             return self.script.pop(0)
-        return VadDecision(False, False, False, -80.0)
+        return Decision(False, False, False, -80.0)
 
 
-def speech(level: float = -20.0, onset: bool = False) -> VadDecision:
-    return VadDecision(True, onset, False, level)
+def speech(level: float = -20.0, onset: bool = False) -> Decision:
+    return Decision(True, onset, False, level)
 
 
 def test_response_latency_runs_from_speech_end_to_first_reply_audio():
@@ -421,12 +430,12 @@ def test_response_latency_runs_from_speech_end_to_first_reply_audio():
     call._vad_factory = lambda: vad
     call.feed(start_event(), 0.0)
     call.feed(VapiConnected("v"), 100.0)
-    vad.script = [speech(onset=True), speech(), VadDecision(False, False, True, -70.0)]
+    vad.script = [speech(onset=True), speech(), Decision(False, False, True, -70.0)]
     for i in range(3):
         call.feed(media(i * 20), 1000.0 + i * 20)
     actions = call.feed(VapiAudio(assistant_audio(5)), 1500.0)
     (response,) = [a for a in of(actions, Latency) if a.name == telemetry.RESPONSE_LATENCY]
-    assert response.since_ms == 1040.0 - 12 * 20  # offset time minus the VAD's hangover
+    assert response.since_ms == 1040.0 - VAD_HANGOVER_MS  # offset time minus the hangover
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,49 @@
+"""``python -m media_edge``: settings from the environment, serve, drain on SIGTERM/SIGINT.
+
+A first signal drains (``/ready`` 503, new streams refused, live calls get up to DRAIN_SECONDS);
+a second one ends the remaining calls at once. Bad configuration: one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from media_edge.server import EdgeServer
+from voicebridge.config import ConfigError, Settings, load_settings
+
+
+async def run(settings: Settings) -> None:
+    server = EdgeServer(settings)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    signals = asyncio.Queue[int]()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, signals.put_nowait, sig)
+    try:
+        await signals.get()
+        drain = asyncio.create_task(server.drain())
+        second = asyncio.create_task(signals.get())
+        await asyncio.wait({drain, second}, return_when=asyncio.FIRST_COMPLETED)
+        if not drain.done():  # second signal: stop waiting for live calls
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+            await server.drain(grace_s=0)
+        second.cancel()
+    finally:
+        await server.stop()
+
+
+def main() -> int:
+    try:
+        settings = load_settings("edge")
+    except ConfigError as exc:
+        print(f"media_edge: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(run(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,509 @@
+"""The edge on loopback: a real websockets server, a Twilio-speaking client, a small Vapi fake."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import InvalidStatus
+
+from media_edge.dsp import ulaw_decode, ulaw_encode
+from media_edge.server import EdgeServer, call_config
+from tests.media_edge.fakes import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    PUBLIC_URL,
+    TOKEN_SECRET,
+    VAPI_KEY,
+    Behaviour,
+    FakeVapi,
+    HttpFake,
+    TwilioCaller,
+    echo,
+    sig_headers,
+)
+from voicebridge import telemetry
+from voicebridge.config import load_settings
+
+WAIT_S = 10.0  # upper bound for every wait: a hang fails instead of blocking the suite
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Poll a condition the fakes update (bounded: a hang fails the test instead)."""
+    async with asyncio.timeout(WAIT_S):
+        while not predicate():  # noqa: ASYNC110 - the fakes have no event for every condition
+            await asyncio.sleep(0.005)
+
+
+class Stack:
+    """Edge + fakes, started per test with the knobs the test needs; stopped leak-free."""
+
+    def __init__(self) -> None:
+        self.vapi: FakeVapi | None = None
+        self.twilio_rest = HttpFake(lambda m, p, b: (200, {"sid": "CA", "status": "completed"}))
+        self.edge: EdgeServer | None = None
+
+    async def start(
+        self,
+        behaviour: Behaviour = echo,
+        statuses: list[int] | None = None,
+        env: dict[str, str] | None = None,
+        **config: Any,
+    ) -> EdgeServer:
+        self.vapi = FakeVapi(behaviour, statuses)
+        vapi_url = await self.vapi.start()
+        twilio_url = await self.twilio_rest.start()
+        settings = load_settings(
+            "edge",
+            {
+                "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+                "TWILIO_API_BASE": twilio_url,
+                "VAPI_API_KEY": VAPI_KEY,
+                "VAPI_BASE_URL": vapi_url,
+                "EDGE_PUBLIC_URL": PUBLIC_URL,
+                "STREAM_TOKEN_SECRET": TOKEN_SECRET,
+                "EDGE_PORT": "0",
+                "METRICS_FLUSH_SECONDS": "300",
+                **(env or {}),
+            },
+        )
+        config.setdefault("connect_timeout_ms", 3000)
+        self.edge = EdgeServer(
+            settings, call_config_override=replace(call_config(settings), **config)
+        )
+        await self.edge.start()
+        return self.edge
+
+    @property
+    def port(self) -> int:
+        assert self.edge is not None
+        return self.edge.port
+
+    def caller(self, call_sid: str = "CA" + "1" * 32) -> TwilioCaller:
+        return TwilioCaller(self.port, call_sid)
+
+    async def stop(self) -> None:
+        if self.edge is not None:
+            await self.edge.stop()
+        if self.vapi is not None:
+            await self.vapi.stop()
+        await self.twilio_rest.stop()
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    stack = Stack()
+    yield stack
+    await stack.stop()
+    # Leak check: nothing the edge or the fakes started may outlive them.
+    current = asyncio.current_task()
+    await asyncio.sleep(0)
+    leftover = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    assert leftover == []
+    assert stack.edge is None or stack.edge.active_calls == 0
+    assert stack.vapi is None or all(ws.close_code is not None for ws in stack.vapi.connections)
+
+
+def tone(freq: float, seconds: float, rate: int = 8000, amplitude: float = 8000.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return np.round(amplitude * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def peak_hz(pcm: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm))))
+    return float(np.argmax(spectrum) * rate / len(pcm))
+
+
+def frame_levels(pcm: np.ndarray, samples_per_frame: int) -> np.ndarray:
+    frames = pcm[: len(pcm) // samples_per_frame * samples_per_frame].astype(np.float64)
+    return np.sqrt((frames.reshape(-1, samples_per_frame) ** 2).mean(axis=1))
+
+
+async def send_audio(caller: TwilioCaller, mulaw: bytes, start_ts: int = 0) -> None:
+    for i in range(0, len(mulaw), 160):
+        await caller.media(mulaw[i : i + 160], start_ts + i // 160 * 20)
+
+
+async def bridged(stack: Stack, caller: TwilioCaller) -> None:
+    await caller.start()
+    assert stack.vapi is not None
+    await until(lambda: stack.edge is not None and _state(stack) == "bridging")
+
+
+def _state(stack: Stack) -> str:
+    assert stack.edge is not None
+    sessions = list(stack.edge._sessions)
+    return sessions[0].call.state.value if sessions else "none"
+
+
+# -- HTTP on the same port ------------------------------------------------------------------
+
+
+async def test_health_and_ready(stack):
+    await stack.start()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}") as client:
+        assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/ready")).status_code == 200
+        assert (await client.get("/nope")).status_code == 404
+
+
+async def test_bad_signature_is_refused_with_403_before_upgrading(stack):
+    await stack.start()
+    url = f"ws://127.0.0.1:{stack.port}/media"
+    for headers in ({}, {"X-Twilio-Signature": "forged"}, sig_headers("wss://other.example/media")):
+        with pytest.raises(InvalidStatus) as info:
+            await connect(url, additional_headers=headers)
+        assert info.value.response.status_code == 403
+    assert stack.vapi.http.requests == []
+
+
+async def test_signature_over_the_public_url_with_trailing_slash_is_accepted(stack):
+    await stack.start()
+    url = f"ws://127.0.0.1:{stack.port}/media"
+    ws = await connect(url, additional_headers=sig_headers(PUBLIC_URL + "/media/"))
+    await ws.close()
+
+
+async def test_rejected_token_closes_1008_and_no_vapi_call_is_made(stack):
+    await stack.start()
+    async with stack.caller() as caller:
+        forged = "v1.eyJjIjoiQ0EifQ.AAAA"
+        await caller.start(token=forged)
+        assert await caller.closed() == 1008
+    assert stack.vapi.http.requests == []
+
+
+# -- audio both ways ------------------------------------------------------------------------
+
+
+async def test_mulaw_tone_passes_through_both_ways_without_gaps(stack):
+    await stack.start(lead_ms=60)
+    sent = ulaw_encode(tone(440.0, 0.5))
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+        await send_audio(caller, sent)
+        await until(lambda: len(stack.vapi.audio) >= len(sent))
+        assert bytes(stack.vapi.audio) == sent  # passthrough: bit-exact, in order, nothing lost
+        await until(lambda: len(caller.played) >= len(sent))
+        assert bytes(caller.played) == sent
+        assert abs(peak_hz(ulaw_decode(bytes(caller.played)), 8000) - 440.0) < 4.0
+        (create,) = stack.vapi.bodies
+        assert create["transport"]["audioFormat"]["format"] == "mulaw"
+        assert create["assistantId"] == "asst-1"
+        assert stack.vapi.auth == [f"Bearer {VAPI_KEY}"]
+        marks = caller.events("mark")
+        assert marks  # the edge tracks playback with marks
+        await caller.stop()
+        assert await caller.closed() == 1000
+
+
+async def test_pcm16_tone_is_resampled_both_ways_at_the_same_frequency(stack):
+    await stack.start(audio_format="pcm16", lead_ms=60)
+    sent = ulaw_encode(tone(1000.0, 0.5))
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+        await send_audio(caller, sent)
+        await until(lambda: len(stack.vapi.audio) >= 2 * 2 * 4000)
+        heard = np.frombuffer(bytes(stack.vapi.audio), "<i2")
+        assert len(heard) == 8000  # 0.5 s at 16 kHz: nothing lost, nothing invented
+        assert abs(peak_hz(heard, 16000) - 1000.0) < 4.0
+        assert frame_levels(heard[32:], 320).min() > 2000  # no gap anywhere
+        await until(lambda: len(caller.played) >= len(sent))
+        back = ulaw_decode(bytes(caller.played))
+        assert len(back) == 4000
+        assert abs(peak_hz(back, 8000) - 1000.0) < 4.0
+        assert frame_levels(back[32:], 160).min() > 2000
+        (create,) = stack.vapi.bodies
+        assert create["transport"]["audioFormat"] == {
+            "format": "pcm_s16le",
+            "container": "raw",
+            "sampleRate": 16000,
+        }
+
+
+async def test_missing_timestamps_reach_vapi_as_silence(stack):
+    await stack.start()
+    frames = [bytes([0x10 + i]) * 160 for i in range(4)]
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+        for ts, frame in zip((0, 20, 80, 100), frames, strict=True):
+            await caller.media(frame, ts)
+        await until(lambda: len(stack.vapi.audio) >= 6 * 160)
+        expected = frames[0] + frames[1] + b"\xff" * 320 + frames[2] + frames[3]
+        assert bytes(stack.vapi.audio) == expected
+
+
+async def test_dtmf_reaches_vapi_as_add_message(stack):
+    await stack.start()
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+        await caller.send({"event": "dtmf", "streamSid": caller.stream_sid, "dtmf": {"digit": "5"}})
+        await until(lambda: stack.vapi.texts)
+        assert stack.vapi.texts[0]["type"] == "add-message"
+
+
+# -- barge-in ---------------------------------------------------------------------------------
+
+
+def interrupter(signal: dict[str, Any], go: asyncio.Event, sent: asyncio.Event) -> Behaviour:
+    async def behaviour(ws: ServerConnection, fake: FakeVapi) -> None:
+        await ws.send(ulaw_encode(tone(300.0, 3.0)))  # 3 s of assistant speech at once
+        await go.wait()
+        await ws.send(json.dumps(signal))
+        sent.set()
+        async for message in ws:
+            if isinstance(message, str):
+                fake.texts.append(json.loads(message))
+
+    return behaviour
+
+
+@pytest.mark.parametrize(
+    "signal",
+    [{"type": "user-interrupted"}, {"type": "speech-update", "role": "user", "status": "started"}],
+    ids=["user-interrupted", "speech-update"],
+)
+async def test_barge_in_clears_within_a_frame_and_stops_playout(stack, signal):
+    go, sent = asyncio.Event(), asyncio.Event()
+    edge = await stack.start(interrupter(signal, go, sent), lead_ms=100)
+    async with stack.caller() as caller:
+        caller.echo_marks = False  # Twilio still "playing": audio is pending
+        await bridged(stack, caller)
+        await until(lambda: len(caller.events("media")) >= 3)
+        go.set()
+        await sent.wait()
+        at_signal = len(caller.events("media"))
+        await until(lambda: caller.events("clear"))
+        clear_index = caller.received.index(caller.events("clear")[0])
+        media_before_clear = len(
+            [m for m in caller.received[:clear_index] if m["event"] == "media"]
+        )
+        assert media_before_clear - at_signal <= 1  # at most one frame went out meanwhile
+        await asyncio.sleep(0.2)  # ten frame times: nothing more may be played
+        after = [m for m in caller.received[clear_index:] if m["event"] == "media"]
+        assert after == []
+        assert len(caller.played) < 3 * 8000 // 4  # far less than the 3 s Vapi sent
+        assert edge.metrics._latencies[telemetry.BARGE_IN_LATENCY].count == 1
+
+
+# -- teardown paths ----------------------------------------------------------------------------
+
+
+async def test_stop_ends_the_vapi_call_and_closes_both_sockets(stack):
+    await stack.start()
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+        await caller.stop()
+        assert await caller.closed() == 1000
+    await stack.vapi.closed.wait()
+    assert {"type": "end-call"} in stack.vapi.texts
+
+
+async def test_twilio_socket_close_ends_the_vapi_call(stack):
+    await stack.start()
+    caller = stack.caller()
+    async with caller:
+        await bridged(stack, caller)
+    await stack.vapi.closed.wait()
+    assert {"type": "end-call"} in stack.vapi.texts
+    await until(lambda: stack.edge.active_calls == 0)
+
+
+async def vapi_hangs_up(ws: ServerConnection, fake: FakeVapi) -> None:
+    await ws.send(ulaw_encode(tone(500.0, 0.2)))  # a short goodbye...
+    await ws.close()  # ...then Vapi closes the transport
+
+
+async def vapi_reports_end(ws: ServerConnection, fake: FakeVapi) -> None:
+    await ws.send(ulaw_encode(tone(500.0, 0.2)))
+    await ws.send(json.dumps({"type": "status-update", "status": "ended", "endedReason": "x"}))
+    async for _ in ws:
+        pass
+
+
+@pytest.mark.parametrize("behaviour", [vapi_hangs_up, vapi_reports_end], ids=["close", "ended"])
+async def test_vapi_side_end_plays_the_goodbye_then_closes_twilio(stack, behaviour):
+    await stack.start(behaviour, lead_ms=60)
+    async with stack.caller() as caller:
+        await caller.start()
+        assert await caller.closed() == 1000
+        assert len(caller.played) == 1600  # the whole 200 ms goodbye played before the hang-up
+
+
+async def test_idle_timeout_ends_a_silent_stream(stack):
+    await stack.start(idle_timeout_ms=300)
+    async with stack.caller() as caller:
+        await caller.start()
+        assert await caller.closed() == 1001
+    await stack.vapi.closed.wait()
+    assert {"type": "end-call"} in stack.vapi.texts
+
+
+async def test_max_duration_ends_the_call(stack):
+    await stack.start(max_call_ms=400)
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+        for i in range(100):  # keep talking: it is the duration cap that ends it
+            if caller.ws.close_code is not None:
+                break
+            await caller.media(b"\x7f" * 160, i * 20)
+            await asyncio.sleep(0.02)
+        assert await caller.closed() == 1000
+    await stack.vapi.closed.wait()
+    assert {"type": "end-call"} in stack.vapi.texts
+
+
+async def test_drain_refuses_new_streams_then_ends_live_calls(stack):
+    edge = await stack.start()
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+        drain = asyncio.create_task(edge.drain(grace_s=0.3))
+        await until(lambda: edge.draining)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}") as client:
+            assert (await client.get("/ready")).status_code == 503
+            assert (await client.get("/health")).status_code == 200
+        with pytest.raises(InvalidStatus) as info:
+            await connect(f"ws://127.0.0.1:{stack.port}/media", additional_headers=sig_headers())
+        assert info.value.response.status_code == 503
+        assert _state(stack) == "bridging"  # the live call continues during the grace
+        await drain
+        assert await caller.closed() == 1001
+    await stack.vapi.closed.wait()
+    assert {"type": "end-call"} in stack.vapi.texts
+
+
+async def test_drain_returns_as_soon_as_calls_end(stack):
+    edge = await stack.start()
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+        drain = asyncio.create_task(edge.drain(grace_s=60))
+        await caller.stop()
+        await caller.closed()
+    async with asyncio.timeout(WAIT_S):
+        await drain
+
+
+# -- Vapi unreachable -----------------------------------------------------------------------
+
+
+async def test_vapi_unreachable_apologises_through_twilio_rest(stack):
+    await stack.start(statuses=[500, 503, 500, 500, 500, 500, 500, 500], connect_timeout_ms=800)
+    async with stack.caller() as caller:
+        await caller.start()
+        assert await caller.closed() == 1011
+    ((_, path, _, body),) = stack.twilio_rest.requests
+    assert path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{caller.call_sid}.json"
+    form = httpx.QueryParams(body.decode())
+    assert "<Say>" in form["Twiml"]
+    assert "<Hangup/>" in form["Twiml"]
+    assert len(stack.vapi.http.requests) >= 2  # 5xx was retried within the budget
+
+
+async def test_vapi_429_then_success_is_retried(stack):
+    await stack.start(statuses=[429])
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+    assert len(stack.vapi.http.requests) == 2
+
+
+async def test_vapi_unreachable_dials_the_fallback_number(stack):
+    await stack.start(statuses=[400], env={"EDGE_FALLBACK_NUMBER": "+14155550123"})
+    async with stack.caller() as caller:
+        await caller.start()
+        assert await caller.closed() == 1011
+    ((_, _, _, body),) = stack.twilio_rest.requests
+    assert httpx.QueryParams(body.decode())["Twiml"] == (
+        "<Response><Dial>+14155550123</Dial></Response>"
+    )
+
+
+# -- bad input: that call ends, the others do not notice ---------------------------------------
+
+
+def media_with(payload: str, stream_sid: str) -> str:
+    return json.dumps(
+        {"event": "media", "streamSid": stream_sid, "media": {"timestamp": "0", "payload": payload}}
+    )
+
+
+BAD_INPUTS: dict[str, Callable[[str], str | bytes]] = {
+    "malformed_json": lambda sid: "{not json",
+    "binary_frame": lambda sid: b"\x00\x01",
+    "unknown_event": lambda sid: json.dumps({"event": "party", "streamSid": sid}),
+    "wrong_stream_sid": lambda sid: media_with("//8=", "MZ" + "0" * 32),
+    "bad_base64": lambda sid: media_with("not base64!", sid),
+    "oversize": lambda sid: media_with("A" * 20_000, sid),
+    "oversize_frame": lambda sid: "x" * 40_000,
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+async def test_bad_input_ends_only_that_call(stack, name):
+    edge = await stack.start()
+    async with stack.caller("CA" + "1" * 32) as good, stack.caller("CA" + "2" * 32) as bad:
+        await good.start()
+        await bad.start()
+        await until(lambda: len(stack.vapi.connections) == 2)
+        await until(lambda: all(s.call.state.value == "bridging" for s in edge._sessions))
+        await bad.send(BAD_INPUTS[name](bad.stream_sid))
+        assert await bad.closed() in (1008, 1009)
+        await good.media(b"\x42" * 160, 0)  # the other call still bridges audio both ways
+        await until(lambda: b"\x42" * 160 in bytes(good.played))
+        assert good.ws.close_code is None
+    reasons = {"wrong_stream_sid": "wrong_stream_sid", "oversize_frame": "twilio_oversize"}
+    assert edge.metrics._errors == {reasons.get(name, f"twilio_{name}"): 1}
+
+
+async def test_media_before_start_ends_the_call(stack):
+    edge = await stack.start()
+    async with stack.caller() as caller:
+        await caller.media(b"\xff" * 160, 0)
+        assert await caller.closed() == 1008
+    assert edge.metrics._errors == {"event_before_start": 1}
+    assert stack.vapi.http.requests == []
+
+
+async def test_flood_ends_the_call(stack):
+    edge = await stack.start(max_twilio_messages_per_s=100)
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+        for i in range(150):
+            if caller.ws.close_code is not None:
+                break
+            await caller.media(b"\xff" * 160, i * 20)
+        assert await caller.closed() == 1008
+    assert edge.metrics._errors == {"flood": 1}
+
+
+async def test_metrics_flush_writes_emf_with_service_dimension(stack, capsys):
+    edge = await stack.start()
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+        await send_audio(caller, b"\xff" * 1600)
+        await until(lambda: len(caller.played) >= 1600)
+        capsys.readouterr()
+        edge.metrics.flush()
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    (blob,) = blobs
+    directive = blob["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == telemetry.NAMESPACE
+    assert directive["Dimensions"] == [["service"]]
+    assert blob["service"] == telemetry.SERVICE_EDGE
+    names = {m["Name"] for m in directive["Metrics"]}
+    assert {
+        telemetry.ACTIVE_CALLS,
+        telemetry.BRIDGE_LATENCY,
+        telemetry.FIRST_AUDIO_LATENCY,
+        telemetry.VAPI_CONNECT_TIME,
+    } <= names
+    assert blob[telemetry.ACTIVE_CALLS] == [1.0]
+    assert 20 <= len(blob[telemetry.BRIDGE_LATENCY]) <= 99
