@@ -234,3 +234,36 @@ def test_outputs_point_at_routes_that_exist() -> None:
         assert served, f"{name} points at {path}, which the API does not serve with POST"
     assert _url_paths(outputs["EdgeWebSocketUrl"]) == {MEDIA_PATH}
     assert "DashboardUrl" in outputs
+
+
+def _schema_enum(resource_type: str, *path: str) -> set[Any]:
+    """The allowed values CloudFormation's own schema (shipped with cfn-lint) gives a property."""
+    from cfnlint.schema.manager import PROVIDER_SCHEMA_MANAGER
+
+    schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", resource_type).schema
+    node: dict[str, Any] = schema
+    for key in path:
+        node = node["properties"][key]
+        while "$ref" in node:
+            node = schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
+    return set(node["enum"])
+
+
+@pytest.mark.parametrize(
+    ("parameter", "resource_type", "path"),
+    [
+        ("LogLevel", "AWS::Lambda::Function", ("LoggingConfig", "ApplicationLogLevel")),
+        ("LogRetentionDays", "AWS::Logs::LogGroup", ("RetentionInDays",)),
+        (
+            "TaskAssignPublicIp",
+            "AWS::ECS::Service",
+            ("NetworkConfiguration", "AwsvpcConfiguration", "AssignPublicIp"),
+        ),
+    ],
+)
+def test_every_allowed_parameter_value_is_valid_where_it_goes(
+    parameter: str, resource_type: str, path: tuple[str, ...]
+) -> None:
+    # cfn-lint checks a parameter's default only; a user may pick any allowed value.
+    allowed = set(cfn.TEMPLATE["Parameters"][parameter]["AllowedValues"])
+    assert allowed <= _schema_enum(resource_type, *path)
