@@ -54,7 +54,9 @@ clean:  ## remove the virtualenv and build output
 # ---- AWS deploy (README.md#deploy). Variables are evaluated only by the targets that use them.
 STACK       ?= voicebridge
 AWS_REGION  ?= $(or $(shell aws configure get region 2>/dev/null),us-east-1)
-IMAGE_TAG   ?= $(shell git rev-parse --short=12 HEAD)
+# The commit, plus a timestamp when the edge's sources differ from it (ECR tags are immutable).
+IMAGE_TAG   ?= $(shell git rev-parse --short=12 HEAD)$(shell git diff --quiet HEAD -- \
+                 voicebridge media_edge infra/Dockerfile pyproject.toml || date +-dirty%s)
 IMAGE_NAME  ?= voicebridge-edge
 ECR_REPO    ?= $(shell aws cloudformation describe-stacks --region $(AWS_REGION) --stack-name $(STACK) \
                  --query "Stacks[0].Outputs[?OutputKey=='EdgeRepositoryUri'].OutputValue" --output text)
