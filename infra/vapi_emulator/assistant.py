@@ -474,10 +474,21 @@ class ScriptedCall:
         return [Webhook(self._envelope(event))]
 
     def _envelope(self, event: dict[str, Any]) -> dict[str, Any]:
-        message = {**event, "timestamp": int(self._wall(self._now)), "call": self.call}
-        if "assistantId" not in self.call:
-            message["assistant"] = self.assistant
+        message = {
+            **event,
+            "timestamp": int(self._wall(self._now)),
+            "call": self.call,
+            "assistant": self._resolved_assistant(),
+        }
         return {"message": message}
+
+    def _resolved_assistant(self) -> dict[str, Any]:
+        """The assistant with the call's ``assistantOverrides`` applied (Vapi sends this one)."""
+        overrides = self.call.get("assistantOverrides") or {}
+        merged = {**self.assistant, **overrides}
+        if isinstance(overrides.get("metadata"), dict):
+            merged["metadata"] = {**(self.assistant.get("metadata") or {}), **overrides["metadata"]}
+        return merged
 
     def report(self, now_ms: float) -> dict[str, Any]:
         """The end-of-call-report: transcript, summary, cost, start and end times."""

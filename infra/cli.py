@@ -1,0 +1,114 @@
+"""``voicebridge`` command line (dev tools): ``voicebridge call`` places a simulated call.
+
+Against the local stack, ``make run`` prints the exact command with this run's URLs and keys;
+against a deployment, pass its API URL and your Twilio credentials (the caller signs requests
+like Twilio, so the API cannot tell the difference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from infra.audio import load_wav, sample
+from infra.caller import (
+    CallerConfig,
+    Dtmf,
+    Hangup,
+    Pause,
+    Say,
+    Step,
+    WaitForSilence,
+    WaitForSpeech,
+    run_call,
+)
+from infra.caller import report as render
+
+
+def conversation(
+    audio,
+    *,
+    turns: int = 1,
+    barge_in_after: float | None = None,
+    hangup_mid_reply: bool = False,
+    dtmf: str | None = None,
+) -> list[Step]:
+    """Listen to the greeting, speak ``turns`` times (hearing each reply), optionally barge in
+    ``barge_in_after`` seconds into the last reply, then hang up (mid-reply if asked)."""
+    steps: list[Step] = [WaitForSilence()]
+    for turn in range(turns):
+        steps.append(Say(audio, f"caller speaks (turn {turn + 1})"))
+        if dtmf and turn == 0:
+            steps.append(Dtmf(dtmf))
+        steps.append(WaitForSpeech())
+        if barge_in_after is not None and turn == turns - 1:
+            steps += [
+                Pause(int(barge_in_after * 1000)),
+                Say(audio, "caller barges in", barge_in=True),
+                WaitForSpeech(),
+            ]
+        if hangup_mid_reply and turn == turns - 1:
+            return [*steps, Pause(400), Hangup()]
+        steps.append(WaitForSilence())
+    return [*steps, Hangup()]
+
+
+def _call_parser(sub: argparse._SubParsersAction) -> None:
+    call = sub.add_parser("call", help="place a simulated Twilio call", description=__doc__)
+    call.add_argument("--api-url", required=True, help="the API as Twilio sees it")
+    call.add_argument("--auth-token", required=True, help="Twilio auth token (signs requests)")
+    call.add_argument("--account-sid", required=True, help="Twilio account SID (AC...)")
+    call.add_argument("--twilio-api", help="local Twilio REST emulator URL (hang-ups, transfers)")
+    call.add_argument("--from", dest="from_number", default="+15550100001")
+    call.add_argument("--to", dest="to_number", default="+15550100002")
+    call.add_argument("--audio", type=Path, help="caller speech, mono 16-bit WAV (default: sample)")
+    call.add_argument("--turns", type=int, default=1, help="caller utterances (default 1)")
+    call.add_argument("--barge-in-after", type=float, help="talk over the last reply after S s")
+    call.add_argument("--hangup-mid-reply", action="store_true", help="hang up while it talks")
+    call.add_argument("--dtmf", help="press this key after the first utterance")
+    call.add_argument(
+        "--status-order", choices=["inorder", "shuffled", "duplicated"], default="inorder"
+    )
+    call.add_argument("--heard", type=Path, help="write what the caller heard to this WAV")
+    call.add_argument("--max-seconds", type=float, default=60.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voicebridge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _call_parser(sub)
+    args = parser.parse_args(argv)
+    audio = load_wav(args.audio) if args.audio else sample("caller_utterance")
+    config = CallerConfig(
+        api_url=args.api_url.rstrip("/"),
+        auth_token=args.auth_token,
+        account_sid=args.account_sid,
+        from_number=args.from_number,
+        to_number=args.to_number,
+        twilio_emulator_url=args.twilio_api,
+        status_order=args.status_order,
+        max_seconds=args.max_seconds,
+        heard_wav=args.heard,
+    )
+    steps = conversation(
+        audio,
+        turns=args.turns,
+        barge_in_after=args.barge_in_after,
+        hangup_mid_reply=args.hangup_mid_reply,
+        dtmf=args.dtmf,
+    )
+    report = asyncio.run(run_call(config, steps))
+    print(render.timeline(report))
+    print()
+    print(render.latency_table(report))
+    print()
+    print(render.summary(report))
+    if args.heard:
+        print(f"what the caller heard: {args.heard}")
+    return 1 if report.protocol_errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""The whole product on one machine, no accounts: ``python -m infra.local`` (``make run``).
+
+- embedded AWS (moto on loopback) with the template's tables and queues;
+- the API (``functions.api:app``) under uvicorn in its own process, like its own Lambda;
+- the worker loop (``infra.worker_loop``) in its own process: SQS long-poll -> the real handler;
+- the media edge (``media_edge.server.EdgeServer``) and the Vapi + Twilio REST emulators on an
+  event loop in this process, so tests can look inside (live sessions, tasks).
+
+``LocalStack`` is the library form (a context manager; ports 0 in tests). Secrets are generated
+per run; ``VAPI_API_KEY`` in the environment switches to the real Vapi (no emulator).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from infra.asgi import bind
+from infra.local_aws import embedded_aws
+from infra.runtime import ChildProcess, EmfSink, LoopThread, StdoutTap
+from infra.twilio_emulator import TwilioEmulator
+from infra.vapi_emulator import Script, VapiEmulator
+from voicebridge.config import ENV_NAMES, load_settings
+
+LOCAL_NUMBER = "+15550100002"  # the simulated Twilio number, bound to the local assistant
+CALLER_NUMBER = "+15550100001"
+ASSISTANT = {
+    "name": "voicebridge local",
+    "systemPrompt": "You are the voicebridge demo assistant. Be brief and friendly.",
+    "firstMessage": "Hello, thanks for calling. How can I help?",
+    "tools": ["end_call", "order_status"],
+}
+
+
+@dataclass
+class StackOptions:
+    api_port: int = 8000
+    edge_port: int = 8080
+    script: Script = field(default_factory=Script)
+    quiet: bool = False  # don't echo component logs (tests, the demo)
+    environ: dict[str, str] | None = None  # None: this process's environment
+    overrides: dict[str, str] = field(default_factory=dict)  # e.g. EDGE_IDLE_TIMEOUT_SECONDS
+
+
+class StackError(RuntimeError):
+    """A component failed to start (message says which, with its last output lines)."""
+
+
+class LocalStack:
+    """Start everything on ``__enter__``, stop it all (in order) on ``__exit__``."""
+
+    def __init__(self, options: StackOptions | None = None) -> None:
+        self.options = options or StackOptions()
+        self.env: dict[str, str] = {}
+        self.emf = EmfSink()
+        self.vapi: VapiEmulator | None = None
+        self.twilio: TwilioEmulator | None = None
+        self.edge: Any = None
+        self.assistant_id = ""
+        self.loop: LoopThread | None = None
+        self._exit = contextlib.ExitStack()
+        self._children: list[ChildProcess] = []
+        self._tap = StdoutTap(self.emf, self.options.quiet)
+
+    # -- what callers need --------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return self.env["PUBLIC_BASE_URL"]
+
+    @property
+    def edge_url(self) -> str:
+        return self.env["EDGE_PUBLIC_URL"]
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.env['ADMIN_API_KEY']}"}
+
+    def caller_config(self, **changes: Any) -> Any:
+        """A CallerConfig for a call to this stack's number."""
+        from infra.caller import CallerConfig
+
+        config = CallerConfig(
+            api_url=self.api_url,
+            auth_token=self.env["TWILIO_AUTH_TOKEN"],
+            account_sid=self.env["TWILIO_ACCOUNT_SID"],
+            from_number=CALLER_NUMBER,
+            to_number=LOCAL_NUMBER,
+            twilio_emulator_url=self.twilio.base_url if self.twilio else None,
+        )
+        for name, value in changes.items():
+            setattr(config, name, value)
+        return config
+
+    def get_call(self, call_sid: str) -> tuple[int, Any]:
+        response = httpx.get(
+            f"{self.api_url}/calls/{call_sid}", headers=self.admin_headers(), timeout=10
+        )
+        body = (
+            response.json()
+            if response.headers.get("content-type", "").startswith("application/json")
+            else response.text
+        )
+        return response.status_code, body
+
+    def logs(self, name: str) -> list[str]:
+        """Recent output of ``api``/``worker``, or ``edge`` (JSON lines printed in-process)."""
+        if name == "edge":
+            return list(self._tap.lines)
+        return next((list(c.lines) for c in self._children if c.name == name), [])
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def _start(self) -> None:
+        options = self.options
+        self._tap.install()
+        inherited = dict(os.environ if options.environ is None else options.environ)
+        user = {k: v for k, v in inherited.items() if k in ENV_NAMES}
+        base = {k: v for k, v in inherited.items() if k not in ENV_NAMES}
+        aws = self._exit.enter_context(embedded_aws())
+        generated = {
+            "TWILIO_ACCOUNT_SID": f"AC{secrets.token_hex(16)}",
+            "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
+            "STREAM_TOKEN_SECRET": secrets.token_urlsafe(32),
+            "VAPI_WEBHOOK_SECRET": secrets.token_urlsafe(24),
+            "ADMIN_API_KEY": secrets.token_urlsafe(24),
+        }
+        env = {**generated, **user, **aws, **options.overrides}
+        real_vapi = bool(user.get("VAPI_API_KEY"))
+        self.loop = LoopThread("local-stack")
+        if not real_vapi:
+            env["VAPI_API_KEY"] = f"emulator-{secrets.token_hex(12)}"
+            self.vapi = VapiEmulator(
+                env["VAPI_API_KEY"],
+                webhook_secret=env["VAPI_WEBHOOK_SECRET"],
+                script=options.script,
+            )
+            env["VAPI_BASE_URL"] = self.loop.run(self.vapi.start())
+        self.twilio = TwilioEmulator(env["TWILIO_ACCOUNT_SID"], env["TWILIO_AUTH_TOKEN"])
+        env["TWILIO_API_BASE"] = self.loop.run(self.twilio.start())
+
+        api_port = int(env.get("API_PORT", options.api_port))
+        api_sock = bind("127.0.0.1", api_port)
+        api_sock.listen(128)
+        edge_port = int(env.get("EDGE_PORT", options.edge_port)) or _free_port()
+        env.update(
+            {
+                "API_PORT": str(api_sock.getsockname()[1]),
+                "EDGE_PORT": str(edge_port),
+                "EDGE_HOST": "127.0.0.1",
+                "PUBLIC_BASE_URL": f"http://127.0.0.1:{api_sock.getsockname()[1]}",
+                "EDGE_PUBLIC_URL": f"ws://127.0.0.1:{edge_port}",
+            }
+        )
+        if not real_vapi:
+            self.assistant_id = self._default_assistant(env)
+            env["VAPI_ASSISTANT_ID"] = self.assistant_id
+        self.env = env
+        child_env = {**base, **env}
+
+        api = ChildProcess(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "functions.api:app",
+                "--fd",
+                str(api_sock.fileno()),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+                "--lifespan",
+                "off",
+            ],
+            child_env,
+            self.emf,
+            quiet=options.quiet,
+            pass_fds=[api_sock.fileno()],
+        )
+        self._children.append(api)
+        api_sock.close()  # the child holds it now
+        self._start_edge(env)
+        self._children.append(
+            ChildProcess(
+                "worker",
+                [sys.executable, "-m", "infra.worker_loop"],
+                child_env,
+                self.emf,
+                quiet=options.quiet,
+            )
+        )
+        self._wait_healthy(api, f"{self.api_url}/health")
+        self._wait_healthy(None, f"http://127.0.0.1:{edge_port}/health")
+        if not real_vapi:
+            self._bind_number()
+
+    def _default_assistant(self, env: dict[str, str]) -> str:
+        """What a user does once in Vapi's dashboard: an assistant whose server URL is us."""
+        from functions.admin import CreateAssistant, vapi_assistant_body
+
+        spec = CreateAssistant.model_validate(ASSISTANT)
+        body = vapi_assistant_body(
+            spec, f"{env['PUBLIC_BASE_URL']}/vapi/webhook", env["VAPI_WEBHOOK_SECRET"]
+        )
+        response = httpx.post(
+            f"{env['VAPI_BASE_URL']}/assistant",
+            json=body,
+            headers={"Authorization": f"Bearer {env['VAPI_API_KEY']}"},
+            timeout=10,
+        )
+        if response.status_code != 201:
+            raise StackError(f"Vapi emulator refused the default assistant: {response.text}")
+        return str(response.json()["id"])
+
+    def _bind_number(self) -> None:
+        """Create the local number's assistant through our own admin API (the real path)."""
+        response = httpx.post(
+            f"{self.api_url}/assistants",
+            json={**ASSISTANT, "phoneNumbers": [LOCAL_NUMBER]},
+            headers=self.admin_headers(),
+            timeout=15,
+        )
+        if response.status_code == 201:
+            self.assistant_id = response.json()["id"]
+        else:
+            print(
+                f"warning: POST /assistants answered {response.status_code}: {response.text[:200]}"
+                f" (calls use VAPI_ASSISTANT_ID={self.assistant_id})",
+                file=sys.stderr,
+            )
+
+    def _start_edge(self, env: dict[str, str]) -> None:
+        from media_edge.server import EdgeServer
+
+        assert self.loop is not None
+        settings = load_settings("edge", env)
+        self.edge = EdgeServer(settings)
+        self.loop.run(self.edge.start())
+
+    def _wait_healthy(self, child: ChildProcess | None, url: str, limit_s: float = 30.0) -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if child is not None and not child.alive():
+                raise StackError(f"{child.name} exited:\n" + "\n".join(list(child.lines)[-20:]))
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise StackError(f"{url} not healthy after {limit_s:.0f} s")
+
+    def _stop(self) -> None:
+        if self.loop is not None and self.edge is not None:
+            with contextlib.suppress(Exception):
+                self.loop.run(self.edge.drain(grace_s=0), timeout=15)
+            with contextlib.suppress(Exception):
+                self.loop.run(self.edge.stop(), timeout=15)
+        for child in reversed(self._children):
+            child.stop()
+        if self.loop is not None:
+            for server in (self.vapi, self.twilio):
+                if server is not None:
+                    with contextlib.suppress(Exception):
+                        self.loop.run(server.stop(), timeout=15)
+            self.loop.close()
+            self.loop = None
+        self._exit.close()
+        self._tap.uninstall()
+
+    # -- introspection for tests ------------------------------------------------------------
+
+    def edge_sessions(self) -> int:
+        return int(self.edge.active_calls) if self.edge is not None else 0
+
+    def stack_tasks(self) -> int:
+        """Live tasks on the in-process loop (servers' own plus any per-call leftovers)."""
+        return len(self.loop.tasks()) if self.loop is not None else 0
+
+
+def _free_port() -> int:
+    sock = bind("127.0.0.1", 0)
+    try:
+        return int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+def banner(stack: LocalStack) -> str:
+    env = stack.env
+    vapi = env.get("VAPI_BASE_URL", "https://api.vapi.ai")
+    lines = [
+        "voicebridge local stack is running (Ctrl-C stops it)",
+        f"  API         {stack.api_url}   (functions.api under uvicorn; GET /health)",
+        f"  media edge  {stack.edge_url}/media   (GET /health, /ready)",
+        f"  worker      SQS long-poll -> functions.worker.handler ({env['EVENTS_QUEUE_URL']})",
+        f"  Vapi        {vapi}" + ("   (emulator)" if stack.vapi else "   (real Vapi)"),
+        f"  Twilio REST {env['TWILIO_API_BASE']}   (emulator)",
+        f"  AWS         {env['AWS_ENDPOINT_URL']}   (moto: DynamoDB + SQS)",
+        f"  number      {LOCAL_NUMBER} -> assistant {stack.assistant_id}",
+        "",
+        "Environment for curl and the simulated caller (this run only):",
+    ]
+    names = ("PUBLIC_BASE_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "ADMIN_API_KEY")
+    lines.extend(f"  export {name}={env[name]}" for name in names)
+    lines += [
+        "",
+        "Place a simulated call (another terminal):",
+        f"  .venv/bin/voicebridge call --api-url {stack.api_url} --account-sid "
+        f"{env['TWILIO_ACCOUNT_SID']} --auth-token {env['TWILIO_AUTH_TOKEN']} --twilio-api "
+        f"{env['TWILIO_API_BASE']} --barge-in-after 0.8 --heard heard.wav",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        with LocalStack() as stack:
+            print(banner(stack), flush=True)
+            while not stop.wait(0.5):
+                pass
+            print("stopping...", flush=True)
+    except StackError as exc:
+        print(f"local stack failed: {exc}", file=sys.stderr)
+        return 1
+    print("stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""Plumbing for the local stack: an event loop on a thread, child processes with captured
+output, and a stdout tap that collects EMF metric lines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, TextIO, TypeVar
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An asyncio loop running on its own thread: servers keep real time whatever the caller's
+    thread does, and ``run`` hands them coroutines from synchronous code."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def tasks(self) -> set[asyncio.Task[Any]]:
+        async def snapshot() -> set[asyncio.Task[Any]]:
+            current = asyncio.current_task()
+            return {t for t in asyncio.all_tasks() if t is not current and not t.done()}
+
+        return self.run(snapshot())
+
+    def close(self) -> None:
+        async def cancel_all() -> None:
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            self.run(cancel_all(), timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+def parse_emf(line: str) -> dict[str, Any] | None:
+    """The JSON object if ``line`` is a CloudWatch EMF record, else None."""
+    if not line.startswith("{") or '"_aws"' not in line:
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "_aws" in record else None
+
+
+class EmfSink:
+    """Collects EMF records from every component (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def add(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self.records.append(record)
+
+    def values(self, name: str, service: str | None = None) -> list[float]:
+        """Every value emitted for metric ``name`` (optionally for one ``service``)."""
+        out: list[float] = []
+        with self._lock:
+            records = list(self.records)
+        for record in records:
+            if service is not None and record.get("service") != service:
+                continue
+            declared = {
+                metric["Name"]
+                for directive in record["_aws"].get("CloudWatchMetrics", [])
+                for metric in directive.get("Metrics", [])
+            }
+            if name in declared and name in record:
+                value = record[name]
+                out.extend(value if isinstance(value, list) else [value])
+        return out
+
+    def clear(self) -> None:
+        with self._lock:
+            self.records.clear()
+
+
+class StdoutTap:
+    """Wraps ``sys.stdout`` for in-process components (the edge prints EMF with ``print``):
+    EMF lines go to the sink; ``quiet`` drops JSON lines (component logs and metrics) and lets
+    everything else (the caller's and demo's own output) through."""
+
+    def __init__(self, sink: EmfSink, quiet: bool) -> None:
+        self._sink = sink
+        self._quiet = quiet
+        self._original: TextIO = sys.stdout
+        self._partial = ""
+        self._lock = threading.Lock()
+        self.lines: deque[str] = deque(maxlen=2000)  # recent JSON lines (logs), for debugging
+
+    def install(self) -> None:
+        self._original = sys.stdout
+        sys.stdout = self  # type: ignore[assignment]
+
+    def uninstall(self) -> None:
+        if sys.stdout is self:
+            sys.stdout = self._original
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            lines = (self._partial + text).split("\n")
+            self._partial = lines.pop()
+        for line in lines:
+            record = parse_emf(line)
+            if record is not None:
+                self._sink.add(record)
+            elif line.startswith("{"):
+                self.lines.append(line)
+            if not (self._quiet and line.startswith("{")):  # quiet drops JSON logs/metrics only
+                self._original.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self._original.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+
+class ChildProcess:
+    """A component in its own process (like its own Lambda); output read line by line."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        sink: EmfSink,
+        *,
+        quiet: bool,
+        pass_fds: Sequence[int] = (),
+    ) -> None:
+        self.name = name
+        self.lines: deque[str] = deque(maxlen=2000)
+        self._sink = sink
+        self._quiet = quiet
+        self.process = subprocess.Popen(
+            list(argv),
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            pass_fds=tuple(pass_fds),
+            start_new_session=True,  # Ctrl-C reaches the stack, which stops us in order
+        )
+        self._reader = threading.Thread(target=self._read, name=f"{name}-output", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.rstrip("\n")
+            self.lines.append(line)
+            record = parse_emf(line)
+            if record is not None:
+                self._sink.add(record)
+            if not self._quiet:
+                print(f"[{self.name}] {line}", flush=True)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 8.0) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._reader.join(timeout=5)
+        return self.process.returncode

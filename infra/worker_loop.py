@@ -1,0 +1,151 @@
+"""What Lambda's SQS event source does, for the local stack: ``python -m infra.worker_loop``.
+
+Long-poll the events queue, hand each batch to the real ``functions.worker.handler`` as an
+SQS-shaped event, delete what succeeded and leave the ``batchItemFailures`` in the queue, where
+the visibility timeout and the redrive policy (maxReceiveCount -> DLQ) take over exactly as in
+AWS. Runs as its own process, like a Lambda function, so it shares no in-process state (e.g.
+Powertools metrics) with the API.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+from infra.local_aws import REGION
+from voicebridge.config import ConfigError, load_settings
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+BATCH_SIZE = 10
+TIMEOUT_MS = 30_000  # the worker function's timeout in template.yaml
+
+
+@dataclass
+class LambdaContext:
+    """The attributes Powertools reads from a Lambda context."""
+
+    function_name: str = "voicebridge-worker-local"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 512
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    invoked_function_arn: str = (
+        f"arn:aws:lambda:{REGION}:000000000000:function:voicebridge-worker-local"
+    )
+    log_group_name: str = "/aws/lambda/voicebridge-worker-local"
+    log_stream_name: str = "local"
+    deadline: float = field(default_factory=lambda: time.monotonic() + TIMEOUT_MS / 1000)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def _attribute(value: dict[str, Any]) -> dict[str, Any]:
+    """SQS API attribute shape -> Lambda event shape (camelCase keys)."""
+    return {
+        "stringValue": value.get("StringValue"),
+        "binaryValue": value.get("BinaryValue"),
+        "stringListValues": value.get("StringListValues", []),
+        "binaryListValues": value.get("BinaryListValues", []),
+        "dataType": value.get("DataType", "String"),
+    }
+
+
+def to_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """ReceiveMessage output -> the event Lambda's SQS integration delivers."""
+    return {
+        "Records": [
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": dict(message.get("Attributes", {})),
+                "messageAttributes": {
+                    name: _attribute(value)
+                    for name, value in message.get("MessageAttributes", {}).items()
+                },
+                "md5OfBody": message["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+            for message in messages
+        ]
+    }
+
+
+class WorkerLoop:
+    def __init__(self, sqs: Any, queue_url: str, handler: Handler, wait_seconds: int = 1) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.handler = handler
+        self.wait_seconds = wait_seconds
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        self.stopping = False
+
+    def poll_once(self) -> tuple[int, int]:
+        """One receive + invoke + delete; returns (succeeded, failed)."""
+        received = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=BATCH_SIZE,
+            WaitTimeSeconds=self.wait_seconds,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        if not received:
+            return 0, 0
+        try:
+            result = self.handler(to_event(received, self.queue_arn), LambdaContext()) or {}
+            failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
+        except Exception:  # a crashed invocation: the whole batch is retried, as in Lambda
+            failed = {message["MessageId"] for message in received}
+        done = [m for m in received if m["MessageId"] not in failed]
+        if done:
+            self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
+                ],
+            )
+        return len(done), len(failed)
+
+    def run(self) -> None:
+        while not self.stopping:
+            self.poll_once()
+
+
+def main() -> int:
+    try:
+        settings = load_settings("worker")
+    except ConfigError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
+    if not settings.events_queue_url:
+        print("worker: EVENTS_QUEUE_URL is required for the local worker loop", file=sys.stderr)
+        return 2
+    from functions.worker import handler
+
+    sqs = boto3.session.Session().client(
+        "sqs", endpoint_url=settings.aws_endpoint_url, region_name=REGION
+    )
+    loop = WorkerLoop(sqs, settings.events_queue_url, handler)
+
+    def stop(*_: object) -> None:
+        loop.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    loop.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
