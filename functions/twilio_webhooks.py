@@ -26,9 +26,12 @@ CALL_SID = re.compile(r"^CA[0-9a-zA-Z]{1,62}$")
 NOT_CONFIGURED = "Sorry, this number is not set up yet. Goodbye."
 
 
-def parse_form(body: bytes) -> dict[str, str | list[str]]:
+Form = dict[str, str | list[str]]
+
+
+def parse_form(body: bytes) -> Form:
     """URL-encoded form -> {name: value}, repeated names as lists (Twilio signs every value)."""
-    form: dict[str, str | list[str]] = {}
+    form: Form = {}
     for name, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
         if name not in form:
             form[name] = value
@@ -43,9 +46,8 @@ def _first(form: Mapping[str, str | list[str]], name: str) -> str:
     return value[0] if isinstance(value, list) else value
 
 
-async def _validated_form(
-    request: Request, config: Settings, route: str
-) -> dict[str, str | list[str]] | None:
+async def _validated_form(request: Request, config: Settings, route: str) -> Form | None:
+    """The form, if ``X-Twilio-Signature`` signs it for the URL Twilio used; else None."""
     body = await web.read_body(request)
     form = parse_form(body)
     url = web.public_url(request, config)
@@ -68,7 +70,10 @@ def _assistant_for(config: Settings, called: str) -> str | None:
     return config.vapi_assistant_id
 
 
-def _stream_twiml(request: Request, config: Settings, call_sid: str, form, assistant_id: str):
+def _stream_twiml(
+    request: Request, config: Settings, call_sid: str, form: Form, assistant_id: str
+) -> str:
+    """``<Connect><Stream>`` to the edge; the token binds this call to its assistant."""
     from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
     token = stream_token.mint(
@@ -94,7 +99,7 @@ def _stream_twiml(request: Request, config: Settings, call_sid: str, form, assis
     connect.append(stream)
     response = VoiceResponse()
     response.append(connect)
-    return response
+    return str(response)
 
 
 @router.post("/twilio/voice")
@@ -128,7 +133,7 @@ async def voice(request: Request) -> Response:
         web.logger.exception("session write failed; answering the call anyway")
     twiml = _stream_twiml(request, config, call_sid, form, assistant_id)
     web.logger.info("call answered", extra={"assistantId": assistant_id})
-    return Response(str(twiml), media_type=TWIML)
+    return Response(twiml, media_type=TWIML)
 
 
 @router.post("/twilio/status", status_code=204)
