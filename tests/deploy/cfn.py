@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from infra.local_aws import load_template
 from voicebridge import telemetry
 
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE: dict[str, Any] = load_template()
 RESOURCES: dict[str, dict[str, Any]] = TEMPLATE["Resources"]
 SECRET_REF = {"Ref": "AppSecret"}
@@ -153,3 +155,38 @@ def dashboard_metrics() -> list[MetricUse]:
             pairs = tuple(zip(dims[::2], dims[1::2], strict=True))
             uses.append(MetricUse(widget["properties"]["title"], namespace, metric, pairs))
     return uses
+
+
+_SAMPLES = {  # values for parameters without a default, conditional values and secrets
+    "EDGE_PUBLIC_URL": "wss://edge.example.com",
+    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+    "TWILIO_AUTH_TOKEN": "t" * 32,
+    "VAPI_API_KEY": "k" * 32,
+    "STREAM_TOKEN_SECRET": "s" * 64,
+}
+
+
+def _resolve(name: str, value: Any) -> str:
+    """A template value as the process would see it, parameters at their defaults."""
+    if isinstance(value, str):
+        return value
+    parameter = TEMPLATE["Parameters"].get(value.get("Ref", ""), {})
+    return str(parameter["Default"]) if "Default" in parameter else _SAMPLES[name]
+
+
+def edge_env_with_defaults() -> dict[str, str]:
+    """The edge container's environment as ECS would set it, parameters at their defaults."""
+    edge = edge_deployable()
+    env = {name: _resolve(name, value) for name, value in edge.env.items()}
+    env.update({name: _SAMPLES[name] for name in edge.secrets})
+    return env
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of infra/Dockerfile, continuation lines joined."""
+    text = (ROOT / "infra" / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (word.upper(), rest.strip())
+        for word, _, rest in (line.partition(" ") for line in lines if line and line[0] != "#")
+    ]

@@ -106,17 +106,8 @@ def test_lambda_build_recipe_installs_the_slice_for_lambda_and_copies_its_packag
         assert cfn.RESOURCES[name]["Metadata"]["WorkingDirectory"] == "."
 
 
-def _dockerfile() -> list[tuple[str, str]]:
-    text = (ROOT / "infra" / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
-    lines = [line.strip() for line in text.splitlines()]
-    return [
-        (word.upper(), rest.strip())
-        for word, _, rest in (line.partition(" ") for line in lines if line and line[0] != "#")
-    ]
-
-
 def test_dockerfile_is_a_slim_multi_stage_non_root_edge_image() -> None:
-    instructions = _dockerfile()
+    instructions = cfn.dockerfile()
     stages = [rest for word, rest in instructions if word == "FROM"]
     assert len(stages) >= 2
     assert all(s.startswith("python:3.12-slim") for s in stages)
@@ -130,7 +121,7 @@ def test_dockerfile_is_a_slim_multi_stage_non_root_edge_image() -> None:
 
 
 def test_dockerfile_runs_the_edge_module_with_health_check_and_sigterm() -> None:
-    instructions = dict(_dockerfile())
+    instructions = dict(cfn.dockerfile())
     entry = instructions.get("ENTRYPOINT") or instructions["CMD"]
     assert entry.startswith("[")
     command = ast.literal_eval(entry)

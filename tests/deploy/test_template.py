@@ -141,35 +141,13 @@ def test_edge_drains_within_its_stop_timeout_and_matches_the_alb() -> None:
     assert attributes["deregistration_delay.timeout_seconds"] == {"Ref": "DrainSeconds"}
     drain = cfn.TEMPLATE["Parameters"]["DrainSeconds"]
     assert drain["MaxValue"] < container["StopTimeout"]
-    assert config.load_settings("edge", _edge_env()).drain_seconds == drain["Default"]
-
-
-_SAMPLES = {  # values for parameters without a default, conditional values and secrets
-    "EDGE_PUBLIC_URL": "wss://edge.example.com",
-    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-    "TWILIO_AUTH_TOKEN": "t" * 32,
-    "VAPI_API_KEY": "k" * 32,
-    "STREAM_TOKEN_SECRET": "s" * 64,
-}
-
-
-def _resolve(name: str, value: Any) -> str:
-    """A template value as the process would see it, parameters at their defaults."""
-    if isinstance(value, str):
-        return value
-    parameter = cfn.TEMPLATE["Parameters"].get(value.get("Ref", ""), {})
-    return str(parameter["Default"]) if "Default" in parameter else _SAMPLES[name]
-
-
-def _edge_env() -> dict[str, str]:
-    edge = cfn.edge_deployable()
-    env = {name: _resolve(name, value) for name, value in edge.env.items()}
-    env.update({name: _SAMPLES[name] for name in edge.secrets})
-    return env
+    assert (
+        config.load_settings("edge", cfn.edge_env_with_defaults()).drain_seconds == drain["Default"]
+    )
 
 
 def test_edge_environment_with_default_parameters_is_valid_edge_config() -> None:
-    settings = config.load_settings("edge", _edge_env())
+    settings = config.load_settings("edge", cfn.edge_env_with_defaults())
     assert settings.edge_host == "0.0.0.0"  # reachable from the ALB, not only loopback
     assert settings.edge_port == _edge_port()
     assert settings.edge_max_calls == cfn.TEMPLATE["Parameters"]["EdgeMaxCallsPerTask"]["Default"]
