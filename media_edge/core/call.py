@@ -101,6 +101,34 @@ class CallConfig:
 class Call:
     """One bridged call. Not thread-safe; feed it from one task."""
 
+    __slots__ = (
+        "_created",
+        "_ending_deadline",
+        "_ending_error",
+        "_epoch_offset_s",
+        "_first_audio_sent",
+        "_inbound",
+        "_last_rx",
+        "_last_vapi_audio",
+        "_loud_frames",
+        "_outbound",
+        "_overflow_logged",
+        "_playout",
+        "_speech_end",
+        "_start",
+        "_vad_factory",
+        "_window_count",
+        "_window_start",
+        "call_sid",
+        "config",
+        "end_reason",
+        "frames_dropped",
+        "frames_filled",
+        "frames_in",
+        "state",
+        "stream_sid",
+    )
+
     def __init__(
         self,
         config: CallConfig,
@@ -134,25 +162,6 @@ class Call:
         self.frames_in = 0
         self.frames_filled = 0
         self.frames_dropped = 0
-        self._handlers: dict[type, Callable[[Any, float, list[Action]], None]] = {
-            TwilioMedia: self._on_media,
-            TwilioMark: self._on_mark,
-            VapiAudio: self._on_vapi_audio,
-            TwilioDtmf: self._on_dtmf,
-            TwilioConnected: self._on_connected,
-            TwilioStart: self._on_start,
-            TwilioStop: self._on_stop,
-            VapiUserInterrupted: self._on_user_interrupted,
-            VapiSpeechUpdate: self._on_speech_update,
-            VapiCallEnded: self._on_vapi_ended,
-            VapiIgnored: self._on_vapi_ignored,
-            VapiConnected: self._on_vapi_connected,
-            VapiConnectFailed: self._on_vapi_connect_failed,
-            SocketClosed: self._on_socket_closed,
-            ProtocolViolation: self._on_violation,
-            Tick: self._on_tick,
-            Shutdown: self._on_shutdown,
-        }
 
     # -- public -------------------------------------------------------------------------------
 
@@ -163,7 +172,7 @@ class Call:
             if isinstance(event, VapiConnected):
                 out.append(CloseVapi())  # connected after we gave up: hang it up
             return out
-        self._handlers[type(event)](event, now, out)
+        _HANDLERS[type(event)](self, event, now, out)
         if self._playout is not None and self.state in (State.BRIDGING, State.ENDING):
             self._pump(now, out)
         return out
@@ -510,3 +519,25 @@ class Call:
         out.append(Log("info", "call ended", fields))
         if error:
             out.append(Metric(telemetry.CALL_ERRORS, 1, reason=reason))
+
+
+# Dispatch by exact event type, shared by every call (a per-call table would cost ~1 KB each).
+_HANDLERS: dict[type, Callable[[Call, Any, float, list[Action]], None]] = {
+    TwilioMedia: Call._on_media,
+    TwilioMark: Call._on_mark,
+    VapiAudio: Call._on_vapi_audio,
+    TwilioDtmf: Call._on_dtmf,
+    TwilioConnected: Call._on_connected,
+    TwilioStart: Call._on_start,
+    TwilioStop: Call._on_stop,
+    VapiUserInterrupted: Call._on_user_interrupted,
+    VapiSpeechUpdate: Call._on_speech_update,
+    VapiCallEnded: Call._on_vapi_ended,
+    VapiIgnored: Call._on_vapi_ignored,
+    VapiConnected: Call._on_vapi_connected,
+    VapiConnectFailed: Call._on_vapi_connect_failed,
+    SocketClosed: Call._on_socket_closed,
+    ProtocolViolation: Call._on_violation,
+    Tick: Call._on_tick,
+    Shutdown: Call._on_shutdown,
+}

@@ -23,7 +23,7 @@ class TaskProtection:
         self._url = f"{agent_uri.rstrip('/')}/task-protection/v1/state"
         self._logger = logger
         self._wanted = False
-        self._state: bool | None = None  # what the agent last accepted
+        self._state = False  # what the agent last accepted (a new task starts unprotected)
         self._wake = asyncio.Event()
 
     def want(self, protected: bool) -> None:
@@ -35,9 +35,9 @@ class TaskProtection:
     async def run(self) -> None:
         """Reconcile until cancelled: apply changes at once, renew while protected."""
         while True:
+            self._wake.clear()  # before acting: a want() during the PUT wakes the next round
             if self._wanted != self._state or self._wanted:
                 await self._put(self._wanted)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RENEW_SECONDS if self._wanted else None):
                     await self._wake.wait()

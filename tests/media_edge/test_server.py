@@ -507,3 +507,30 @@ async def test_metrics_flush_writes_emf_with_service_dimension(stack, capsys):
     } <= names
     assert blob[telemetry.ACTIVE_CALLS] == [1.0]
     assert 20 <= len(blob[telemetry.BRIDGE_LATENCY]) <= 99
+
+
+async def test_task_protection_is_on_while_calls_are_live(stack):
+    agent = HttpFake(lambda m, p, b: (200, {"protection": {}}))
+    agent_url = await agent.start()
+    try:
+        edge = await stack.start(env={"ECS_AGENT_URI": agent_url})
+
+        def states() -> list[dict[str, Any]]:
+            return [json.loads(body) for _, _, _, body in agent.requests]
+
+        async with stack.caller() as caller:
+            await bridged(stack, caller)
+            await until(lambda: len(agent.requests) == 1)
+            await caller.stop()
+            await caller.closed()
+        await until(lambda: edge.active_calls == 0 and len(agent.requests) == 2)
+        assert states() == [
+            {"ProtectionEnabled": True, "ExpiresInMinutes": 10},
+            {"ProtectionEnabled": False},
+        ]
+        assert {(m, p) for m, p, _, _ in agent.requests} == {("PUT", "/task-protection/v1/state")}
+    finally:
+        await stack.stop()
+        stack.edge = None
+        stack.vapi = None
+        await agent.stop()

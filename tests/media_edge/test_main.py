@@ -1,0 +1,115 @@
+"""``python -m media_edge`` as a process: config errors, serving, SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.media_edge.fakes import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    PUBLIC_URL,
+    TOKEN_SECRET,
+    VAPI_KEY,
+    FakeVapi,
+    TwilioCaller,
+    sig_headers,
+)
+
+WAIT_S = 15.0
+
+
+def edge_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_", "VAPI_", "TWILIO_"))}
+    env.update(
+        {
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "VAPI_API_KEY": VAPI_KEY,
+            "EDGE_PUBLIC_URL": PUBLIC_URL,
+            "STREAM_TOKEN_SECRET": TOKEN_SECRET,
+            "EDGE_PORT": "0",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def test_bad_config_exits_2_with_one_line():
+    env = edge_env(EDGE_AUDIO_FORMAT="opus")
+    result = subprocess.run(
+        [sys.executable, "-m", "media_edge"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "media_edge: EDGE_AUDIO_FORMAT is invalid: must be one of mulaw, pcm16, got 'opus'"
+    ]
+
+
+def test_missing_secret_exits_2():
+    env = edge_env()
+    del env["STREAM_TOKEN_SECRET"]
+    result = subprocess.run(
+        [sys.executable, "-m", "media_edge"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "STREAM_TOKEN_SECRET is required" in result.stderr
+
+
+async def read_port(proc: asyncio.subprocess.Process) -> int:
+    assert proc.stdout is not None
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            line = await proc.stdout.readline()
+            assert line, "the edge exited before listening"
+            if b'"edge listening"' in line:
+                return int(json.loads(line)["port"])
+
+
+async def test_sigterm_drains_live_calls_then_exits_cleanly():
+    vapi = FakeVapi()
+    vapi_url = await vapi.start()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "media_edge",
+        env=edge_env(VAPI_BASE_URL=vapi_url, DRAIN_SECONDS="1"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        port = await read_port(proc)
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base) as client, TwilioCaller(port) as caller:
+            assert (await client.get("/ready")).status_code == 200
+            await caller.start()
+            async with asyncio.timeout(WAIT_S):
+                await vapi.connected.wait()
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(WAIT_S):
+                while (await client.get("/ready")).status_code != 503:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(f"ws://127.0.0.1:{port}/media", additional_headers=sig_headers())
+            assert refused.value.response.status_code == 503
+            assert caller.ws.close_code is None  # the live call goes on during the drain
+            async with asyncio.timeout(WAIT_S):
+                assert await caller.closed() == 1001  # ended when DRAIN_SECONDS ran out
+        async with asyncio.timeout(WAIT_S):
+            assert await proc.wait() == 0
+        assert {"type": "end-call"} in vapi.texts
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await proc.communicate()
+        await vapi.stop()
