@@ -157,11 +157,17 @@ def dashboard_metrics() -> list[MetricUse]:
     return uses
 
 
-_SAMPLES = {  # values for parameters without a default, conditional values and secrets
+_SAMPLES = {  # for parameters without a default, resource names, conditional values, secrets
     "EDGE_PUBLIC_URL": "wss://edge.example.com",
+    "PUBLIC_BASE_URL": "https://api.example.com",
     "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+    "SESSIONS_TABLE": "voicebridge-SessionsTable",
+    "IDEMPOTENCY_TABLE": "voicebridge-IdempotencyTable",
+    "EVENTS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/voicebridge-events",
     "TWILIO_AUTH_TOKEN": "t" * 32,
     "VAPI_API_KEY": "k" * 32,
+    "VAPI_WEBHOOK_SECRET": "w" * 32,
+    "ADMIN_API_KEY": "a" * 32,
     "STREAM_TOKEN_SECRET": "s" * 64,
 }
 
@@ -174,12 +180,20 @@ def _resolve(name: str, value: Any) -> str:
     return str(parameter["Default"]) if "Default" in parameter else _SAMPLES[name]
 
 
-def edge_env_with_defaults() -> dict[str, str]:
-    """The edge container's environment as ECS would set it, parameters at their defaults."""
-    edge = edge_deployable()
-    env = {name: _resolve(name, value) for name, value in edge.env.items()}
-    env.update({name: _SAMPLES[name] for name in edge.secrets})
+def env_with_defaults(deployable: Deployable) -> dict[str, str]:
+    """The process environment AWS would set, parameters at their defaults, secrets inlined
+    (instead of SECRETS_ID, which needs Secrets Manager)."""
+    env = {
+        name: _resolve(name, value)
+        for name, value in deployable.env.items()
+        if name != "SECRETS_ID"
+    }
+    env.update({name: _SAMPLES[name] for name in deployable.secrets})
     return env
+
+
+def edge_env_with_defaults() -> dict[str, str]:
+    return env_with_defaults(edge_deployable())
 
 
 def dockerfile() -> list[tuple[str, str]]:

@@ -54,6 +54,14 @@ def test_every_variable_set_is_one_the_code_knows(deployable: cfn.Deployable) ->
 
 
 @pytest.mark.parametrize("deployable", DEPLOYABLES, ids=IDS)
+def test_environment_with_default_parameters_loads_for_its_role(
+    deployable: cfn.Deployable,
+) -> None:
+    # Every default the template passes must also be a value config.py accepts.
+    config.load_settings(deployable.role, cfn.env_with_defaults(deployable))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("deployable", DEPLOYABLES, ids=IDS)
 def test_no_secret_in_a_plain_environment_variable(deployable: cfn.Deployable) -> None:
     assert not config.SECRET_NAMES & set(deployable.env)
 
