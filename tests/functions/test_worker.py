@@ -308,3 +308,38 @@ def test_call_record_is_served_by_the_admin_api(aws):
     assert len(record["timeline"]) == 3
     missing = invoke(apigw_event("GET", "/calls/CA404", headers=headers))
     assert missing["statusCode"] == 404
+
+
+def _comparable(call: dict) -> dict:
+    """A call record without what legitimately differs between two calls (ids, retention)."""
+    return {k: v for k, v in call.items() if k not in {"callSid", "call_sid", "expires_at"}}
+
+
+def test_every_arrival_order_builds_the_identical_record(aws):
+    statuses = [("initiated", 0), ("ringing", 1), ("in-progress", 2), ("completed", 3)]
+    records = []
+    orders = list(itertools.permutations(statuses))[::4]  # 6 of 24, first and last included
+    orders.append(orders[0][::-1])
+    for n, order in enumerate(orders):
+        sid = f"CA{n:032d}"
+        deliveries = [_status(s, q, sid) for s, q in order]
+        _run(_batch(*deliveries, deliveries[0]))  # plus one duplicate in the same batch
+        records.append(_comparable(_call(aws, sid)))
+    assert len(records) == 7
+    assert all(record == records[0] for record in records)
+    assert records[0]["call_status"] == "completed"
+
+
+def test_worker_log_lines_carry_the_call_sid(aws, log_lines):
+    _run(_batch(_status("ringing", 1), _status("completed", 2, "CA" + "7" * 32)))
+    applied = [line for line in log_lines() if line["message"] == "event applied"]
+    assert [line["callSid"] for line in applied] == [CALL_SID, "CA" + "7" * 32]
+
+
+def test_expired_items_are_ignored_on_read(aws):
+    store = Store(aws.env["SESSIONS_TABLE"])
+    store.put_session(CALL_SID, "+1", "+2", "asst", time.time() - 1000, 60)  # expired, not deleted
+    assert store.get_session(CALL_SID, time.time()) is None
+    assert store.get_call(CALL_SID, time.time()) is None
+    store.put_session(CALL_SID, "+1", "+2", "asst", time.time(), 60)
+    assert store.get_session(CALL_SID, time.time())["assistant_id"] == "asst"
