@@ -31,15 +31,19 @@ def _bad_request(reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=400)
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is an object, else empty: Vapi payloads are parsed leniently."""
+    return value if isinstance(value, dict) else {}
+
+
 def _called_number(message: dict[str, Any]) -> str | None:
     """The number the caller dialled: Vapi's phone number, or our edge's call metadata."""
-    for holder in (message.get("phoneNumber"), (message.get("call") or {}).get("phoneNumber")):
-        if isinstance(holder, dict) and holder.get("number"):
-            return str(holder["number"])
-    metadata = (message.get("call") or {}).get("metadata")
-    if isinstance(metadata, dict) and metadata.get("to"):
-        return str(metadata["to"])
-    return None
+    call = _dict(message.get("call"))
+    for holder in (_dict(message.get("phoneNumber")), _dict(call.get("phoneNumber"))):
+        if holder.get("number"):
+            return str(holder["number"])[:32]
+    to = _dict(call.get("metadata")).get("to")
+    return str(to)[:32] if to else None
 
 
 def assistant_request(config: Settings, message: dict[str, Any]) -> dict[str, str]:
@@ -59,7 +63,7 @@ def assistant_request(config: Settings, message: dict[str, Any]) -> dict[str, st
 
 def transfer_destination(config: Settings, message: dict[str, Any]) -> dict[str, Any]:
     """The assistant asked where to transfer: the named allow-list entry, else the first one."""
-    wanted = message.get("destination") if isinstance(message.get("destination"), dict) else {}
+    wanted = _dict(message.get("destination"))
     hint = str(wanted.get("number") or wanted.get("name") or "")
     match = resolve_destination(config, hint) if hint else None
     if match is None and not hint and config.transfer_allowlist:

@@ -64,6 +64,14 @@ def _epoch(value: Any) -> float | None:
         return None
 
 
+def _vapi_time(stamp: Any) -> float | None:
+    """Vapi's ``timestamp`` (epoch ms) -> epoch seconds."""
+    try:
+        return float(stamp) / 1000.0 if stamp else None
+    except (TypeError, ValueError):
+        return None
+
+
 def report_fields(message: dict[str, Any]) -> dict[str, Any]:
     """The call-record fields of an end-of-call-report, current and legacy (top-level) shapes."""
     artifact = message.get("artifact") if isinstance(message.get("artifact"), dict) else {}
@@ -124,7 +132,7 @@ def _apply_vapi(store: Store, env: Envelope, now: float, expires_at: int) -> str
     record_id = env.call_sid or call.get("id")
     if env.type not in TIMELINE_VAPI or not record_id:
         return "ignored"
-    at = float(message["timestamp"]) / 1000.0 if message.get("timestamp") else env.received_at
+    at = _vapi_time(message.get("timestamp")) or env.received_at
     detail = {k: message[k] for k in ("status", "endedReason") if isinstance(message.get(k), str)}
     store.put_event(record_id, env.key, at, f"vapi.{env.type}", detail, expires_at)
     if env.type == "end-of-call-report":

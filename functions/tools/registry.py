@@ -92,9 +92,10 @@ def parse_tool_calls(message: Mapping[str, Any]) -> list[ToolCall]:
     """``toolCallList`` items (current and older flat shapes), else ``toolWithToolCallList``."""
     items = message.get("toolCallList")
     if not isinstance(items, list):
+        entries = message.get("toolWithToolCallList")
         items = [
-            entry.get("toolCall") | {"name": entry.get("name")}
-            for entry in message.get("toolWithToolCallList") or []
+            {"name": entry.get("name"), **entry["toolCall"]}
+            for entry in (entries if isinstance(entries, list) else [])
             if isinstance(entry, dict) and isinstance(entry.get("toolCall"), dict)
         ]
     return [_call_from(item) for item in items if isinstance(item, dict)]

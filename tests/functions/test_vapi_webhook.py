@@ -12,6 +12,7 @@ from functions.tools import REGISTRY, ToolError, tool
 from tests.functions.conftest import (
     ACCOUNT_SID,
     CALL_SID,
+    FakeContext,
     WEBHOOK_SECRET,
     apigw_event,
     invoke,
@@ -424,3 +425,39 @@ def test_huge_report_is_compacted_to_fit_sqs(aws):
     assert payload["truncated"] is True
     assert payload["analysis"]["summary"] == "short"
     assert 0 < len(payload["artifact"]["transcript"]) < 240_000
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "assistant-request", "call": "not-an-object", "phoneNumber": ["x"]},
+        {"type": "assistant-request", "call": {"metadata": "x", "phoneNumber": 5}},
+        {"type": "tool-calls", "toolCallList": {"not": "a list"}},
+        {"type": "tool-calls", "toolWithToolCallList": 7, "call": []},
+        {"type": "tool-calls", "toolCallList": [None, 3, {"function": "x"}]},
+        {"type": "function-call", "functionCall": "order_status"},
+        {"type": "transfer-destination-request", "destination": "sales"},
+        {"type": "status-update", "call": "x", "timestamp": "yesterday"},
+        {"type": "end-of-call-report", "artifact": [], "analysis": "none", "call": {"id": 5}},
+    ],
+)
+def test_odd_shapes_never_cause_a_server_error(aws, message):
+    result = vapi_post(message)
+    assert result["statusCode"] == 200
+
+
+def test_odd_shapes_are_processed_by_the_worker_without_errors(aws):
+    from functions import worker
+
+    for message in (
+        {"type": "status-update", "call": {"id": "v9"}, "timestamp": "yesterday", "status": 3},
+        {"type": "end-of-call-report", "artifact": [], "analysis": "x", "call": {"id": "v9"}},
+    ):
+        assert vapi_post(message)["statusCode"] == 200
+    (first, second) = aws.queued()
+    records = [
+        {"messageId": f"m{i}", "receiptHandle": "r", "body": json.dumps(body), "attributes": {}}
+        for i, body in enumerate((first, second))
+    ]
+    assert worker.handler({"Records": records}, FakeContext()) == {"batchItemFailures": []}
+    assert Store(aws.env["SESSIONS_TABLE"]).get_call("v9", time.time())["timeline"]
