@@ -12,8 +12,8 @@ from functions.tools import REGISTRY, ToolError, tool
 from tests.functions.conftest import (
     ACCOUNT_SID,
     CALL_SID,
-    FakeContext,
     WEBHOOK_SECRET,
+    FakeContext,
     apigw_event,
     invoke,
     response_body,
