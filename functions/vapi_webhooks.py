@@ -110,7 +110,7 @@ async def webhook(request: Request) -> JSONResponse:
         return JSONResponse({"error": "unauthorized"}, status_code=401)
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return _bad_request("body is not valid JSON")
     message = data.get("message") if isinstance(data, dict) else None
     kind = message.get("type") if isinstance(message, dict) else None

@@ -122,6 +122,8 @@ def test_tampered_body_with_a_valid_signature_is_401(aws):
     ("body", "reason"),
     [
         (b"{not json", "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
         (b"[]", "message"),
         (b'{"message": {}}', "message"),
         (b'{"message": {"type": 7}}', "message"),
