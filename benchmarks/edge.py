@@ -1,0 +1,740 @@
+"""Media edge under load (`make bench-edge`): CPU per call, added latency, memory per call.
+
+Three processes per point: the edge (`python -m media_edge`, pinned to CPU 0), and a load
+generator (pinned to CPU 1) holding N Twilio-speaking callers and a fake Vapi. Callers upgrade
+with a valid X-Twilio-Signature, send ``connected`` + ``start`` with a minted stream token, then
+20 ms media frames in real time, and echo ``mark``s when their simulated playout reaches them.
+The fake Vapi answers ``POST /call`` with a ``websocketCallUrl`` and echoes every audio frame
+back, so the edge carries audio both ways all the time (the worst case: the assistant never
+stops talking). Added latency = caller's send of a frame -> fake Vapi's receipt of it (one
+process, one clock), raw. The floor is a naive relay (JSON -> base64 -> forward, no DSP, no
+pacing) measured in the same run.
+
+The load generator speaks WebSocket by hand over asyncio protocols (pre-built frames, zero mask
+key) so that it stays far cheaper than the edge it measures; its own CPU is reported too.
+
+Each frame is tagged by its content: 160 bytes of one mu-law code out of 32 with distinct
+levels. In pcm16 mode the edge decodes and resamples it; a constant frame stays constant (bar
+its edges), so the fake Vapi reads the tag back from the middle sample either way.
+
+    python -m benchmarks.edge [--calls 100 250 500] [--window 20] [--variants ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import http
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from media_edge.dsp import ulaw_decode
+from voicebridge import stream_token
+from voicebridge.twilio_signature import sign
+
+AUTH_TOKEN = "bench-twilio-auth-token"
+ACCOUNT_SID = "AC" + "0" * 32
+TOKEN_SECRET = "bench-stream-token-secret"
+VAPI_KEY = "bench-vapi-key"
+FRAME_S = 0.020
+BUCKETS = 10  # callers are spread over 10 send phases per 20 ms, as real calls would be
+TAG_CODES = [0x90 + 2 * i for i in range(16)] + [0x10 + 2 * i for i in range(16)]
+TAG_LEVELS = ulaw_decode(bytes(TAG_CODES)).astype(int)
+TAG_PAYLOADS = [base64.b64encode(bytes([c]) * 160).decode() for c in TAG_CODES]
+CODE_TO_TAG = {code: i for i, code in enumerate(TAG_CODES)}
+# After 16 kHz resampling a constant frame's middle is within +-2 of the decoded level.
+LEVEL_TO_TAG = {int(level) + d: i for i, level in enumerate(TAG_LEVELS) for d in range(-2, 3)}
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------------------------
+# Minimal RFC 6455 framing for the load generator
+
+
+def ws_frame(opcode: int, payload: bytes, masked: bool) -> bytes:
+    """One final frame. Client frames carry a zero mask key: masking is then the identity."""
+    n = len(payload)
+    bit = 0x80 if masked else 0
+    if n < 126:
+        head = bytes([0x80 | opcode, bit | n])
+    elif n < 65536:
+        head = bytes([0x80 | opcode, bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, bit | 127]) + n.to_bytes(8, "big")
+    return head + (b"\0\0\0\0" if masked else b"") + payload
+
+
+def unmask(payload: bytes, key: bytes) -> bytes:
+    n = len(payload)
+    if not n or key == b"\0\0\0\0":
+        return payload
+    stream = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")).to_bytes(
+        n, "little"
+    )
+
+
+class FrameParser:
+    """Incremental frame parser: ``feed(data)`` -> [(opcode, payload)] (unmasked)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        buf = self.buf
+        buf += data
+        out = []
+        at = 0
+        while len(buf) - at >= 2:
+            b0, b1 = buf[at], buf[at + 1]
+            n, head = b1 & 0x7F, 2
+            if n == 126:
+                if len(buf) - at < 4:
+                    break
+                n, head = int.from_bytes(buf[at + 2 : at + 4], "big"), 4
+            elif n == 127:
+                if len(buf) - at < 10:
+                    break
+                n, head = int.from_bytes(buf[at + 2 : at + 10], "big"), 10
+            key = b""
+            if b1 & 0x80:
+                key, head = bytes(buf[at + head : at + head + 4]), head + 4
+            if len(buf) - at < head + n:
+                break
+            payload = bytes(buf[at + head : at + head + n])
+            out.append((b0 & 0x0F, unmask(payload, key) if key else payload))
+            at += head + n
+        del buf[:at]
+        return out
+
+
+def accept_key(key: str) -> str:
+    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()  # noqa: S324
+
+
+# ---------------------------------------------------------------------------------------------
+# The load generator process: callers + fake Vapi
+
+
+@dataclass
+class Stats:
+    window: tuple[float, float] = (0.0, 0.0)
+    latencies: list[float] = field(default_factory=list)
+    frames_sent: int = 0
+    frames_received: int = 0
+    tag_mismatches: int = 0
+    twilio_media_in: int = 0
+    marks_echoed: int = 0
+    bridged: int = 0
+    rejected: int = 0
+
+
+class Caller(asyncio.Protocol):
+    """One Twilio Media Streams connection."""
+
+    def __init__(self, index: int, port: int, public_url: str, stats: Stats) -> None:
+        self.index = index
+        self.call_sid = f"CA{index:032x}"
+        self.stream_sid = f"MZ{index:032x}"
+        self.port = port
+        self.public_url = public_url
+        self.stats = stats
+        self.transport: asyncio.Transport | None = None
+        self.handshake = bytearray()
+        self.open = False
+        self.parser = FrameParser()
+        self.sent_at: list[float] = []
+        self.sending = False
+        self.play_end = 0.0
+        self.loop = asyncio.get_running_loop()
+        self.closed = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        key = base64.b64encode(os.urandom(16)).decode()
+        signature = sign(AUTH_TOKEN, self.public_url + "/media")
+        transport.write(
+            (
+                f"GET /media HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\nX-Twilio-Signature: {signature}\r\n\r\n"
+            ).encode()
+        )
+
+    def send_text(self, text: str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(ws_frame(0x1, text.encode(), masked=True))
+
+    def data_received(self, data: bytes) -> None:
+        if not self.open:
+            self.handshake += data
+            end = self.handshake.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.handshake.startswith(b"HTTP/1.1 101"):
+                self.stats.rejected += 1
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self.open = True
+            data, self.handshake = bytes(self.handshake[end + 4 :]), bytearray()
+            self.start()
+        for opcode, payload in self.parser.feed(data):
+            if opcode == 0x1:
+                self.on_text(payload)
+            elif opcode == 0x9:
+                assert self.transport is not None
+                self.transport.write(ws_frame(0xA, payload, masked=True))
+            elif opcode == 0x8:
+                assert self.transport is not None
+                self.transport.close()
+
+    def start(self) -> None:
+        token = stream_token.mint(TOKEN_SECRET, self.call_sid, "asst-bench", time.time(), 300)
+        self.send_text(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        start = {
+            "accountSid": ACCOUNT_SID,
+            "streamSid": self.stream_sid,
+            "callSid": self.call_sid,
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            "customParameters": {"token": token, "from": "+15550001111", "to": "+15550002222"},
+        }
+        self.send_text(
+            json.dumps(
+                {
+                    "event": "start",
+                    "sequenceNumber": "1",
+                    "streamSid": self.stream_sid,
+                    "start": start,
+                }
+            )
+        )
+
+    def on_text(self, payload: bytes) -> None:
+        """Edge -> Twilio: play media on a simulated clock, echo marks when they have played."""
+        now = self.loop.time()
+        if b'"mark"' in payload:
+            name = json.loads(payload)["mark"]["name"]
+            echo = json.dumps(
+                {
+                    "event": "mark",
+                    "streamSid": self.stream_sid,
+                    "sequenceNumber": "0",
+                    "mark": {"name": name},
+                }
+            )
+            self.loop.call_at(max(now, self.play_end), self.echo_mark, echo)
+        elif b'"media"' in payload:
+            self.stats.twilio_media_in += 1
+            start = payload.find(b'"payload":"') + 11
+            frames = (payload.find(b'"', start) - start) * 3 // 4 // 160
+            self.play_end = max(now, self.play_end) + max(1, frames) * FRAME_S
+
+    def echo_mark(self, echo: str) -> None:
+        self.stats.marks_echoed += 1
+        self.send_text(echo)
+
+    def send_media(self) -> None:
+        k = len(self.sent_at)
+        self.sent_at.append(time.perf_counter())
+        self.send_text(
+            f'{{"event":"media","sequenceNumber":"{k + 2}","streamSid":"{self.stream_sid}",'
+            f'"media":{{"track":"inbound","chunk":"{k + 1}","timestamp":"{k * 20}",'
+            f'"payload":"{TAG_PAYLOADS[k % 32]}"}}}}'
+        )
+
+    def stop(self) -> None:
+        self.sending = False
+        self.send_text(
+            json.dumps(
+                {
+                    "event": "stop",
+                    "sequenceNumber": "999999",
+                    "streamSid": self.stream_sid,
+                    "stop": {"accountSid": ACCOUNT_SID, "callSid": self.call_sid},
+                }
+            )
+        )
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(ws_frame(0x8, (1000).to_bytes(2, "big"), masked=True))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sending = False
+        self.closed.set()
+
+
+class VapiConnection(asyncio.Protocol):
+    """Fake Vapi: ``POST /call`` (keep-alive HTTP) or the transport socket (echoes audio)."""
+
+    def __init__(self, server: FakeVapi) -> None:
+        self.server = server
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.parser: FrameParser | None = None
+        self.caller: Caller | None = None
+        self.expect = -1  # index of the next frame from this caller (-1: not aligned yet)
+        self.pcm16 = server.pcm16
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self.parser is not None:
+            self.frames(self.parser.feed(data))
+            return
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+            headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
+            length = int(headers.get("content-length", "0"))
+            if len(self.buf) < end + 4 + length:
+                return
+            body = bytes(self.buf[end + 4 : end + 4 + length])
+            del self.buf[: end + 4 + length]
+            method, path, _ = head[0].split(" ", 2)
+            if headers.get("upgrade", "").lower() == "websocket":
+                self.upgrade(path, headers)
+                rest, self.buf = bytes(self.buf), bytearray()
+                if rest:
+                    self.data_received(rest)
+                return
+            self.rest(method, path, body, headers)
+
+    def rest(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> None:
+        assert self.transport is not None
+        if (
+            method != "POST"
+            or path != "/call"
+            or headers.get("authorization") != f"Bearer {VAPI_KEY}"
+        ):
+            self.transport.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+            return
+        call = json.loads(body)
+        sid = call["assistantOverrides"]["metadata"]["callSid"]
+        answer = json.dumps(
+            {
+                "id": f"vapi-{sid}",
+                "transport": {
+                    "provider": "vapi.websocket",
+                    "websocketCallUrl": f"ws://127.0.0.1:{self.server.port}/transport/{sid}",
+                },
+            }
+        ).encode()
+        self.transport.write(
+            b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(answer)}\r\n\r\n".encode()
+            + answer
+        )
+
+    def upgrade(self, path: str, headers: dict[str, str]) -> None:
+        assert self.transport is not None
+        self.transport.write(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept_key(headers['sec-websocket-key'])}\r\n\r\n"
+            ).encode()
+        )
+        self.parser = FrameParser()
+        self.caller = self.server.callers.get(path.rsplit("/", 1)[-1])
+        if self.caller is not None:
+            self.server.stats.bridged += 1
+            if self.server.stats.bridged == len(self.server.callers):
+                self.server.all_bridged.set()
+            # Media sent before the edge has finished connecting would be dropped by design.
+            asyncio.get_running_loop().call_later(0.2, setattr, self.caller, "sending", True)
+
+    def frames(self, frames: list[tuple[int, bytes]]) -> None:
+        assert self.transport is not None
+        for opcode, payload in frames:
+            if opcode == 0x2:
+                self.on_audio(payload)
+                self.transport.write(ws_frame(0x2, payload, masked=False))  # the "assistant"
+            elif opcode == 0x9:
+                self.transport.write(ws_frame(0xA, payload, masked=False))
+            elif opcode == 0x8:
+                self.transport.write(ws_frame(0x8, payload[:2], masked=False))
+                self.transport.close()
+
+    def on_audio(self, payload: bytes) -> None:
+        now = time.perf_counter()
+        caller = self.caller
+        if caller is None:
+            return
+        stats = self.server.stats
+        # The middle of the last 20 ms (filled-in silence would come first).
+        if self.pcm16:
+            at = len(payload) - 320
+            tag = LEVEL_TO_TAG.get(int.from_bytes(payload[at : at + 2], "little", signed=True), -1)
+        else:
+            tag = CODE_TO_TAG.get(payload[-80], -1)
+        sent = caller.sent_at
+        k = self.expect
+        if k < 0 or k >= len(sent) or k % 32 != tag:
+            if k >= 0:
+                stats.tag_mismatches += 1
+            # (Re)align: the newest frame sent with this tag.
+            k = len(sent) - 1
+            while k >= 0 and k % 32 != tag:
+                k -= 1
+            if k < 0:
+                return
+        self.expect = k + 1
+        stats.frames_received += 1
+        start, end = stats.window
+        if start <= sent[k] < end:
+            stats.latencies.append((now - sent[k]) * 1000)
+
+
+class FakeVapi:
+    def __init__(self, port: int, pcm16: bool, stats: Stats) -> None:
+        self.port = port
+        self.pcm16 = pcm16
+        self.stats = stats
+        self.callers: dict[str, Caller] = {}
+        self.all_bridged = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: VapiConnection(self), "127.0.0.1", self.port, backlog=2048
+        )
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def ticker(callers: list[Caller], stop: asyncio.Event) -> None:
+    """Every 2 ms, the callers of one send phase send their next frame (catching up if late)."""
+    loop = asyncio.get_running_loop()
+    step = FRAME_S / BUCKETS
+    t0 = loop.time()
+    tick = 0
+    while not stop.is_set():
+        due = t0 + tick * step
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        for caller in callers[tick % BUCKETS :: BUCKETS]:
+            if caller.sending:
+                caller.send_media()
+        tick += 1
+
+
+async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
+    stats = Stats()
+    vapi = FakeVapi(args.vapi_port, args.mode == "pcm16", stats)
+    await vapi.start()
+    loop = asyncio.get_running_loop()
+    public_url = f"ws://127.0.0.1:{args.edge_port}"
+    rss0 = proc_rss_kb(args.edge_pid)
+    callers: list[Caller] = []
+    stop = asyncio.Event()
+    tick_task = asyncio.create_task(ticker(callers, stop))
+    ramp = max(1.0, args.calls / 100)  # 100 new calls per second
+    for i in range(args.calls):
+        caller = Caller(i, args.edge_port, public_url, stats)
+        vapi.callers[caller.call_sid] = caller
+        callers.append(caller)
+        await loop.create_connection(lambda c=caller: c, "127.0.0.1", args.edge_port)
+        await asyncio.sleep(ramp / args.calls)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(10):
+            await vapi.all_bridged.wait()
+    await asyncio.sleep(2.0)  # settle
+    cpu0, me0, wall0 = proc_cpu_s(args.edge_pid), time.process_time(), time.perf_counter()
+    stats.window = (wall0, wall0 + args.window)
+    sent0 = sum(len(c.sent_at) for c in callers)
+    await asyncio.sleep(args.window)
+    wall1 = time.perf_counter()
+    cpu1, me1 = proc_cpu_s(args.edge_pid), time.process_time()
+    rss1 = proc_rss_kb(args.edge_pid)
+    stats.frames_sent = sum(len(c.sent_at) for c in callers) - sent0
+    await asyncio.sleep(0.5)  # the last frames in flight
+    stop.set()
+    await tick_task
+    for caller in callers:
+        caller.stop()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5):
+            await asyncio.gather(*(c.closed.wait() for c in callers))
+    lat = np.array(stats.latencies) if stats.latencies else np.array([np.nan])
+    elapsed = wall1 - wall0
+    return {
+        "mode": args.mode,
+        "calls": args.calls,
+        "bridged": stats.bridged,
+        "rejected": stats.rejected,
+        "window_s": round(elapsed, 2),
+        "edge_cpu_pct": round((cpu1 - cpu0) / elapsed * 100, 1),
+        "edge_cpu_pct_per_call": round((cpu1 - cpu0) / elapsed * 100 / args.calls, 4),
+        "edge_rss_mb": round(rss1 / 1024, 1),
+        "edge_rss_kb_per_call": round((rss1 - rss0) / args.calls, 1),
+        "loadgen_cpu_pct": round((me1 - me0) / elapsed * 100, 1),
+        "frames_sent": stats.frames_sent,
+        "frames_measured": len(stats.latencies),
+        "tag_mismatches": stats.tag_mismatches,
+        "twilio_media_in": stats.twilio_media_in,
+        "marks_echoed": stats.marks_echoed,
+        "p50_ms": round(float(np.percentile(lat, 50)), 3),
+        "p90_ms": round(float(np.percentile(lat, 90)), 3),
+        "p99_ms": round(float(np.percentile(lat, 99)), 3),
+        "max_ms": round(float(np.max(lat)), 3),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The naive relay: the floor (JSON -> base64 -> forward both ways; no checks, DSP or pacing)
+
+
+async def naive_relay(port: int, vapi_base: str) -> None:
+    import httpx
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import ServerConnection, serve
+
+    client = httpx.AsyncClient()
+
+    async def handle(twilio: ServerConnection) -> None:
+        vapi = None
+        stream_sid = ""
+        reader = None
+
+        async def from_vapi() -> None:
+            assert vapi is not None
+            async for data in vapi:
+                if isinstance(data, bytes):
+                    payload = base64.b64encode(data).decode()
+                    await twilio.send(
+                        json.dumps(
+                            {
+                                "event": "media",
+                                "streamSid": stream_sid,
+                                "media": {"payload": payload},
+                            }
+                        )
+                    )
+
+        try:
+            async for raw in twilio:
+                message = json.loads(raw)
+                event = message.get("event")
+                if event == "media" and vapi is not None:
+                    await vapi.send(base64.b64decode(message["media"]["payload"]))
+                elif event == "start":
+                    stream_sid = message["streamSid"]
+                    body = {
+                        "assistantOverrides": {"metadata": {"callSid": message["start"]["callSid"]}}
+                    }
+                    answer = (
+                        await client.post(
+                            f"{vapi_base}/call",
+                            json=body,
+                            headers={"Authorization": f"Bearer {VAPI_KEY}"},
+                        )
+                    ).json()
+                    vapi = await connect(answer["transport"]["websocketCallUrl"], compression=None)
+                    reader = asyncio.create_task(from_vapi())
+                elif event == "stop":
+                    break
+        finally:
+            if vapi is not None:
+                await vapi.close()
+            if reader is not None:
+                reader.cancel()
+
+    def health(connection: Any, request: Any) -> Any:
+        if request.path == "/health":
+            return connection.respond(http.HTTPStatus.OK, "ok\n")
+        return None
+
+    async with serve(handle, "127.0.0.1", port, compression=None, process_request=health):
+        await asyncio.Future()
+
+
+# ---------------------------------------------------------------------------------------------
+# Orchestration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pin(pid: int, cpu: int) -> None:
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > cpu:
+        os.sched_setaffinity(pid, {cpu})
+
+
+def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess.Popen[bytes]:
+    python = sys.executable
+    if variant == "naive":
+        argv = [
+            python,
+            "-m",
+            "benchmarks.edge",
+            "--naive-relay",
+            str(port),
+            f"http://127.0.0.1:{vapi_port}",
+        ]
+    elif variant.endswith("+uvloop"):
+        argv = [
+            python,
+            "-c",
+            "import asyncio, runpy, uvloop; "
+            "asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+            "runpy.run_module('media_edge', run_name='__main__', alter_sys=True)",
+        ]
+    else:
+        argv = [python, "-m", "media_edge"]
+    env = dict(os.environ)
+    env.update(
+        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        VAPI_API_KEY=VAPI_KEY,
+        VAPI_BASE_URL=f"http://127.0.0.1:{vapi_port}",
+        EDGE_PUBLIC_URL=f"ws://127.0.0.1:{port}",
+        STREAM_TOKEN_SECRET=TOKEN_SECRET,
+        EDGE_AUDIO_FORMAT=variant.split("+")[0] if variant != "naive" else "mulaw",
+        EDGE_HOST="127.0.0.1",
+        EDGE_PORT=str(port),
+        EDGE_MAX_CALLS="5000",
+        DRAIN_SECONDS="0",
+        POWERTOOLS_LOG_LEVEL="WARNING",
+    )
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+    pin(proc.pid, 0)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"edge ({variant}) did not start; see {log}")
+
+
+def run_point(variant: str, calls: int, window: float, log_dir: Path) -> dict[str, Any]:
+    edge_port, vapi_port = free_port(), free_port()
+    edge = start_edge(variant, edge_port, vapi_port, log_dir / f"edge-{variant}-{calls}.log")
+    try:
+        argv = [
+            sys.executable,
+            "-m",
+            "benchmarks.edge",
+            "--loadgen",
+            "--mode",
+            "pcm16" if variant.startswith("pcm16") else "mulaw",
+            "--calls",
+            str(calls),
+            "--window",
+            str(window),
+            "--edge-port",
+            str(edge_port),
+            "--vapi-port",
+            str(vapi_port),
+            "--edge-pid",
+            str(edge.pid),
+        ]
+        gen = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE)  # noqa: S603
+        pin(gen.pid, 1)
+        out, _ = gen.communicate(timeout=window + calls / 50 + 60)
+        result = json.loads(out.decode().strip().splitlines()[-1])
+    finally:
+        edge.send_signal(signal.SIGTERM)
+        try:
+            edge.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            edge.kill()
+            edge.wait()
+    result["variant"] = variant
+    return result
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| edge | calls | edge CPU % of a core | per call % | p50 ms | p99 ms | max ms "
+        "| RSS MB | KB per call | load-gen CPU % | frames measured |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['variant']} | {r['calls']} | {r['edge_cpu_pct']} | {r['edge_cpu_pct_per_call']} "
+            f"| {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['edge_rss_mb']} "
+            f"| {r['edge_rss_kb_per_call']} | {r['loadgen_cpu_pct']} | {r['frames_measured']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, nargs="+", default=[1, 100, 250, 500])
+    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument(
+        "--variants", nargs="+", default=["naive", "mulaw", "pcm16", "mulaw+uvloop", "pcm16+uvloop"]
+    )
+    parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="mulaw", help=argparse.SUPPRESS)
+    parser.add_argument("--edge-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--vapi-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--edge-pid", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--naive-relay", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.naive_relay:
+        asyncio.run(naive_relay(int(args.naive_relay[0]), args.naive_relay[1]))
+        return
+    if args.loadgen:
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        args.calls = args.calls[0]
+        print(json.dumps(asyncio.run(loadgen(args))))
+        return
+    log_dir = Path(tempfile.gettempdir()) / "voicebridge-bench-edge"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for calls in args.calls:
+        for variant in args.variants:
+            result = run_point(variant, calls, args.window, log_dir)
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    print()
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
