@@ -636,10 +636,10 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
     pin(proc.pid, 0)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                if r.status == 200:
-                    return proc
+        url = f"http://127.0.0.1:{port}/health"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
+            if r.status == 200:
+                return proc
         if proc.poll() is not None:
             break
         time.sleep(0.1)
@@ -690,12 +690,12 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "| RSS MB | KB per call | load-gen CPU % | frames measured |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        lines.append(
-            f"| {r['variant']} | {r['calls']} | {r['edge_cpu_pct']} | {r['edge_cpu_pct_per_call']} "
-            f"| {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['edge_rss_mb']} "
-            f"| {r['edge_rss_kb_per_call']} | {r['loadgen_cpu_pct']} | {r['frames_measured']} |"
-        )
+    lines.extend(
+        f"| {r['variant']} | {r['calls']} | {r['edge_cpu_pct']} | {r['edge_cpu_pct_per_call']} "
+        f"| {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['edge_rss_mb']} "
+        f"| {r['edge_rss_kb_per_call']} | {r['loadgen_cpu_pct']} | {r['frames_measured']} |"
+        for r in results
+    )
     return "\n".join(lines)
 
 
