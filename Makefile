@@ -70,9 +70,11 @@ build: $(STAMP)  ## sam build: both Lambda bundles into .aws-sam/ (no Docker, no
 	SAM_CLI_TELEMETRY=0 $(SAM) build --parallel --template-file template.yaml
 
 # sam build calls these (via infra/lambda/Makefile) with ARTIFACTS_DIR; they are not for humans.
-build-ApiFunction build-WorkerFunction: $(STAMP)
-	$(BIN)/python infra/deps.py lambda > "$(ARTIFACTS_DIR)/requirements.txt"
-	$(BIN)/python -m pip install --quiet --no-compile $(LAMBDA_PIP) \
+# Any python >= 3.11 with pip will do (sam build --parallel runs both at once: no venv setup here).
+BUILD_PY     = $(firstword $(wildcard $(BIN)/python) $(PYTHON))
+build-ApiFunction build-WorkerFunction:
+	$(BUILD_PY) infra/deps.py lambda > "$(ARTIFACTS_DIR)/requirements.txt"
+	$(BUILD_PY) -m pip install --quiet --no-compile $(LAMBDA_PIP) \
 		--target "$(ARTIFACTS_DIR)" -r "$(ARTIFACTS_DIR)/requirements.txt"
 	rm "$(ARTIFACTS_DIR)/requirements.txt"
 	cp -R voicebridge functions "$(ARTIFACTS_DIR)/"
