@@ -92,6 +92,7 @@ class CallConfig:
     max_call_ms: int = 3_600_000
     connect_timeout_ms: int = 10_000
     end_drain_ms: int = 5_000
+    vad: bool = True  # inbound VAD: ResponseLatency and local barge-in need it
     local_barge_in: bool = False
     dtmf_to_vapi: bool = True
     fallback_number: str | None = None
@@ -289,6 +290,8 @@ class Call:
             out.append(Metric(telemetry.FRAMES_FILLED, fill))
         self.frames_in += 1
         out.append(SendAudioToVapi(inbound.convert(event.payload, fill)))
+        if not self.config.vad:
+            return
         decision = inbound.detect(event.payload)
         if decision.onset:
             self._speech_end = None

@@ -626,3 +626,17 @@ def test_end_log_carries_frame_counts():
     (end,) = [log for log in logs if log.message == "call ended"]
     assert end.fields["reason"] == "twilio_stop"
     assert end.fields["framesIn"] == 1
+
+
+def test_vad_can_be_switched_off():
+    vad = ScriptedVad()
+    call = make(vad=False)
+    call._vad_factory = lambda: vad
+    call.feed(start_event(), 0.0)
+    call.feed(VapiConnected("v"), 100.0)
+    vad.script = [speech(onset=True), Decision(False, False, True, -70.0)]
+    call.feed(media(0), 1000.0)
+    call.feed(media(20), 1020.0)
+    assert len(vad.script) == 2  # never consulted
+    actions = call.feed(VapiAudio(assistant_audio(5)), 1500.0)
+    assert [a.name for a in of(actions, Latency)] == [telemetry.FIRST_AUDIO_LATENCY]
