@@ -119,7 +119,7 @@ def test_api_provisioned_concurrency_is_a_parameter_zero_means_off() -> None:
     assert on == {"ProvisionedConcurrentExecutions": {"Ref": "ApiProvisionedConcurrency"}}
     assert off == {"Ref": "AWS::NoValue"}
     assert cfn.TEMPLATE["Conditions"][condition] == {
-        "Fn::Not": [{"Fn::Equals": [{"Ref": "ApiProvisionedConcurrency"}, 0]}]
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ApiProvisionedConcurrency"}, "0"]}]
     }
 
 
