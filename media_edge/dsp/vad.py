@@ -1,7 +1,7 @@
 """Level metering and a cheap voice activity detector (energy over an adaptive noise floor).
 
 Runs on every inbound 20 ms frame of every call, so it costs a few numpy calls per frame; the
-mu-law path never decodes: a 256-entry table gives each code's energy directly.
+mu-law path decodes by a float64 table straight into the energy sum (no int16 detour).
 
 Chosen by measurement (BENCHMARKS.md, "DSP"): on a labelled speech + noise corpus this detector
 matches webrtcvad in stationary noise down to ~5 dB SNR at a fraction of its cost, while Silero
@@ -20,8 +20,8 @@ from media_edge.dsp.g711 import ULAW_DECODE_TABLE
 
 SILENCE_DBFS = -120.0
 _FULL_SCALE_SQ = 32768.0**2
-_ULAW_ENERGY = ULAW_DECODE_TABLE.astype(np.float64) ** 2
-_ULAW_ENERGY.flags.writeable = False
+_ULAW_LEVELS = ULAW_DECODE_TABLE.astype(np.float64)  # decode straight to float: one take, one dot
+_ULAW_LEVELS.flags.writeable = False
 _NOISE_FLOOR_MIN = -75.0
 
 
@@ -125,8 +125,8 @@ class Vad:
         """Same decision as ``process(ulaw_decode(data))``, without decoding."""
         if not data:
             return self._decide(SILENCE_DBFS)
-        energy = _ULAW_ENERGY.take(np.frombuffer(data, dtype=np.uint8)).sum()
-        return self._decide(_dbfs(float(energy) / len(data)))
+        x = _ULAW_LEVELS.take(np.frombuffer(data, dtype=np.uint8))
+        return self._decide(_dbfs(float(x.dot(x)) / len(data)))
 
     def _decide(self, level: float) -> VadDecision:
         noise = self._noise_db
