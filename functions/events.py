@@ -89,22 +89,52 @@ def twilio_event(params: Mapping[str, str], received_at: float) -> Envelope:
     return Envelope("twilio", kind, call_sid, key, received_at, dict(params))
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def edge_metadata(message: Mapping[str, Any]) -> dict[str, Any]:
+    """What our edge attached to a Vapi call it created (callSid, streamSid, from, to).
+
+    CreateCallDTO has no top-level metadata, so the edge sends it as ``assistantOverrides``
+    ``metadata`` (and ``variableValues``); webhooks show it on the call, or merged into the
+    assistant they carry. Older payloads had ``call.metadata``: all are read.
+    """
+    call = _dict(message.get("call"))
+    overrides = _dict(call.get("assistantOverrides"))
+    merged: dict[str, Any] = {}
+    for holder in (
+        _dict(_dict(message.get("assistant")).get("metadata")),
+        _dict(overrides.get("variableValues")),
+        _dict(overrides.get("metadata")),
+        _dict(call.get("metadata")),
+    ):
+        merged.update(holder)
+    return merged
+
+
+def _call_sid_like(value: Any) -> str | None:
+    text = str(value) if value else ""
+    return text if text.startswith("CA") and text.isalnum() and len(text) <= 64 else None
+
+
 def vapi_call_sid(message: Mapping[str, Any]) -> str | None:
     """The Twilio CallSid of a Vapi call: phone calls carry it as ``phoneCallProviderId``; calls
-    our edge creates over the websocket transport carry it in ``metadata.callSid``."""
-    call = message.get("call")
-    if not isinstance(call, dict):
-        return None
-    metadata = call.get("metadata") if isinstance(call.get("metadata"), dict) else {}
-    sid = call.get("phoneCallProviderId") or metadata.get("callSid")
-    return str(sid) if sid else None
+    our edge creates over the websocket transport carry it in their metadata."""
+    call = _dict(message.get("call"))
+    return _call_sid_like(call.get("phoneCallProviderId")) or _call_sid_like(
+        edge_metadata(message).get("callSid")
+    )
 
 
 def compact_vapi_message(message: Mapping[str, Any]) -> dict[str, Any]:
     """The message without what the worker never reads, bounded to fit an SQS body."""
     slim = {k: v for k, v in message.items() if k not in _HEAVY_FIELDS}
     if isinstance(slim.get("call"), dict):
+        metadata = edge_metadata(message)
         slim["call"] = {k: v for k, v in slim["call"].items() if k in _CALL_FIELDS}
+        if metadata:
+            slim["call"]["metadata"] = metadata
     if isinstance(slim.get("artifact"), dict):
         slim["artifact"] = {
             k: v
@@ -136,7 +166,7 @@ def _halve_longest_text(data: dict[str, Any]) -> bool:
 def vapi_event(message: Mapping[str, Any], received_at: float) -> Envelope:
     """An informational Vapi server message (status-update, end-of-call-report, ...)."""
     kind = str(message.get("type"))
-    call = message.get("call") if isinstance(message.get("call"), dict) else {}
+    call = _dict(message.get("call"))
     stamp = message.get("timestamp")
     if kind == "status-update" and stamp is None:
         stamp = message.get("status")

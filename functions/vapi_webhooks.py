@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from functions import clients, web
-from functions.events import vapi_call_sid, vapi_event
+from functions.events import edge_metadata, vapi_call_sid, vapi_event
 from functions.observability import MetricUnit
 from functions.tools.builtins import resolve_destination
 from functions.vapi_auth import is_authentic
@@ -42,7 +42,7 @@ def _called_number(message: dict[str, Any]) -> str | None:
     for holder in (_dict(message.get("phoneNumber")), _dict(call.get("phoneNumber"))):
         if holder.get("number"):
             return str(holder["number"])[:32]
-    to = _dict(call.get("metadata")).get("to")
+    to = edge_metadata(message).get("to")
     return str(to)[:32] if to else None
 
 
@@ -75,16 +75,15 @@ def transfer_destination(config: Settings, message: dict[str, Any]) -> dict[str,
 
 async def tool_calls(config: Settings, message: dict[str, Any], legacy: bool) -> dict[str, Any]:
     from functions.tools import ToolCall, ToolContext, parse_tool_calls, run_tool_calls
+    from functions.tools.registry import MAX_CALLS_PER_MESSAGE
 
     if legacy:
-        function = (
-            message.get("functionCall") if isinstance(message.get("functionCall"), dict) else {}
-        )
+        function = _dict(message.get("functionCall"))
         calls = [ToolCall("", str(function.get("name") or ""), function.get("parameters"))]
     else:
-        calls = parse_tool_calls(message)[:16]
-    call = message.get("call") if isinstance(message.get("call"), dict) else {}
-    ctx = ToolContext(config, vapi_call_sid(message), call.get("id"), clients.new_http_client)
+        calls = parse_tool_calls(message)[:MAX_CALLS_PER_MESSAGE]
+    call_id = _dict(message.get("call")).get("id")
+    ctx = ToolContext(config, vapi_call_sid(message), call_id, clients.new_http_client)
     outcomes = await run_tool_calls(calls, ctx, float(config.tool_timeout_seconds))
     for outcome in outcomes:
         web.metrics.add_metric(

@@ -156,7 +156,8 @@ def test_assistant_request_uses_number_binding(aws):
     Store(aws.env["SESSIONS_TABLE"]).put_assistant({"id": "asst-sales"}, ["+18005550199"], 0)
     message = {"type": "assistant-request", "phoneNumber": {"number": "+18005550199"}}
     assert _json(vapi_post(message)) == {"assistantId": "asst-sales"}
-    edge = {"type": "assistant-request", "call": _call(metadata={"to": "+18005550199"})}
+    overrides = {"metadata": {"to": "+18005550199"}}
+    edge = {"type": "assistant-request", "call": _call(assistantOverrides=overrides)}
     assert _json(vapi_post(edge)) == {"assistantId": "asst-sales"}
 
 
@@ -317,13 +318,48 @@ def test_transfer_call_dials_an_allow_listed_number(aws, twilio_api):
     assert "<Dial>+14155550100</Dial>" in twiml
 
 
-def test_transfer_uses_the_edge_metadata_call_sid(aws, twilio_api):
+EDGE_SID = "CA" + "9" * 32
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"call": {"id": "ws", "assistantOverrides": {"metadata": {"callSid": EDGE_SID}}}},
+        {"call": {"id": "ws", "assistantOverrides": {"variableValues": {"callSid": EDGE_SID}}}},
+        {"call": {"id": "ws"}, "assistant": {"metadata": {"callSid": EDGE_SID}}},
+        {"call": {"id": "ws", "metadata": {"callSid": EDGE_SID}}},
+    ],
+    ids=["overrides-metadata", "variable-values", "assistant-metadata", "call-metadata"],
+)
+def test_transfer_finds_the_call_sid_our_edge_attached(aws, twilio_api, where):
     seen, _ = twilio_api
-    message = _tool_calls(("t1", "transfer_call", {"destination": "+14155550111"}))
-    message["call"] = {"id": "vapi-ws-call", "metadata": {"callSid": "CA" + "9" * 32}}
+    message = _tool_calls(("t1", "transfer_call", {"destination": "+14155550111"})) | where
     (result,) = _json(vapi_post(message))["results"]
     assert "result" in result
-    assert f"/Calls/CA{'9' * 32}.json" in str(seen[0].url)
+    assert f"/Calls/{EDGE_SID}.json" in str(seen[0].url)
+
+
+def test_a_call_sid_that_is_not_one_is_ignored(aws, twilio_api):
+    seen, _ = twilio_api
+    message = _tool_calls(("t1", "end_call", {}))
+    message["call"] = {"id": "ws", "assistantOverrides": {"metadata": {"callSid": "../../x"}}}
+    (result,) = _json(vapi_post(message))["results"]
+    assert "no Twilio CallSid" in result["error"]
+    assert seen == []
+
+
+def test_edge_call_report_is_queued_under_the_call_sid(aws):
+    message = {
+        "type": "end-of-call-report",
+        "call": {"id": "ws", "assistantOverrides": {"metadata": {"callSid": EDGE_SID, "to": "+1"}}},
+        "assistant": {"metadata": {"callSid": EDGE_SID}, "model": {"messages": ["big"] * 100}},
+        "artifact": {"transcript": "AI: Hello"},
+    }
+    assert vapi_post(message)["statusCode"] == 200
+    (envelope,) = aws.queued()
+    assert envelope["callSid"] == EDGE_SID
+    assert "assistant" not in envelope["payload"]
+    assert envelope["payload"]["call"]["metadata"]["callSid"] == EDGE_SID
 
 
 def test_transfer_outside_the_allow_list_is_refused_without_a_request(aws, twilio_api):
