@@ -59,3 +59,15 @@ def test_cfn_lint_fails_on_a_broken_template(tmp_path: Path) -> None:
     result = run(str(BIN / "cfn-lint"), str(target))
     assert result.returncode != 0
     assert "ProtocolVersn" in result.stdout
+
+
+def test_sam_validate_catches_an_event_typo_cfn_lint_misses(tmp_path: Path) -> None:
+    # cfn-lint 1.58 passes this template; the SAM transform rejects it.
+    template = (ROOT / "template.yaml").read_text()
+    broken = template.replace("FunctionResponseTypes: [", "FunctionResponseType: [")
+    assert broken != template
+    target = tmp_path / "template.yaml"
+    target.write_text(broken)
+    result = run(str(BIN / "sam"), "validate", "--region", "us-east-1", "--template", str(target))
+    assert result.returncode != 0
+    assert "FunctionResponseType" in result.stdout + result.stderr
