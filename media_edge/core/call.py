@@ -323,7 +323,7 @@ class Call:
         if not self._rx(now, out) or not self._sid_ok(event.stream_sid, now, out):
             return
         assert self._playout is not None
-        self._playout.on_mark(event.name)
+        self._playout.on_mark(event.name, now)
 
     def _on_stop(self, event: TwilioStop, now: float, out: list[Action]) -> None:
         if not self._sid_ok(event.stream_sid, now, out):

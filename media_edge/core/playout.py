@@ -108,8 +108,12 @@ class Playout:
             return None
         return self.play_end - self._lead + FRAME_MS + self._slack
 
-    def on_mark(self, name: str) -> None:
-        """Twilio echoed a mark: the audio before it played (unless we had cleared it)."""
+    def on_mark(self, name: str, now: float) -> None:
+        """Twilio echoed a mark: the audio before it played (unless we had cleared it).
+
+        The echo is also a clock check: whatever we sent after that mark cannot finish before
+        ``now`` + its length. If Twilio started or ran late, move our estimate out so the
+        buffer there stays near ``lead_ms`` (less stale audio to hear after a barge-in)."""
         if name in self._cleared:
             self._cleared.discard(name)
             return
@@ -120,7 +124,11 @@ class Playout:
             seen, frames = marks.popleft()
             self.frames_played += frames
             if seen == name:
-                return
+                break
+        after = self._since_mark + sum(frames for _, frames in marks)
+        earliest_end = now + after * FRAME_MS
+        if earliest_end > self.play_end:
+            self.play_end = earliest_end
 
     def clear(self, now: float) -> str | None:
         """Barge-in: drop the queue, forget what Twilio holds; the ``clear`` message, or None if

@@ -640,3 +640,20 @@ def test_vad_can_be_switched_off():
     assert len(vad.script) == 2  # never consulted
     actions = call.feed(VapiAudio(assistant_audio(5)), 1500.0)
     assert [a.name for a in of(actions, Latency)] == [telemetry.FIRST_AUDIO_LATENCY]
+
+
+def test_late_mark_echo_holds_pacing_back_to_keep_twilio_shallow():
+    call = bridged(lead_ms=100)
+    messages = twilio_messages(call.feed(VapiAudio(assistant_audio(100)), 1000.0))
+    messages += twilio_messages(run_clock(call, 1300.0, 1000.0))  # ~1300: we think ~20 played
+    first_mark = next(i for i, m in enumerate(messages) if m["event"] == "mark")
+    frames_after = sum(
+        len(base64.b64decode(m["media"]["payload"])) // 160
+        for m in messages[first_mark:]
+        if m["event"] == "media"
+    )
+    assert frames_after > 0
+    # Twilio started late: the first mark's audio only finished playing now.
+    call.feed(TwilioMark(STREAM_SID, messages[first_mark]["mark"]["name"]), 1300.0)
+    assert call._playout.play_end == 1300.0 + frames_after * 20
+    assert media_payloads(call.feed(Tick(), 1310.0)) == []  # Twilio holds a full lead: wait
