@@ -1,23 +1,43 @@
 """Powertools Logger (JSON) and Metrics (EMF) for the control plane, named by ``telemetry``.
 
 Each Lambda function is one service: ``POWERTOOLS_SERVICE_NAME`` from the template wins, else the
-telemetry default for that function. The CallSid is appended to the logger for the duration of a
-request or record, so every line about a call carries it.
+telemetry default for that function. The CallSid lives in a ContextVar that a log filter copies
+onto every record: Powertools' ``append_keys`` is process-global, which under an ASGI server
+running requests concurrently would stamp one call's lines with another call's CallSid.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from voicebridge import telemetry
 
-__all__ = ["MetricUnit", "call_context", "elapsed_ms", "logger_for", "metrics_for"]
+__all__ = [
+    "MetricUnit",
+    "bind_call_sid",
+    "call_context",
+    "elapsed_ms",
+    "logger_for",
+    "metrics_for",
+]
+
+_call_sid: ContextVar[str | None] = ContextVar("callSid", default=None)
+
+
+class _CallSidFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        call_sid = _call_sid.get()
+        if call_sid and not hasattr(record, "callSid"):
+            record.callSid = call_sid
+        return True
 
 
 def _service(default: str) -> str:
@@ -25,8 +45,10 @@ def _service(default: str) -> str:
 
 
 def logger_for(default_service: str) -> Logger:
-    """A JSON logger for the service (one per Lambda function)."""
-    return Logger(service=_service(default_service))
+    """A JSON logger for the service (one per Lambda function) that adds the bound CallSid."""
+    logger = Logger(service=_service(default_service))
+    logger.addFilter(_CallSidFilter())
+    return logger
 
 
 def metrics_for(default_service: str) -> Metrics:
@@ -34,17 +56,19 @@ def metrics_for(default_service: str) -> Metrics:
     return Metrics(namespace=telemetry.NAMESPACE, service=_service(default_service))
 
 
+def bind_call_sid(call_sid: str | None) -> None:
+    """Stamp ``call_sid`` on every later log line of the current request (task/context)."""
+    _call_sid.set(call_sid)
+
+
 @contextmanager
-def call_context(logger: Logger, call_sid: str | None) -> Iterator[None]:
-    """Put ``callSid`` on every log line inside the block, and take it off afterwards."""
-    if not call_sid:
-        yield
-        return
-    logger.append_keys(callSid=call_sid)
+def call_context(call_sid: str | None) -> Iterator[None]:
+    """Stamp ``call_sid`` on every log line inside the block, and only there."""
+    token = _call_sid.set(call_sid)
     try:
         yield
     finally:
-        logger.remove_keys(["callSid"])
+        _call_sid.reset(token)
 
 
 def elapsed_ms(started: float) -> float:

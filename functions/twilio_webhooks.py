@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 
 from functions import web
 from functions.events import twilio_event
-from functions.observability import MetricUnit
+from functions.observability import MetricUnit, bind_call_sid
 from voicebridge import stream_token, telemetry, twilio_signature
 from voicebridge.config import Settings
 
@@ -111,7 +111,7 @@ async def voice(request: Request) -> Response:
     call_sid = _first(form, "CallSid")
     if not CALL_SID.match(call_sid):
         return Response("CallSid missing or malformed", status_code=400, media_type="text/plain")
-    web.logger.append_keys(callSid=call_sid)
+    bind_call_sid(call_sid)
     caller, called = _first(form, "From"), _first(form, "To")
     assistant_id = _assistant_for(config, called)
     if not assistant_id:
@@ -145,7 +145,7 @@ async def status(request: Request) -> Response:
     params = {name: _first(form, name) for name in form}
     envelope = twilio_event(params, time.time())
     if envelope.call_sid:
-        web.logger.append_keys(callSid=envelope.call_sid)
+        bind_call_sid(envelope.call_sid)
     web.queue(config).send(envelope)
     web.metrics.add_metric(name=telemetry.EVENTS_ENQUEUED, unit=MetricUnit.Count, value=1)
     return Response(status_code=204)

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from functions import clients, web
 from functions.events import edge_metadata, vapi_call_sid, vapi_event
-from functions.observability import MetricUnit
+from functions.observability import MetricUnit, bind_call_sid
 from functions.tools.builtins import resolve_destination
 from functions.vapi_auth import is_authentic
 from voicebridge import telemetry
@@ -117,7 +117,7 @@ async def webhook(request: Request) -> JSONResponse:
         return _bad_request('expected {"message": {"type": ...}}')
     call_sid = vapi_call_sid(message)
     if call_sid:
-        web.logger.append_keys(callSid=call_sid)
+        bind_call_sid(call_sid)
     if kind == "assistant-request":
         return JSONResponse(assistant_request(config, message))
     if kind in ("tool-calls", "function-call"):

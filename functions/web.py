@@ -10,7 +10,7 @@ from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from functions.events import EventQueue, get_queue
-from functions.observability import MetricUnit, elapsed_ms, logger_for, metrics_for
+from functions.observability import MetricUnit, call_context, elapsed_ms, logger_for, metrics_for
 from functions.storage import Store, get_store
 from voicebridge import telemetry
 from voicebridge.config import Settings, get_settings
@@ -98,15 +98,17 @@ class TimingMiddleware:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            metrics.add_metric(
-                name=telemetry.WEBHOOK_LATENCY,
-                unit=MetricUnit.Milliseconds,
-                value=elapsed_ms(started),
-            )
-            metrics.flush_metrics()
-            if status >= 500:
-                logger.error("request failed", extra={"path": scope.get("path"), "status": status})
-            logger.remove_keys(["callSid"])
+        with call_context(None):  # the route binds the CallSid once it knows it
+            try:
+                await self.app(scope, receive, send_with_status)
+            finally:
+                metrics.add_metric(
+                    name=telemetry.WEBHOOK_LATENCY,
+                    unit=MetricUnit.Milliseconds,
+                    value=elapsed_ms(started),
+                )
+                metrics.flush_metrics()
+                if status >= 500:
+                    logger.error(
+                        "request failed", extra={"path": scope.get("path"), "status": status}
+                    )

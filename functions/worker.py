@@ -181,7 +181,7 @@ def record_handler(record: SQSRecord) -> None:
         logger.error("malformed queue message", extra={"messageId": record.message_id})
         raise
     config: Settings = get_settings("worker")
-    with call_context(logger, envelope.call_sid):
+    with call_context(envelope.call_sid):
         try:
             _idempotent_apply(config.idempotency_table or "", config.aws_endpoint_url)(event=event)
         except Exception:

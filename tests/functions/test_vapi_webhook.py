@@ -499,3 +499,30 @@ def test_odd_shapes_are_processed_by_the_worker_without_errors(aws):
     ]
     assert worker.handler({"Records": records}, FakeContext()) == {"batchItemFailures": []}
     assert Store(aws.env["SESSIONS_TABLE"]).get_call("v9", time.time())["timeline"]
+
+
+async def test_concurrent_calls_keep_their_own_call_sid_on_log_lines(aws, scratch_tools, log_lines):
+    """Under uvicorn requests interleave in one process: each line must name its own call."""
+    from functions.api import app
+
+    async def slow_fail(ctx, args):
+        await asyncio.sleep(0.05)
+        raise ToolError(f"failed for {args['who']}")
+
+    scratch_tools("slow_fail", slow_fail)
+    sids = ["CA" + str(n) * 32 for n in (3, 4, 5)]
+
+    async def post(client, sid):
+        message = _tool_calls(("t", "slow_fail", {"who": sid}))
+        message["call"] = {"id": sid, "phoneCallProviderId": sid}
+        body = {"message": message}
+        headers = {"x-vapi-secret": WEBHOOK_SECRET}
+        return await client.post("/vapi/webhook", json=body, headers=headers)
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        answers = await asyncio.gather(*(post(client, sid) for sid in sids))
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    failures = [line for line in log_lines() if line["message"] == "tool failed"]
+    assert len(failures) == 3
+    assert all(line["error"] == f"failed for {line['callSid']}" for line in failures)
