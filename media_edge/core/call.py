@@ -454,11 +454,14 @@ class Call:
         outbound = self._outbound
         assert playout is not None
         assert outbound is not None
+        if not playout.queued:
+            if self.state is State.BRIDGING and not outbound.pending:
+                return  # the common case while the caller talks: nothing to play
+            if outbound.pending and now >= self._tail_due(playout.play_end):
+                tail = outbound.flush()  # the assistant paused mid-frame: pad it, don't hold it
+                if tail:
+                    playout.enqueue([tail])
         was_idle = not playout.playing  # this send starts a new assistant turn
-        if not playout.queued and outbound.pending and now >= self._tail_due(playout.play_end):
-            tail = outbound.flush()  # the assistant paused mid-frame: pad it rather than hold it
-            if tail:
-                playout.enqueue([tail])
         if playout.pump(now, out):
             if not self._first_audio_sent:
                 self._first_audio_sent = True
