@@ -26,7 +26,7 @@ import httpx
 
 from infra.asgi import bind
 from infra.local_aws import embedded_aws
-from infra.runtime import ChildProcess, EmfSink, LoopThread, StdoutTap
+from infra.runtime import ChildProcess, EmfHook, EmfSink, LoopThread, StdoutTap
 from infra.twilio_emulator import TwilioEmulator
 from infra.vapi_emulator import Script, VapiEmulator
 from voicebridge.config import ENV_NAMES, load_settings
@@ -69,7 +69,8 @@ class LocalStack:
         self.loop: LoopThread | None = None
         self._exit = contextlib.ExitStack()
         self._children: list[ChildProcess] = []
-        self._tap = StdoutTap(self.emf, self.options.quiet)
+        self._tap = StdoutTap(self.options.quiet)
+        self._emf_hook = EmfHook(self.emf)
 
     # -- what callers need --------------------------------------------------------------------
 
@@ -133,6 +134,7 @@ class LocalStack:
     def _start(self) -> None:
         options = self.options
         self._tap.install()
+        self._emf_hook.install()
         inherited = dict(os.environ if options.environ is None else options.environ)
         user = {k: v for k, v in inherited.items() if k in ENV_NAMES}
         base = {k: v for k, v in inherited.items() if k not in ENV_NAMES}
@@ -284,6 +286,7 @@ class LocalStack:
             self.loop.close()
             self.loop = None
         self._exit.close()
+        self._emf_hook.uninstall()
         self._tap.uninstall()
 
     # -- introspection for tests ------------------------------------------------------------

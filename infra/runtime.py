@@ -4,6 +4,7 @@ output, and a stdout tap that collects EMF metric lines."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import subprocess
@@ -99,13 +100,43 @@ class EmfSink:
             self.records.clear()
 
 
-class StdoutTap:
-    """Wraps ``sys.stdout`` for in-process components (the edge prints EMF with ``print``):
-    EMF lines go to the sink; ``quiet`` drops JSON lines (component logs and metrics) and lets
-    everything else (the caller's and demo's own output) through."""
+class EmfHook:
+    """Records the EMF blobs Powertools prints in *this* process (the in-process edge).
 
-    def __init__(self, sink: EmfSink, quiet: bool) -> None:
+    Powertools writes EMF with a bare ``print`` in its CloudWatch provider module; a module-level
+    ``print`` there takes precedence over the builtin, so the stack sees every blob whatever
+    ``sys.stdout`` currently is (test runners swap it). Removed again on ``uninstall``.
+    """
+
+    def __init__(self, sink: EmfSink) -> None:
         self._sink = sink
+        self._module: Any = None
+
+    def install(self) -> None:
+        from aws_lambda_powertools.metrics.provider.cloudwatch_emf import cloudwatch
+
+        self._module = cloudwatch
+        cloudwatch.print = self._print  # type: ignore[attr-defined]
+
+    def uninstall(self) -> None:
+        if self._module is not None and getattr(self._module, "print", None) == self._print:
+            del self._module.print
+        self._module = None
+
+    def _print(self, *args: Any, **kwargs: Any) -> None:
+        if args and isinstance(args[0], str):
+            record = parse_emf(args[0])
+            if record is not None:
+                self._sink.add(record)
+        builtins.print(*args, **kwargs)
+
+
+class StdoutTap:
+    """Wraps ``sys.stdout`` for the in-process components' JSON logs: ``quiet`` drops JSON lines
+    (logs and metrics) and lets everything else (the caller's and demo's own output) through;
+    recent log lines are kept for debugging."""
+
+    def __init__(self, quiet: bool) -> None:
         self._quiet = quiet
         self._original: TextIO = sys.stdout
         self._partial = ""
@@ -125,10 +156,7 @@ class StdoutTap:
             lines = (self._partial + text).split("\n")
             self._partial = lines.pop()
         for line in lines:
-            record = parse_emf(line)
-            if record is not None:
-                self._sink.add(record)
-            elif line.startswith("{"):
+            if line.startswith("{") and parse_emf(line) is None:
                 self.lines.append(line)
             if not (self._quiet and line.startswith("{")):  # quiet drops JSON logs/metrics only
                 self._original.write(line + "\n")

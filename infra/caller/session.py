@@ -123,10 +123,12 @@ class SimulatedCall:
     # -- helpers ------------------------------------------------------------------------------
 
     def _now_ms(self) -> float:
-        return (time.monotonic() - self._t0) * 1000 if self._t0 else 0.0
+        """Call time = the caller's audio clock (20 ms per frame played), so the timeline lines
+        up with what was heard even when a loaded machine delays the loop."""
+        return float(self._frame * FRAME_MS)
 
     def _log(self, text: str) -> None:
-        self.report.timeline.append((round(self._now_ms(), 1), text))
+        self.report.timeline.append((self._now_ms(), text))
 
     def _next_seq(self) -> str:
         self._seq += 1
@@ -403,7 +405,7 @@ class SimulatedCall:
             self._log("caller hears assistant audio")
         elif self._heard_state and self._quiet_run >= 15:
             self._heard_state = False
-            self.report.timeline.append((round((self._frame - 14) * FRAME_MS, 1), "audio stops"))
+            self.report.timeline.append(((self._frame - 14) * FRAME_MS, "audio stops"))
 
     async def _echo_mark(self, name: str) -> None:
         self.report.marks_echoed += 1
@@ -447,7 +449,7 @@ class SimulatedCall:
                 self.report.protocol_errors.append("31951: media without a base64 payload")
                 return
             if self.report.first_media_ms is None:
-                self.report.first_media_ms = round(self._now_ms(), 1)
+                self.report.first_media_ms = self._now_ms()
                 self._log("first assistant media received")
             self._playout.media(payload)
         elif event == "mark":

@@ -76,6 +76,7 @@ class ToolScript:
 class Script:
     """How the emulated assistant behaves on one call (all times in milliseconds)."""
 
+    greeting_ms: int | None = None  # cut the first message's audio to this length
     think_ms: int = 300  # caller turn end -> first reply audio
     reply: str = "parrot"  # "parrot" replays the caller's utterance, "synth" speaks a synth signal
     reply_max_ms: int = 2500
@@ -193,7 +194,10 @@ class ScriptedCall:
         mode = self.assistant.get("firstMessageMode", "assistant-speaks-first")
         first = self.assistant.get("firstMessage")
         if first and mode != "assistant-waits-for-user":
-            actions += self._speak(sample("assistant_greeting"), str(first), now_ms)
+            audio = sample("assistant_greeting")
+            if self.script.greeting_ms is not None:
+                audio = audio[: 8 * self.script.greeting_ms]
+            actions += self._speak(audio, str(first), now_ms)
         return actions
 
     def audio(self, data: bytes, now_ms: float) -> list[Action]:

@@ -1,0 +1,180 @@
+"""Whole-system calls over loopback: simulated Twilio caller -> API -> edge -> Vapi emulator,
+webhooks -> SQS -> worker -> DynamoDB, then GET /calls. Assertions are on what the caller
+heard, what was stored, which metrics were emitted, and that nothing leaked."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from infra.caller import Dtmf, Hangup, Pause, Say, WaitForSilence, WaitForSpeech
+from infra.vapi_emulator import Script, ToolScript
+from tests.e2e.helpers import UTTERANCE, call, eventually, record_when, talk
+from voicebridge import telemetry
+
+pytestmark = pytest.mark.e2e
+FRAME_MS = 20
+ENDED_BY_CALLER = ("customer-ended-call", "phone-call-provider-closed-websocket")
+
+
+def sid():
+    return f"CA{uuid.uuid4().hex}"
+
+
+def vapi_call_for(stack, call_sid):
+    """The emulated Vapi call our edge created for this Twilio call."""
+    for emulated in stack.vapi.calls.values():
+        overrides = emulated.record.get("assistantOverrides") or {}
+        holders = [emulated.record.get("metadata"), overrides.get("metadata")]
+        if any(isinstance(h, dict) and h.get("callSid") == call_sid for h in holders):
+            return emulated
+    raise AssertionError(f"no Vapi call carries callSid {call_sid}")
+
+
+def assert_clean(report):
+    assert report.protocol_errors == [], report.protocol_errors
+
+
+async def test_normal_call(clean_stack):
+    stack = clean_stack
+    report = await call(stack, talk())
+    assert_clean(report)
+    assert report.ended_by == "caller-hangup"
+    # The caller heard the greeting (about 1 s of it) and then a reply to what it said.
+    assert report.first_audio_ms is not None
+    greeting = report.heard_speech[: (report.first_audio_ms + 1500) // FRAME_MS]
+    assert sum(greeting) * FRAME_MS >= 500
+    assert len(report.response_ms) == 1
+    assert report.marks_echoed > 0
+    emulated = vapi_call_for(stack, report.call_sid)
+    eventually(lambda: emulated.machine.closed, what="Vapi call ended")
+    assert emulated.machine.turns == 1
+    assert emulated.machine.replies == 2  # greeting + one answer
+    assert emulated.machine.ended_reason in (
+        "customer-ended-call",
+        "phone-call-provider-closed-websocket",
+    )
+    # Metrics went out as EMF from all three services.
+    eventually(
+        lambda: stack.emf.values(telemetry.FIRST_AUDIO_LATENCY, telemetry.SERVICE_EDGE),
+        what="edge FirstAudioLatency",
+    )
+    assert stack.emf.values(telemetry.BRIDGE_LATENCY, telemetry.SERVICE_EDGE)
+    assert stack.emf.values(telemetry.WEBHOOK_LATENCY, telemetry.SERVICE_API)
+    eventually(
+        lambda: stack.emf.values(telemetry.EVENTS_PROCESSED, telemetry.SERVICE_WORKER),
+        what="worker EventsProcessed",
+    )
+    # The control plane stored the call: Twilio's timeline and Vapi's end-of-call report.
+    record = record_when(stack, report.call_sid, lambda r: r.get("call_status") == "completed")
+    assert record["session"]["from"] == "+15550100001"
+    record = record_when(stack, report.call_sid, lambda r: bool(r.get("transcript")))
+    assert "AI: Hello" in record["transcript"]
+    assert record["summary"].startswith("The caller spoke 1 time")
+    assert record["ended_reason"] == emulated.machine.ended_reason
+
+
+async def test_barge_in_clears_what_twilio_buffered(clean_stack):
+    stack = clean_stack
+    call_sid = sid()
+    # Vapi interrupts as soon as its VAD hears the caller, so the edge's clear is the only thing
+    # between the interruption and silence.
+    stack.vapi.scripts[call_sid] = Script(
+        greeting_ms=1000, think_ms=100, end_of_turn_ms=300, reply_max_ms=2000, interrupt_after_ms=0
+    )
+    report = await call(stack, talk(barge_in_after_ms=300), call_sid=call_sid)
+    assert_clean(report)
+    emulated = vapi_call_for(stack, call_sid)
+    assert emulated.machine.interruptions == 1
+    assert report.clears >= 1
+    assert report.cleared_ms > 0  # Twilio really had assistant audio queued when it was cleared
+    # From the clear on, the caller hears silence within a frame or two of playout.
+    assert report.barge_in_to_silence_ms
+    assert report.barge_in_to_clear_ms
+    assert report.barge_in_to_silence_ms[0] <= report.barge_in_to_clear_ms[0] + 2 * FRAME_MS
+    eventually(
+        lambda: stack.emf.values(telemetry.BARGE_IN_LATENCY, telemetry.SERVICE_EDGE),
+        what="edge BargeInLatency",
+    )
+
+
+async def test_caller_hangs_up_mid_sentence(clean_stack):
+    stack = clean_stack
+    steps = [WaitForSilence(silence_ms=400), Say(UTTERANCE), WaitForSpeech(), Pause(200), Hangup()]
+    report = await call(stack, steps)
+    assert_clean(report)
+    assert report.ended_by == "caller-hangup"
+    emulated = vapi_call_for(stack, report.call_sid)
+    eventually(lambda: emulated.machine.closed, what="the edge ended the Vapi call")
+    assert emulated.machine.ended_reason in (
+        "customer-ended-call",
+        "phone-call-provider-closed-websocket",
+    )
+    record_when(stack, report.call_sid, lambda r: r.get("call_status") == "completed")
+
+
+async def test_vapi_drops_mid_call(clean_stack):
+    stack = clean_stack
+    call_sid = sid()
+    stack.vapi.scripts[call_sid] = Script(greeting_ms=3000, think_ms=100, drop_after_ms=600)
+    steps = [WaitForSpeech(), Pause(8000), Hangup()]
+    report = await call(stack, steps, call_sid=call_sid)
+    assert_clean(report)
+    # The edge notices and ends the call itself: closing the stream, or through Twilio's REST
+    # API (an apology and hang-up, or a transfer to the fallback number).
+    assert report.ended_by in ("edge-closed", "rest-completed", "rest-redirected"), report.timeline
+    heard_ms = len(report.heard_speech) * FRAME_MS
+    assert heard_ms < 8000  # it did not wait for the caller to give up
+    eventually(
+        lambda: stack.emf.values(telemetry.CALL_ERRORS, telemetry.SERVICE_EDGE),
+        what="edge CallErrors for the lost Vapi connection",
+    )
+
+
+@pytest.mark.parametrize("order", ["shuffled", "duplicated"])
+async def test_out_of_order_and_duplicate_status_callbacks(clean_stack, order):
+    stack = clean_stack
+    report = await call(stack, talk(), status_order=order)
+    assert_clean(report)
+    assert all(code == 204 for _, code in report.status_callbacks)
+
+    def statuses(record):
+        return sorted(e["status"] for e in record["timeline"] if e["kind"] == "twilio.call-status")
+
+    # Every delivered callback is folded in exactly once, whatever the order...
+    expected = sorted(["initiated", "ringing", "in-progress", "completed"])
+    record = record_when(stack, report.call_sid, lambda r: len(statuses(r)) >= len(expected))
+    assert statuses(record) == expected
+    # ...and the final state is the highest-ranked status, not the last to arrive.
+    assert record["call_status"] == "completed"
+    assert record["status_seq"] == 3
+
+
+async def test_dtmf_tool_call_ends_the_call_through_twilio_rest(clean_stack):
+    stack = clean_stack
+    call_sid = sid()
+    stack.vapi.scripts[call_sid] = Script(
+        greeting_ms=800, think_ms=100, tool=ToolScript("end_call", {}, on_add_message=True)
+    )
+    steps = [WaitForSilence(silence_ms=400), Dtmf("9"), Pause(10_000), Hangup()]
+    report = await call(stack, steps, call_sid=call_sid)
+    assert_clean(report)
+    assert report.ended_by == "rest-completed", report.timeline
+    twilio_call = stack.twilio.calls[call_sid]
+    assert twilio_call.updates == [{"Status": "completed"}]
+
+
+async def test_twenty_concurrent_calls(clean_stack):
+    stack = clean_stack
+    reports = await asyncio.gather(*(call(stack, talk()) for _ in range(20)))
+    assert len({r.call_sid for r in reports}) == 20
+    for report in reports:
+        assert_clean(report)
+        assert report.ended_by == "caller-hangup"
+        assert report.first_audio_ms is not None
+        assert report.heard_speech_ms() >= 1000  # the greeting and (part of) the answer
+        emulated = vapi_call_for(stack, report.call_sid)
+        assert emulated.machine.turns >= 1  # each caller's speech reached its own Vapi call
+        assert emulated.machine.replies >= 2
+    for report in reports:
+        record_when(stack, report.call_sid, lambda r: r.get("call_status") == "completed")
