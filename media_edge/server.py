@@ -193,15 +193,3 @@ class EdgeServer:
                 self.metrics.flush()
             except Exception:  # metrics must never take the edge down
                 self._logger.exception("metrics flush failed")
-
-
-async def serve_forever(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
-    """Run until cancelled or a stop is requested; for callers that just want it running."""
-    server = EdgeServer(settings)
-    await server.start()
-    if ready is not None:
-        ready.set()
-    try:
-        await asyncio.Future()
-    finally:
-        await server.stop()

@@ -90,7 +90,7 @@ class CallConfig:
     lead_ms: int = 100
     idle_timeout_ms: int = 30_000
     max_call_ms: int = 3_600_000
-    connect_timeout_ms: int = 10_000
+    connect_timeout_ms: int = 6_000  # POST /call + socket; then the caller hears the fallback
     end_drain_ms: int = 5_000
     vad: bool = True  # inbound VAD: ResponseLatency and local barge-in need it
     local_barge_in: bool = False
