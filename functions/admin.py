@@ -139,11 +139,9 @@ def vapi_assistant_body(spec: CreateAssistant, server_url: str, secret: str) -> 
 
 
 def _vapi_key(config: Settings) -> str:
-    if config.vapi_api_key:
-        return config.vapi_api_key
-    if config.vapi_base_url.startswith(("http://127.0.0.1", "http://localhost")):
-        return "local-emulator"  # the local Vapi emulator needs no real key
-    raise HTTPException(503, "VAPI_API_KEY is not configured")
+    if not config.vapi_api_key:
+        raise HTTPException(503, "VAPI_API_KEY is not configured")
+    return config.vapi_api_key
 
 
 def _vapi_error(exc: Any) -> HTTPException:

@@ -190,3 +190,11 @@ def test_snake_case_and_defaults(aws, vapi):
     dto = json.loads(vapi[0][0].content)
     assert "tools" not in dto["model"]
     assert dto["maxDurationSeconds"] == 600
+
+
+def test_without_a_vapi_key_creation_is_unavailable(aws, vapi, monkeypatch):
+    monkeypatch.delenv("VAPI_API_KEY")
+    result = _post(SPEC)
+    assert result["statusCode"] == 503
+    assert "VAPI_API_KEY" in _json(result)["error"]
+    assert vapi[0] == []
