@@ -96,13 +96,18 @@ class CallConfig:
     local_barge_in: bool = False
     dtmf_to_vapi: bool = True
     fallback_number: str | None = None
-    max_twilio_messages_per_s: int = 200  # Twilio sends ~50 media + marks; 4x is a flood
+    # Flood limit, a token bucket: Twilio sends ~55 messages/s; after a network stall it may
+    # deliver seconds of buffered frames at once, which the burst allowance absorbs.
+    max_twilio_messages_per_s: int = 200
+    twilio_burst_messages: int = 1000
 
 
 class Call:
     """One bridged call. Not thread-safe; feed it from one task."""
 
     __slots__ = (
+        "_bucket",
+        "_bucket_at",
         "_created",
         "_ending_deadline",
         "_ending_error",
@@ -118,8 +123,6 @@ class Call:
         "_speech_end",
         "_start",
         "_vad_factory",
-        "_window_count",
-        "_window_start",
         "call_sid",
         "config",
         "end_reason",
@@ -147,8 +150,8 @@ class Call:
         self._created = now
         self._start = now
         self._last_rx = now
-        self._window_start = now
-        self._window_count = 0
+        self._bucket = float(config.twilio_burst_messages)
+        self._bucket_at = now
         self._ending_deadline = 0.0
         self._ending_error = False
         self._vad_factory = vad_factory
@@ -212,11 +215,11 @@ class Call:
     def _rx(self, now: float, out: list[Action]) -> bool:
         """Bookkeeping for every Twilio message: idle timer and flood limit. False = ended."""
         self._last_rx = now
-        if now - self._window_start >= 1000.0:
-            self._window_start = now
-            self._window_count = 0
-        self._window_count += 1
-        if self._window_count > self.config.max_twilio_messages_per_s:
+        cfg = self.config
+        tokens = self._bucket + (now - self._bucket_at) * cfg.max_twilio_messages_per_s / 1000.0
+        self._bucket = min(tokens, cfg.twilio_burst_messages) - 1.0
+        self._bucket_at = now
+        if self._bucket < 0.0:
             self._teardown("flood", now, out, error=True, code=CLOSE_POLICY)
             return False
         return True

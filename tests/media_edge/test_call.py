@@ -245,18 +245,28 @@ def test_wrong_stream_sid_ends_only_with_a_reason():
 
 
 def test_message_flood_ends_the_call():
-    call = bridged(max_twilio_messages_per_s=100)
+    call = bridged(max_twilio_messages_per_s=100, twilio_burst_messages=50)
     actions: list = []
-    for i in range(101):
-        actions += call.feed(media(i * 20), 400.0 + i)  # 101 messages in 101 ms
+    for i in range(60):
+        actions += call.feed(media(i * 20), 400.0 + i)  # 60 messages in 60 ms
     assert errors(actions) == ["flood"]
     assert call.closed
 
 
-def test_normal_rate_is_not_a_flood():
-    call = bridged(max_twilio_messages_per_s=100)
+def test_sustained_flood_ends_the_call_after_the_burst_allowance():
+    call = bridged(max_twilio_messages_per_s=100, twilio_burst_messages=50)
+    actions: list = []
+    for i in range(400):  # 200 messages/s against a limit of 100/s
+        actions += call.feed(media(i * 20), 400.0 + i * 5)
+    assert errors(actions) == ["flood"]
+
+
+def test_normal_rate_and_a_catch_up_burst_are_not_a_flood():
+    call = bridged(max_twilio_messages_per_s=100, twilio_burst_messages=200)
     for i in range(300):  # 50/s for 6 s
         call.feed(media(i * 20), 400.0 + i * 20)
+    for i in range(300, 450):  # then 3 s of frames Twilio held back, all at once
+        call.feed(media(i * 20), 6400.0)
     assert call.state is State.BRIDGING
 
 

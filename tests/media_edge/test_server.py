@@ -473,7 +473,7 @@ async def test_media_before_start_ends_the_call(stack):
 
 
 async def test_flood_ends_the_call(stack):
-    edge = await stack.start(max_twilio_messages_per_s=100)
+    edge = await stack.start(max_twilio_messages_per_s=100, twilio_burst_messages=50)
     async with stack.caller() as caller:
         await bridged(stack, caller)
         for i in range(150):
