@@ -132,9 +132,9 @@ class EmfHook:
 
 
 class StdoutTap:
-    """Wraps ``sys.stdout`` for the in-process components' JSON logs: ``quiet`` drops JSON lines
-    (logs and metrics) and lets everything else (the caller's and demo's own output) through;
-    recent log lines are kept for debugging."""
+    """Wraps ``sys.stdout`` for the in-process edge's JSON logs and metrics: labelled ``[edge]``,
+    or dropped when ``quiet`` (plain text, e.g. the demo's own output, always passes); recent
+    log lines are kept for debugging."""
 
     def __init__(self, quiet: bool) -> None:
         self._quiet = quiet
@@ -158,8 +158,10 @@ class StdoutTap:
         for line in lines:
             if line.startswith("{") and parse_emf(line) is None:
                 self.lines.append(line)
-            if not (self._quiet and line.startswith("{")):  # quiet drops JSON logs/metrics only
+            if not line.startswith("{"):
                 self._original.write(line + "\n")
+            elif not self._quiet:  # quiet drops JSON logs and metrics; else label them
+                self._original.write(f"[edge] {line}\n")
         return len(text)
 
     def flush(self) -> None:

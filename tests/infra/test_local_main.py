@@ -1,0 +1,56 @@
+"""``make run`` (python -m infra.local): serves, then stops cleanly on Ctrl-C."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from infra.asgi import bind
+from voicebridge.config import ENV_NAMES
+
+
+def free_port():
+    sock = bind()
+    try:
+        return sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def test_make_run_serves_and_stops_on_ctrl_c():
+    api_port, edge_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
+    env.update({"API_PORT": str(api_port), "EDGE_PORT": str(edge_port), "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "infra.local"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            assert line, "infra.local exited before it was ready"
+            banner.append(line)
+            if "voicebridge call" in line:
+                break
+        text = "".join(banner)
+        assert f"http://127.0.0.1:{api_port}" in text
+        assert f"ws://127.0.0.1:{edge_port}/media" in text
+        assert httpx.get(f"http://127.0.0.1:{api_port}/health").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{edge_port}/health").status_code == 200
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "Traceback" not in out + err
+    assert "stopped." in out

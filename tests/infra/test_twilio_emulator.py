@@ -1,0 +1,61 @@
+"""The Twilio REST emulator answers like Twilio: Basic auth, 20404, updates end the stream."""
+
+import asyncio
+
+import httpx
+import pytest
+
+from infra.twilio_emulator import TwilioEmulator
+
+AC, TOKEN = "AC" + "1" * 32, "secret"
+CA = "CA" + "2" * 32
+
+
+@pytest.fixture
+async def twilio():
+    emulator = TwilioEmulator(AC, TOKEN)
+    await emulator.start()
+    yield emulator
+    await emulator.stop()
+
+
+def url(twilio, call=CA, account=AC):
+    return f"{twilio.base_url}/2010-04-01/Accounts/{account}/Calls/{call}.json"
+
+
+async def test_auth_unknown_calls_and_completion(twilio):
+    async with httpx.AsyncClient(auth=(AC, TOKEN)) as client:
+        denied = await client.post(url(twilio), data={"Status": "completed"}, auth=(AC, "wrong"))
+        assert denied.status_code == 401
+        unknown = await client.post(url(twilio), data={"Status": "completed"})
+        assert unknown.status_code == 404
+        assert unknown.json()["code"] == 20404
+        assert (
+            await client.post(f"{twilio.base_url}/_emulator/calls", data={"CallSid": CA})
+        ).status_code == 201
+        waiter = asyncio.create_task(client.get(f"{twilio.base_url}/_emulator/calls/{CA}/wait"))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()  # long-poll: nothing happened yet
+        bad = await client.post(url(twilio), data={"Status": "ringing"})
+        assert bad.status_code == 400
+        done = await client.post(url(twilio), data={"Status": "completed"})
+        assert done.status_code == 200
+        assert done.json()["status"] == "completed"
+        assert (await waiter).json() == {"status": "completed", "twiml": None}
+        again = await client.post(url(twilio), data={"Status": "completed"})
+        assert again.json()["code"] == 20404  # already ended, as on Twilio
+
+
+async def test_redirect_with_twiml_and_caller_hangup(twilio):
+    async with httpx.AsyncClient(auth=(AC, TOKEN)) as client:
+        await client.post(f"{twilio.base_url}/_emulator/calls", data={"CallSid": CA})
+        twiml = "<Response><Dial>+15550100009</Dial></Response>"
+        assert (await client.post(url(twilio), data={"Twiml": twiml})).status_code == 200
+        state = (await client.get(f"{twilio.base_url}/_emulator/calls/{CA}/wait")).json()
+        assert state["twiml"] == twiml
+        await client.post(f"{twilio.base_url}/_emulator/calls/{CA}/end")
+        assert (await client.post(url(twilio), data={"Status": "completed"})).status_code == 404
+        other = await client.post(
+            url(twilio, account="AC" + "9" * 32), data={"Status": "completed"}
+        )
+        assert other.status_code == 404
