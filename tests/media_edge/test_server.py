@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidStatus
 
+from media_edge.core import Call
 from media_edge.dsp import ulaw_decode, ulaw_encode
 from media_edge.server import EdgeServer, call_config
 from tests.media_edge.fakes import (
@@ -534,3 +535,27 @@ async def test_task_protection_is_on_while_calls_are_live(stack):
         stack.edge = None
         stack.vapi = None
         await agent.stop()
+
+
+async def test_a_bug_in_one_call_ends_that_call_only(stack, monkeypatch):
+    edge = await stack.start()
+    original = Call.feed
+
+    def feed(self, event, now):
+        if getattr(event, "payload", None) == b"\x13" * 160:
+            raise RuntimeError("simulated bug")
+        return original(self, event, now)
+
+    monkeypatch.setattr(Call, "feed", feed)
+    async with stack.caller("CA" + "1" * 32) as good, stack.caller("CA" + "2" * 32) as bad:
+        await good.start()
+        await bad.start()
+        await until(lambda: all(s.call.state.value == "bridging" for s in edge._sessions))
+        await until(lambda: len(edge._sessions) == 2)
+        await bad.media(b"\x13" * 160, 0)
+        assert await bad.closed() == 1011
+        await good.media(b"\x42" * 160, 0)
+        await until(lambda: b"\x42" * 160 in bytes(good.played))
+    assert edge.metrics._errors == {"internal_error": 1}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}") as client:
+        assert (await client.get("/health")).status_code == 200
