@@ -110,7 +110,6 @@ class Call:
         "_bucket_at",
         "_created",
         "_ending_deadline",
-        "_ending_error",
         "_epoch_offset_s",
         "_first_audio_sent",
         "_inbound",
@@ -153,7 +152,6 @@ class Call:
         self._bucket = float(config.twilio_burst_messages)
         self._bucket_at = now
         self._ending_deadline = 0.0
-        self._ending_error = False
         self._vad_factory = vad_factory
         self._inbound: InboundPath | None = None
         self._outbound: OutboundPath | None = None
@@ -444,13 +442,14 @@ class Call:
         assert self._outbound is not None
         self.state = State.ENDING
         self.end_reason = reason
-        self._ending_error = error
         self._ending_deadline = now + self.config.end_drain_ms
         tail = self._outbound.flush()
         if tail:
             self._playout.enqueue([tail])
         out.append(CloseVapi())
         out.append(Log("info", "vapi side ended; finishing playout", {"detail": detail}))
+        if error:  # counted now, under its own reason, whatever ends the playout later
+            out.append(Metric(telemetry.CALL_ERRORS, 1, reason=reason))
 
     def _pump(self, now: float, out: list[Action]) -> None:
         playout = self._playout
@@ -478,7 +477,7 @@ class Call:
             or now >= playout.play_end + ENDING_GRACE_MS
         ):
             out.append(CloseTwilio(CLOSE_NORMAL, "call ended"))
-            self._finish(self.end_reason, now, out, error=self._ending_error)
+            self._finish(self.end_reason, now, out, error=False)
 
     def _tail_due(self, play_end: float) -> float:
         """A partial frame is padded and sent once Twilio is about to run dry and Vapi has sent
@@ -506,8 +505,6 @@ class Call:
             out.append(CloseVapi())  # abandon the connection attempt
         if twilio_open:
             out.append(CloseTwilio(code, reason.replace("_", " ")))
-        if state is State.ENDING:
-            error = error or self._ending_error
         self._finish(reason, now, out, error=error)
 
     def _finish(self, reason: str, now: float, out: list[Action], *, error: bool) -> None:

@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from media_edge.core import Call, CallConfig
+from media_edge.core import Call, CallConfig, State
 from media_edge.core.actions import (
     Action,
     CloseTwilio,
@@ -50,6 +50,7 @@ from media_edge.core.events import (
 from media_edge.io.telemetry import EdgeMetrics, log_call
 from media_edge.protocol import twilio as twilio_protocol
 from media_edge.protocol import vapi as vapi_protocol
+from media_edge.protocol.twilio import TwilioMedia
 from voicebridge import telemetry
 from voicebridge.twilio_rest import TwilioRestError, update_call
 from voicebridge.vapi_api import VapiApiError, create_call
@@ -112,8 +113,8 @@ class CallSession:
                 except twilio_protocol.ProtocolError as exc:
                     event = ProtocolViolation("twilio", exc.reason, str(exc)[:200])
                 await self.feed(event, now)
-                if type(event) is twilio_protocol.TwilioMedia:
-                    bridge.bridge.add(self._now() - now)
+                if type(event) is TwilioMedia and self.call.state is State.BRIDGING:
+                    bridge.bridge.add(self._now() - now)  # frames forwarded, not dropped ones
                 if self.call.closed:
                     break
             await self.feed(SocketClosed("twilio", twilio.close_code), self._now())
@@ -251,7 +252,8 @@ class CallSession:
                 now = self._now()
                 if isinstance(raw, bytes):
                     await self.feed(VapiAudio(raw), now)
-                    bridge.bridge.add(self._now() - now)
+                    if self.call.state is State.BRIDGING:
+                        bridge.bridge.add(self._now() - now)
                 else:
                     await self.feed(vapi_protocol.parse(raw), now)
             code = vapi.close_code

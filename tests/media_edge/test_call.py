@@ -554,6 +554,17 @@ def test_vapi_socket_close(code, error):
     assert errors(actions) == error
 
 
+def test_vapi_socket_error_is_counted_once_under_its_own_reason():
+    call = bridged()
+    call.feed(VapiAudio(assistant_audio(20)), 1000.0)
+    actions = call.feed(SocketClosed("vapi", 1011), 1001.0)
+    assert errors(actions) == ["vapi_socket_error"]
+    assert call.state is State.ENDING  # the goodbye still plays
+    actions = call.feed(TwilioStop(STREAM_SID), 1100.0)  # the caller hangs up meanwhile
+    assert errors(actions) == []
+    assert call.closed
+
+
 def test_hang_notice_does_not_end_the_call():
     call = bridged()
     assert call.feed(VapiIgnored("hang"), 1000.0) == []
