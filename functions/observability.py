@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from voicebridge import telemetry
 
@@ -51,9 +51,11 @@ def logger_for(default_service: str) -> Logger:
     return logger
 
 
-def metrics_for(default_service: str) -> Metrics:
-    """An EMF metrics sink in the shared namespace, dimension ``service`` only."""
-    return Metrics(namespace=telemetry.NAMESPACE, service=_service(default_service))
+def metrics_for(default_service: str) -> EphemeralMetrics:
+    """An EMF metrics sink in the shared namespace, dimension ``service`` only. Ephemeral: its
+    buffer is its own (``Metrics`` shares one per process), so when the local stack runs the API
+    and the worker in one process, a flush never carries the other service's metrics."""
+    return EphemeralMetrics(namespace=telemetry.NAMESPACE, service=_service(default_service))
 
 
 def bind_call_sid(call_sid: str | None) -> None:

@@ -65,7 +65,16 @@ def tool(name: str, description: str, parameters: dict[str, Any]) -> Callable[[T
         REGISTRY[name] = func
         SCHEMAS[name] = {
             "type": "function",
-            "function": {"name": name, "description": description, "parameters": parameters},
+            "function": {
+                "name": name,
+                "description": description,
+                # Vapi's OpenAIFunctionParameters allows only these (pydantic adds a "title").
+                "parameters": {
+                    "type": "object",
+                    "properties": parameters.get("properties", {}),
+                    **({"required": parameters["required"]} if parameters.get("required") else {}),
+                },
+            },
         }
         return func
 
