@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 MAX_DETAIL_CHARS = 300
+_clock = time.monotonic  # the budget's clock (tests substitute a fake one)
 _BASE_DELAY_S = 0.2
 _MAX_DELAY_S = 2.0
 
@@ -56,11 +57,11 @@ def _retry_after(response: httpx.Response) -> float | None:
 async def _post(
     client: httpx.AsyncClient, url: str, api_key: str, body: dict[str, Any], budget_s: float
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + budget_s
+    deadline = _clock() + budget_s
     headers = {"Authorization": f"Bearer {api_key}"}
     attempt = 0
     while True:
-        remaining = deadline - time.monotonic()
+        remaining = deadline - _clock()
         if remaining <= 0:
             raise VapiApiError(None, "time budget exhausted before Vapi answered")
         hint: float | None = None
@@ -83,7 +84,7 @@ async def _post(
             hint = _retry_after(response)
         attempt += 1
         delay = hint if hint is not None else random.uniform(0, _backoff(attempt))
-        if time.monotonic() + delay >= deadline:
+        if _clock() + delay >= deadline:
             raise error
         await asyncio.sleep(delay)
 

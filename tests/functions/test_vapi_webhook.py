@@ -271,9 +271,7 @@ def test_tool_exception_and_timeout_become_errors(aws, monkeypatch, capfd, scrat
         ("d", "data", "{}"),
         ("e", "data", "not json"),
     )
-    started = time.monotonic()
     results = _json(vapi_post(message))["results"]
-    assert time.monotonic() - started < 10  # the slow tool was cut off, not awaited
     assert results[0] == {
         "toolCallId": "a",
         "name": "slow",

@@ -23,13 +23,18 @@ def _client(responses, seen):
 
 @pytest.fixture(autouse=True)
 def slept(monkeypatch):
-    slept: list[float] = []
+    """A fake clock: sleeping advances it instantly; jitter is pinned to its worst case."""
+    clock = [1000.0]
+    delays: list[float] = []
 
     async def fake_sleep(delay):
-        slept.append(delay)
+        delays.append(delay)
+        clock[0] += delay
 
     monkeypatch.setattr(vapi_api.asyncio, "sleep", fake_sleep)
-    return slept
+    monkeypatch.setattr(vapi_api, "_clock", lambda: clock[0])
+    monkeypatch.setattr(vapi_api.random, "uniform", lambda low, high: high)
+    return delays
 
 
 async def test_create_assistant_posts_body_with_bearer_key():
@@ -68,8 +73,7 @@ async def test_5xx_and_connect_errors_are_retried_with_backoff(slept):
     async with _client(responses, seen) as client:
         assert (await create_call(client, "https://v", "k", {}, budget_s=10))["id"] == "x"
     assert len(seen) == 3
-    assert len(slept) == 2
-    assert all(0 <= d <= 2.0 for d in slept)
+    assert slept == [0.2, 0.4]  # exponential: base 0.2 s, doubling
 
 
 async def test_4xx_is_raised_at_once_with_vapis_message():
@@ -96,10 +100,11 @@ async def test_retries_stop_when_the_budget_would_be_exceeded():
 
 async def test_unreachable_after_budget_has_no_status():
     seen = []
-    async with _client([httpx.ConnectError("refused")] * 100, seen) as client:
+    async with _client([httpx.ConnectError("refused")] * 3, seen) as client:
         with pytest.raises(VapiApiError) as info:
-            await create_call(client, "https://v", "k", {}, budget_s=0.05)
+            await create_call(client, "https://v", "k", {}, budget_s=0.5)
     assert info.value.status is None
+    assert len(seen) == 2  # 0.2 s then 0.4 s of backoff would pass the 0.5 s budget
 
 
 def test_detail_is_bounded():
