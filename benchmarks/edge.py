@@ -368,7 +368,8 @@ class VapiConnection(asyncio.Protocol):
         for opcode, payload in frames:
             if opcode == 0x2:
                 self.on_audio(payload)
-                self.transport.write(ws_frame(0x2, payload, masked=False))  # the "assistant"
+                if self.server.echo:  # the "assistant" talks all the time
+                    self.transport.write(ws_frame(0x2, payload, masked=False))
             elif opcode == 0x9:
                 self.transport.write(ws_frame(0xA, payload, masked=False))
             elif opcode == 0x8:
@@ -406,8 +407,9 @@ class VapiConnection(asyncio.Protocol):
 
 
 class FakeVapi:
-    def __init__(self, port: int, pcm16: bool, stats: Stats) -> None:
+    def __init__(self, port: int, pcm16: bool, stats: Stats, echo: bool) -> None:
         self.port = port
+        self.echo = echo
         self.pcm16 = pcm16
         self.stats = stats
         self.callers: dict[str, Caller] = {}
@@ -452,7 +454,7 @@ async def ticker(callers: list[Caller], stop: asyncio.Event) -> None:
 
 async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
     stats = Stats()
-    vapi = FakeVapi(args.vapi_port, args.mode == "pcm16", stats)
+    vapi = FakeVapi(args.vapi_port, args.mode == "pcm16", stats, echo=not args.no_echo)
     await vapi.start()
     loop = asyncio.get_running_loop()
     public_url = f"ws://127.0.0.1:{args.edge_port}"
@@ -587,6 +589,81 @@ async def naive_relay(port: int, vapi_base: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# In-process cost of one frame through the sans-I/O core (no sockets): CPU time, so it holds on
+# a shared machine where the socket-level latencies above do not.
+
+
+def _core_frame_costs(fmt: str, setup: list[str], media_text: str, cpu_us: Any) -> dict[str, float]:
+    from media_edge.core import Call, CallConfig
+    from media_edge.core.events import VapiAudio, VapiConnected
+    from media_edge.protocol import twilio as twilio_protocol
+
+    call = Call(CallConfig(TOKEN_SECRET, audio_format=fmt), now=0.0, epoch_offset_s=time.time())
+    for text in setup:
+        call.feed(twilio_protocol.parse(text), 0.0)
+    call.feed(VapiConnected("bench"), 0.0)
+    frame = bytes(160) if fmt == "mulaw" else bytes(640)
+    clock = [0.0]
+
+    def inbound() -> None:
+        clock[0] += 20.0
+        text = media_text.replace('"timestamp":"0"', f'"timestamp":"{int(clock[0])}"')
+        call.feed(twilio_protocol.parse(text), clock[0])
+
+    def outbound() -> None:
+        clock[0] += 20.0
+        call.feed(VapiAudio(frame), clock[0])
+
+    return {
+        "Twilio media: parse (JSON + base64 + checks)": cpu_us(
+            lambda: twilio_protocol.parse(media_text)
+        ),
+        "Twilio media: parse + Call.feed (gap fill, VAD, convert)": cpu_us(inbound),
+        "Vapi audio: Call.feed (frame, pace, media JSON, marks)": cpu_us(outbound),
+    }
+
+
+def core_costs(number: int = 20000) -> str:
+    def cpu_us(fn: Any) -> float:
+        fn()
+        runs = []
+        for _ in range(5):
+            start = time.process_time()
+            for _ in range(number):
+                fn()
+            runs.append((time.process_time() - start) / number * 1e6)
+        return float(np.median(runs))
+
+    caller = Caller.__new__(Caller)  # only for its message texts
+    caller.stream_sid, caller.call_sid, caller.sent_at = "MZ" + "0" * 32, "CA" + "0" * 32, []
+    texts: list[str] = []
+    caller.send_text = texts.append  # type: ignore[method-assign]
+    caller.start()
+    caller.send_media()
+    media_text = texts[-1]
+    rows = ["| per 20 ms frame | mulaw µs | pcm16 µs |", "|---|---:|---:|"]
+    cells: dict[str, list[float]] = {}
+    for fmt in ("mulaw", "pcm16"):
+        costs = _core_frame_costs(fmt, texts[:2], media_text, cpu_us)
+        for name, value in costs.items():
+            cells.setdefault(name, []).append(value)
+    naive_in = cpu_us(lambda: base64.b64decode(json.loads(media_text)["media"]["payload"]))
+    naive_out = cpu_us(
+        lambda: json.dumps(
+            {
+                "event": "media",
+                "streamSid": "MZ",
+                "media": {"payload": base64.b64encode(bytes(160)).decode()},
+            }
+        )
+    )
+    rows += [f"| {name} | {a:.1f} | {b:.1f} |" for name, (a, b) in cells.items()]
+    rows.append(f"| naive relay, in: `json.loads` + `b64decode` | {naive_in:.1f} | |")
+    rows.append(f"| naive relay, out: `b64encode` + `json.dumps` | {naive_out:.1f} | |")
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------
 # Orchestration
 
 
@@ -653,7 +730,9 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
     raise RuntimeError(f"edge ({variant}) did not start; see {log}")
 
 
-def run_point(variant: str, calls: int, window: float, log_dir: Path) -> dict[str, Any]:
+def run_point(
+    variant: str, calls: int, window: float, log_dir: Path, echo: bool = True
+) -> dict[str, Any]:
     edge_port, vapi_port = free_port(), free_port()
     edge = start_edge(variant, edge_port, vapi_port, log_dir / f"edge-{variant}-{calls}.log")
     try:
@@ -674,6 +753,7 @@ def run_point(variant: str, calls: int, window: float, log_dir: Path) -> dict[st
             str(vapi_port),
             "--edge-pid",
             str(edge.pid),
+            *([] if echo else ["--no-echo"]),
         ]
         gen = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE)  # noqa: S603
         pin(gen.pid, 1)
@@ -715,6 +795,8 @@ def main() -> None:
         "--variants", nargs="+", default=["naive", "mulaw", "pcm16", "mulaw+uvloop", "pcm16+uvloop"]
     )
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-echo", action="store_true", help="fake Vapi stays silent")
+    parser.add_argument("--core", action="store_true", help="only the in-process core costs")
     parser.add_argument("--mode", default="mulaw", help=argparse.SUPPRESS)
     parser.add_argument("--edge-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--vapi-port", type=int, help=argparse.SUPPRESS)
@@ -732,12 +814,16 @@ def main() -> None:
         args.calls = args.calls[0]
         print(json.dumps(asyncio.run(loadgen(args))))
         return
+    if args.core:
+        print(core_costs())
+        return
     log_dir = Path(tempfile.gettempdir()) / "voicebridge-bench-edge"
     log_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for calls in args.calls:
         for variant in args.variants:
-            result = run_point(variant, calls, args.window, log_dir)
+            result = run_point(variant, calls, args.window, log_dir, echo=not args.no_echo)
+            result["echo"] = not args.no_echo
             print(json.dumps(result), flush=True)
             results.append(result)
     print()
