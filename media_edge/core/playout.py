@@ -2,7 +2,8 @@
 
 Twilio plays whatever it has buffered, even after the caller interrupts, unless we send
 ``clear``; so we keep at most ``lead_ms`` buffered there. We estimate when Twilio's buffer runs
-dry (``play_end``) and send a frame whenever it holds <= ``lead_ms - 20``. Marks (one per
+dry (``play_end``) and top it up whenever it holds <= ``lead_ms - 40``, two 20 ms frames per
+message (one when the lead is under 80 ms): half the messages for the same audio. Marks (one per
 ``MARK_EVERY_FRAMES`` frames and one whenever our queue empties) say what has really played;
 after a ``clear`` Twilio echoes every pending mark anyway, so cleared mark names are remembered
 and their audio is counted as not played.
@@ -19,10 +20,12 @@ from media_edge.protocol.twilio import TwilioWriter
 MARK_EVERY_FRAMES = 10  # 200 ms: enough resolution for "what played" at 1/10 the mark traffic
 MAX_QUEUE_FRAMES = 1500  # 30 s of assistant audio ahead of the caller: beyond that, drop
 MAX_BACKSTOP_SLACK_MS = 40
+BATCH_FROM_LEAD_MS = 80  # with this much lead, send 40 ms per message: half the messages
 
 
 class Playout:
     __slots__ = (
+        "_batch",
         "_cleared",
         "_lead",
         "_marks",
@@ -42,7 +45,8 @@ class Playout:
         self._writer = writer
         self._lead = max(FRAME_MS, lead_ms)
         # The timer is only a backstop: inbound media (every 20 ms) normally drives pump().
-        self._slack = min(MAX_BACKSTOP_SLACK_MS, (self._lead - FRAME_MS) // 2)
+        self._batch = 2 if self._lead >= BATCH_FROM_LEAD_MS else 1
+        self._slack = min(MAX_BACKSTOP_SLACK_MS, (self._lead - self._batch * FRAME_MS) // 2)
         self._queue: deque[bytes] = deque()
         self._marks: deque[tuple[str, int]] = deque()  # (name, frames since previous mark)
         self._cleared: set[str] = set()
@@ -85,7 +89,7 @@ class Playout:
         if ahead < 0.0:
             ahead = 0.0
         n = int((self._lead - ahead) // FRAME_MS)
-        if n <= 0:
+        if n < self._batch and (n <= 0 or len(queue) >= self._batch):
             return 0
         if n >= len(queue):
             n = len(queue)
@@ -106,7 +110,7 @@ class Playout:
         """When the timer must pump if nothing else does (None: nothing queued)."""
         if not self._queue:
             return None
-        return self.play_end - self._lead + FRAME_MS + self._slack
+        return self.play_end - self._lead + self._batch * FRAME_MS + self._slack
 
     def on_mark(self, name: str, now: float) -> None:
         """Twilio echoed a mark: the audio before it played (unless we had cleared it).
