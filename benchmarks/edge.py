@@ -462,7 +462,7 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
     callers: list[Caller] = []
     stop = asyncio.Event()
     tick_task = asyncio.create_task(ticker(callers, stop))
-    ramp = max(1.0, args.calls / 100)  # 100 new calls per second
+    ramp = max(1.0, args.calls / 50)  # 50 new calls per second
     for i in range(args.calls):
         caller = Caller(i, args.edge_port, public_url, stats)
         vapi.callers[caller.call_sid] = caller
@@ -471,8 +471,8 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(ramp / args.calls)
     # Audio starts once every call is bridged (media before that is dropped by design), all
     # at once but spread over the 10 send phases; the ramp itself stays cheap and reliable.
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(30):
+    with contextlib.suppress(TimeoutError):  # well inside the edge's 30 s idle timeout
+        async with asyncio.timeout(12):
             await vapi.all_bridged.wait()
     await asyncio.sleep(0.5)
     live = [c for c in callers if c.bridged]
