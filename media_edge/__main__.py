@@ -41,7 +41,14 @@ def main() -> int:
     except ConfigError as exc:
         print(f"media_edge: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except OSError as exc:  # e.g. the port is taken: one line, not a traceback
+        print(
+            f"media_edge: cannot serve on {settings.edge_host}:{settings.edge_port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

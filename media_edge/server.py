@@ -93,17 +93,22 @@ class EdgeServer:
             metrics=self.metrics,
             logger=self._logger,
         )
-        self._server = await serve(
-            self._handle,
-            settings.edge_host,
-            settings.edge_port,
-            process_request=self._process_request,
-            max_size=MAX_TWILIO_FRAME_BYTES,
-            compression=None,  # Twilio does not negotiate it; it would only cost CPU
-            ping_interval=PING_INTERVAL_S,
-            ping_timeout=PING_TIMEOUT_S,
-            close_timeout=CLOSE_TIMEOUT_S,
-        )
+        try:
+            self._server = await serve(
+                self._handle,
+                settings.edge_host,
+                settings.edge_port,
+                process_request=self._process_request,
+                max_size=MAX_TWILIO_FRAME_BYTES,
+                compression=None,  # Twilio does not negotiate it; it would only cost CPU
+                ping_interval=PING_INTERVAL_S,
+                ping_timeout=PING_TIMEOUT_S,
+                close_timeout=CLOSE_TIMEOUT_S,
+            )
+        except OSError:
+            await self._http.aclose()
+            self._http = None
+            raise
         self._background.append(asyncio.create_task(self._flush_metrics()))
         if settings.ecs_agent_uri:
             self._protection = TaskProtection(self._http, settings.ecs_agent_uri, self._logger)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -44,11 +45,14 @@ def edge_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_edge(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "media_edge"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
 def test_bad_config_exits_2_with_one_line():
     env = edge_env(EDGE_AUDIO_FORMAT="opus")
-    result = subprocess.run(
-        [sys.executable, "-m", "media_edge"], env=env, capture_output=True, text=True, timeout=60
-    )
+    result = run_edge(env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "media_edge: EDGE_AUDIO_FORMAT is invalid: must be one of mulaw, pcm16, got 'opus'"
@@ -58,11 +62,20 @@ def test_bad_config_exits_2_with_one_line():
 def test_missing_secret_exits_2():
     env = edge_env()
     del env["STREAM_TOKEN_SECRET"]
-    result = subprocess.run(
-        [sys.executable, "-m", "media_edge"], env=env, capture_output=True, text=True, timeout=60
-    )
+    result = run_edge(env)
     assert result.returncode == 2
     assert "STREAM_TOKEN_SECRET is required" in result.stderr
+
+
+def test_port_in_use_is_one_line_not_a_traceback():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = edge_env(EDGE_PORT=str(taken.getsockname()[1]))
+        result = run_edge(env)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("media_edge: cannot serve on 127.0.0.1:")
 
 
 async def read_port(proc: asyncio.subprocess.Process) -> int:
