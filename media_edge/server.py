@@ -80,7 +80,7 @@ class EdgeServer:
         settings = self.settings
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(10.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),  # call bursts
         )
         self._ctx = EdgeContext(
             call_config=self._config,
