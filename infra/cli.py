@@ -12,6 +12,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+import httpx
+
 from infra.audio import load_wav, sample
 from infra.caller import (
     CallerConfig,
@@ -99,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         hangup_mid_reply=args.hangup_mid_reply,
         dtmf=args.dtmf,
     )
-    report = asyncio.run(run_call(config, steps))
+    try:
+        report = asyncio.run(run_call(config, steps))
+    except httpx.HTTPError as exc:
+        print(f"voicebridge call: cannot reach {config.api_url}: {exc}", file=sys.stderr)
+        return 2
     print(render.timeline(report))
     print()
     print(render.latency_table(report))

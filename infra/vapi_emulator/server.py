@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -54,6 +55,7 @@ log = logging.getLogger("vapi-emulator")
 MAX_BODY = 1 << 20
 ORG_ID = "org-emulator"
 TICK_S = 0.02
+HISTORY = 2000  # requests, webhooks and ended calls kept for inspection (bounded for make run)
 WebhookAuth = Literal["hmac", "secret", "bearer", "none"]
 
 
@@ -119,8 +121,8 @@ class VapiEmulator:
         self.concurrency_limit = concurrency_limit
         self.assistants: dict[str, dict[str, Any]] = {}
         self.calls: dict[str, EmulatedCall] = {}
-        self.requests: list[Captured] = []
-        self.webhooks_sent: list[tuple[int, dict[str, Any]]] = []
+        self.requests: deque[Captured] = deque(maxlen=HISTORY)
+        self.webhooks_sent: deque[tuple[int, dict[str, Any]]] = deque(maxlen=HISTORY)
         self._port = port
         self._http: AsgiServer | None = None
         self._ws: Server | None = None
@@ -289,6 +291,7 @@ class VapiEmulator:
             if key in body:
                 record[key] = body[key]
         call = EmulatedCall(record, assistant, self._script_for(body))
+        self._forget_old_calls()
         self.calls[call_id] = call
         self._spawn(call, self._send_webhooks(call))
         call.expiry = self._spawn(call, self._expire_unconnected(call))
@@ -301,6 +304,15 @@ class VapiEmulator:
         if call is None:
             return _error(404, "Couldn't Get Call. Call Not Found.")
         return JSONResponse(call.record)
+
+    def _forget_old_calls(self) -> None:
+        ended = [
+            call_id
+            for call_id, call in self.calls.items()
+            if call.machine and call.machine.closed and not call.tasks
+        ]
+        for call_id in ended[: max(0, len(ended) - HISTORY // 4)]:
+            del self.calls[call_id]
 
     def _script_for(self, body: dict[str, Any]) -> Script:
         overrides = body.get("assistantOverrides") or {}

@@ -76,5 +76,6 @@ def record_when(stack, call_sid, predicate, limit_s=10.0):
     try:
         eventually(check, limit_s, "call record")
     except AssertionError:
-        raise AssertionError(f"record never matched: {found}") from None
+        worker = [line for line in stack.logs("worker") if call_sid in line]
+        raise AssertionError(f"record never matched: {found}\nworker log: {worker}") from None
     return found["body"]
