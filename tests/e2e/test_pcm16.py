@@ -1,0 +1,41 @@
+"""The same call with the edge in pcm16 mode: 16 kHz linear PCM to Vapi, resampled both ways."""
+
+import pytest
+
+from infra.local import LocalStack, StackOptions
+from tests.e2e.helpers import EDGE_ENV, FAST, assert_no_leaks, call, record_when, talk
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def pcm16_stack():
+    options = StackOptions(
+        api_port=0,
+        edge_port=0,
+        quiet=True,
+        environ={},
+        script=FAST,
+        overrides={**EDGE_ENV, "EDGE_AUDIO_FORMAT": "pcm16"},
+    )
+    with LocalStack(options) as stack:
+        yield stack
+
+
+async def test_pcm16_call(pcm16_stack):
+    stack = pcm16_stack
+    baseline = stack.stack_tasks()
+    report = await call(stack, talk())
+    assert report.protocol_errors == []
+    assert report.first_audio_ms is not None
+    assert len(report.response_ms) == 1  # the caller's speech survived 8 -> 16 kHz and back
+    transport = next(iter(stack.vapi.calls.values())).record["transport"]
+    assert transport["audioFormat"] == {
+        "format": "pcm_s16le",
+        "container": "raw",
+        "sampleRate": 16000,
+    }
+    emulated = next(iter(stack.vapi.calls.values()))
+    assert emulated.machine.turns == 1
+    record_when(stack, report.call_sid, lambda r: r.get("call_status") == "completed")
+    assert_no_leaks(stack, baseline)
