@@ -66,6 +66,16 @@ def parse_emf(line: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and "_aws" in record else None
 
 
+def _is_json_object(line: str) -> bool:
+    """A whole JSON object on one line (a structured log or metric, not pretty-printed output)."""
+    if not (line.startswith("{") and line.endswith("}")):
+        return False
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
 class EmfSink:
     """Collects EMF records from every component (thread-safe)."""
 
@@ -156,11 +166,12 @@ class StdoutTap:
             lines = (self._partial + text).split("\n")
             self._partial = lines.pop()
         for line in lines:
-            if line.startswith("{") and parse_emf(line) is None:
-                self.lines.append(line)
-            if not line.startswith("{"):
+            if not _is_json_object(line):
                 self._original.write(line + "\n")
-            elif not self._quiet:  # quiet drops JSON logs and metrics; else label them
+                continue
+            if parse_emf(line) is None:
+                self.lines.append(line)
+            if not self._quiet:  # quiet drops JSON logs and metrics; else label them
                 self._original.write(f"[edge] {line}\n")
         return len(text)
 
