@@ -428,6 +428,14 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def proc_runq_wait_s(pid: int) -> float:
+    """Time the process was runnable but waiting for a CPU (schedstat): contention, not work."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def proc_rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -480,11 +488,13 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
         caller.sending = True
     await asyncio.sleep(3.0)  # settle: first frames, resampler and playout warm-up
     cpu0, me0, wall0 = proc_cpu_s(args.edge_pid), time.process_time(), time.perf_counter()
+    wait0 = proc_runq_wait_s(args.edge_pid)
     stats.window = (wall0, wall0 + args.window)
     sent0 = sum(len(c.sent_at) for c in callers)
     await asyncio.sleep(args.window)
     wall1 = time.perf_counter()
     cpu1, me1 = proc_cpu_s(args.edge_pid), time.process_time()
+    wait1 = proc_runq_wait_s(args.edge_pid)
     rss1 = proc_rss_kb(args.edge_pid)
     stats.frames_sent = sum(len(c.sent_at) for c in callers) - sent0
     await asyncio.sleep(0.5)  # the last frames in flight
@@ -505,6 +515,7 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
         "window_s": round(elapsed, 2),
         "edge_cpu_pct": round((cpu1 - cpu0) / elapsed * 100, 1),
         "edge_cpu_pct_per_call": round((cpu1 - cpu0) / elapsed * 100 / max(1, len(live)), 4),
+        "edge_runq_wait_pct": round((wait1 - wait0) / elapsed * 100, 1),
         "edge_rss_mb": round(rss1 / 1024, 1),
         "edge_rss_kb_per_call": round((rss1 - rss0) / max(1, len(live)), 1),
         "loadgen_cpu_pct": round((me1 - me0) / elapsed * 100, 1),
