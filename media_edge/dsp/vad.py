@@ -4,9 +4,10 @@ Runs on every inbound 20 ms frame of every call, so it costs a few numpy calls p
 mu-law path decodes by a float64 table straight into the energy sum (no int16 detour).
 
 Chosen by measurement (BENCHMARKS.md, "DSP"): on a labelled speech + noise corpus this detector
-matches webrtcvad in stationary noise down to ~5 dB SNR at a fraction of its cost, while Silero
-is more accurate but ~50x dearer. The edge only uses it for metrics (speech end -> response
-latency) and optional local barge-in; Vapi does the real endpointing.
+is level with webrtcvad on average (better in pink noise and at low SNR, worse in babble) at
+the same cost once the dBFS level webrtcvad does not give is counted, with no compiled
+dependency; Silero is more accurate but ~20x dearer. The edge uses it for metrics (speech end
+-> response latency) and optional local barge-in; Vapi does the real endpointing.
 """
 
 from __future__ import annotations
