@@ -49,6 +49,8 @@ class StackOptions:
     quiet: bool = False  # don't echo component logs (tests, the demo)
     environ: dict[str, str] | None = None  # None: this process's environment
     overrides: dict[str, str] = field(default_factory=dict)  # e.g. EDGE_IDLE_TIMEOUT_SECONDS
+    aws_prefix: str = "voicebridge"  # table/queue names; moto's state is per process, so two
+    # stacks in one process (tests) need different prefixes
 
 
 class StackError(RuntimeError):
@@ -138,7 +140,7 @@ class LocalStack:
         inherited = dict(os.environ if options.environ is None else options.environ)
         user = {k: v for k, v in inherited.items() if k in ENV_NAMES}
         base = {k: v for k, v in inherited.items() if k not in ENV_NAMES}
-        aws = self._exit.enter_context(embedded_aws())
+        aws = self._exit.enter_context(embedded_aws(prefix=options.aws_prefix))
         generated = {
             "TWILIO_ACCOUNT_SID": f"AC{secrets.token_hex(16)}",
             "TWILIO_AUTH_TOKEN": secrets.token_hex(16),

@@ -1,4 +1,5 @@
-"""One local stack for the end-to-end suite (started once, ~4 s), with leak checks per test."""
+"""One local stack for the end-to-end package (started once, ~4 s; stopped before other
+packages run, so moto's per-process state is theirs again), with leak checks per test."""
 
 import pytest
 
@@ -6,10 +7,16 @@ from infra.local import LocalStack, StackOptions
 from tests.e2e.helpers import EDGE_ENV, FAST, assert_no_leaks
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack():
     options = StackOptions(
-        api_port=0, edge_port=0, quiet=True, environ={}, script=FAST, overrides=EDGE_ENV
+        api_port=0,
+        edge_port=0,
+        quiet=True,
+        environ={},
+        script=FAST,
+        overrides=EDGE_ENV,
+        aws_prefix="e2e",
     )
     with LocalStack(options) as running:
         yield running

@@ -17,6 +17,7 @@ def pcm16_stack():
         environ={},
         script=FAST,
         overrides={**EDGE_ENV, "EDGE_AUDIO_FORMAT": "pcm16"},
+        aws_prefix="e2e-pcm16",
     )
     with LocalStack(options) as stack:
         yield stack
