@@ -47,7 +47,7 @@ class StackOptions:
     edge_port: int = 8080
     script: Script = field(default_factory=Script)
     quiet: bool = False  # don't echo component logs (tests, the demo)
-    environ: dict[str, str] | None = None  # None: this process's environment
+    environ: dict[str, str] | None = None  # voicebridge settings; None: this environment's
     overrides: dict[str, str] = field(default_factory=dict)  # e.g. EDGE_IDLE_TIMEOUT_SECONDS
     aws_prefix: str = "voicebridge"  # table/queue names; moto's state is per process, so two
     # stacks in one process (tests) need different prefixes
@@ -137,9 +137,9 @@ class LocalStack:
         options = self.options
         self._tap.install()
         self._emf_hook.install()
-        inherited = dict(os.environ if options.environ is None else options.environ)
-        user = {k: v for k, v in inherited.items() if k in ENV_NAMES}
-        base = {k: v for k, v in inherited.items() if k not in ENV_NAMES}
+        settings_source = os.environ if options.environ is None else options.environ
+        user = {k: v for k, v in settings_source.items() if k in ENV_NAMES}
+        base = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}  # PATH, HOME, ...
         aws = self._exit.enter_context(embedded_aws(prefix=options.aws_prefix))
         generated = {
             "TWILIO_ACCOUNT_SID": f"AC{secrets.token_hex(16)}",
@@ -176,8 +176,8 @@ class LocalStack:
             }
         )
         if not real_vapi:
-            self.assistant_id = self._default_assistant(env)
-            env["VAPI_ASSISTANT_ID"] = self.assistant_id
+            env["VAPI_ASSISTANT_ID"] = self._default_assistant(env)
+        self.assistant_id = env.get("VAPI_ASSISTANT_ID", "(VAPI_ASSISTANT_ID is not set)")
         self.env = env
         child_env = {**base, **env}
 

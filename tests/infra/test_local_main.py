@@ -12,16 +12,18 @@ from infra.asgi import bind
 from voicebridge.config import ENV_NAMES
 
 
-def free_port():
-    sock = bind()
+def free_ports(count):
+    """Distinct free ports (all held open while choosing, so no two are the same)."""
+    socks = [bind() for _ in range(count)]
     try:
-        return sock.getsockname()[1]
+        return [sock.getsockname()[1] for sock in socks]
     finally:
-        sock.close()
+        for sock in socks:
+            sock.close()
 
 
 def test_make_run_serves_and_stops_on_ctrl_c():
-    api_port, edge_port = free_port(), free_port()
+    api_port, edge_port = free_ports(2)
     env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
     env.update({"API_PORT": str(api_port), "EDGE_PORT": str(edge_port), "PYTHONUNBUFFERED": "1"})
     process = subprocess.Popen(
@@ -41,8 +43,8 @@ def test_make_run_serves_and_stops_on_ctrl_c():
             if "voicebridge call" in line:
                 break
         text = "".join(banner)
-        assert f"http://127.0.0.1:{api_port}" in text
-        assert f"ws://127.0.0.1:{edge_port}/media" in text
+        assert f"http://127.0.0.1:{api_port}" in text, text
+        assert f"ws://127.0.0.1:{edge_port}/media" in text, text
         assert httpx.get(f"http://127.0.0.1:{api_port}/health").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{edge_port}/health").status_code == 200
         process.send_signal(signal.SIGINT)
