@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from infra.audio import load_wav, sample
+from infra.audio import load_wav, sample, synth_speech
 from infra.caller import (
     CallerConfig,
     Dtmf,
@@ -65,7 +65,9 @@ def _call_parser(sub: argparse._SubParsersAction) -> None:
     call.add_argument("--twilio-api", help="local Twilio REST emulator URL (hang-ups, transfers)")
     call.add_argument("--from", dest="from_number", default="+15550100001")
     call.add_argument("--to", dest="to_number", default="+15550100002")
-    call.add_argument("--audio", type=Path, help="caller speech, mono 16-bit WAV (default: sample)")
+    voice = call.add_mutually_exclusive_group()
+    voice.add_argument("--audio", type=Path, help="caller speech WAV (mono 16-bit)")
+    voice.add_argument("--synth", type=float, metavar="S", help="generated speech-like audio, S s")
     call.add_argument("--turns", type=int, default=1, help="caller utterances (default 1)")
     call.add_argument("--barge-in-after", type=float, help="talk over the last reply after S s")
     call.add_argument("--hangup-mid-reply", action="store_true", help="hang up while it talks")
@@ -82,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _call_parser(sub)
     args = parser.parse_args(argv)
-    audio = load_wav(args.audio) if args.audio else sample("caller_utterance")
+    if args.synth:
+        audio = synth_speech(args.synth, seed=1)
+    else:
+        audio = load_wav(args.audio) if args.audio else sample("caller_utterance")
     config = CallerConfig(
         api_url=args.api_url.rstrip("/"),
         auth_token=args.auth_token,

@@ -1,0 +1,50 @@
+"""``voicebridge call``: the caller's script from the flags, and a clear failure without an API."""
+
+from infra.audio import synth_speech
+from infra.caller import Dtmf, Hangup, Pause, Say, WaitForSilence, WaitForSpeech
+from infra.cli import conversation, main
+
+
+def test_conversation_with_barge_in_and_dtmf():
+    audio = synth_speech(0.5)
+    steps = conversation(audio, turns=2, barge_in_after=0.8, dtmf="5")
+    kinds = [type(step) for step in steps]
+    assert kinds == [
+        WaitForSilence,
+        Say,
+        Dtmf,
+        WaitForSpeech,
+        WaitForSilence,  # turn 1
+        Say,
+        WaitForSpeech,
+        Pause,
+        Say,
+        WaitForSpeech,
+        WaitForSilence,  # turn 2 + barge-in
+        Hangup,
+    ]
+    assert steps[7].ms == 800
+    assert steps[8].barge_in
+
+
+def test_hangup_mid_reply_ends_while_the_assistant_talks():
+    steps = conversation(synth_speech(0.5), hangup_mid_reply=True)
+    assert [type(s) for s in steps[-4:]] == [Say, WaitForSpeech, Pause, Hangup]
+
+
+def test_unreachable_api_is_one_line_and_status_2(capsys):
+    code = main(
+        [
+            "call",
+            "--api-url",
+            "http://127.0.0.1:9",
+            "--auth-token",
+            "t",
+            "--account-sid",
+            "AC1",
+            "--synth",
+            "0.2",
+        ]
+    )
+    assert code == 2
+    assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
