@@ -113,9 +113,14 @@ class EdgeServer:
         if settings.ecs_agent_uri:
             self._protection = TaskProtection(self._http, settings.ecs_agent_uri, self._logger)
             self._background.append(asyncio.create_task(self._protection.run()))
+        loop = type(asyncio.get_running_loop())
         self._logger.info(
             "edge listening",
-            extra={"port": self.port, "audioFormat": self._config.audio_format},
+            extra={
+                "port": self.port,
+                "audioFormat": self._config.audio_format,
+                "eventLoop": f"{loop.__module__}.{loop.__name__}",
+            },
         )
         return self.port
 

@@ -117,6 +117,7 @@ _VARS: tuple[_Var, ...] = (
     _Var("EDGE_MAX_CALLS", _int(1, 100_000), "1000"),
     _Var("EDGE_LOCAL_BARGE_IN", _bool, "false"),
     _Var("EDGE_DTMF_TO_VAPI", _bool, "true"),
+    _Var("EDGE_UVLOOP", _bool, "false"),
     _Var("EDGE_FALLBACK_NUMBER", lambda v: next(iter(_allowlist(v).values()), "")),
     _Var("DRAIN_SECONDS", _int(0, 7200), "110"),
     _Var("ECS_AGENT_URI", _url("http", "https")),
@@ -180,6 +181,7 @@ class Settings:
     edge_max_calls: int = 1000
     edge_local_barge_in: bool = False
     edge_dtmf_to_vapi: bool = True
+    edge_uvloop: bool = False
     edge_fallback_number: str | None = None
     drain_seconds: int = 110
     ecs_agent_uri: str | None = None

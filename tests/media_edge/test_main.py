@@ -78,14 +78,38 @@ def test_port_in_use_is_one_line_not_a_traceback():
     assert line.startswith("media_edge: cannot serve on 127.0.0.1:")
 
 
-async def read_port(proc: asyncio.subprocess.Process) -> int:
+async def test_uvloop_is_opt_in():
+    for flag, expected in (("false", "asyncio"), ("true", "uvloop")):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "media_edge",
+            env=edge_env(EDGE_UVLOOP=flag),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            line = await read_listening(proc)
+            assert line["eventLoop"].startswith(expected)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(WAIT_S):
+                assert await proc.wait() == 0
+            await proc.communicate()
+
+
+async def read_listening(proc: asyncio.subprocess.Process) -> dict:
     assert proc.stdout is not None
     async with asyncio.timeout(WAIT_S):
         while True:
             line = await proc.stdout.readline()
             assert line, "the edge exited before listening"
             if b'"edge listening"' in line:
-                return int(json.loads(line)["port"])
+                return json.loads(line)
+
+
+async def read_port(proc: asyncio.subprocess.Process) -> int:
+    return int((await read_listening(proc))["port"])
 
 
 async def test_sigterm_drains_live_calls_then_exits_cleanly():
