@@ -102,7 +102,6 @@ class SimulatedCall:
         self._playout = Playout()
         self._ws: ClientConnection | None = None
         self._http: httpx.AsyncClient | None = None
-        self._t0 = 0.0
         self._seq = 0
         self._frame = 0
         self._speaking: list[np.ndarray] = []  # caller audio queued to send
@@ -115,6 +114,7 @@ class SimulatedCall:
         self._says: list[tuple[int, int, bool]] = []  # (first frame, last frame, barge_in)
         self._clears: list[int] = []  # frame index of each clear
         self._callbacks: list[tuple[str, dict[str, str]]] = []
+        self._outbox: asyncio.Queue[tuple[str, dict[str, str], str] | None] = asyncio.Queue()
         self._callback_seq = 0
         self._answered_at = 0.0
         self._stream_callback: str | None = None
@@ -151,32 +151,42 @@ class SimulatedCall:
         self._ended = asyncio.get_running_loop().create_future()
         async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=10.0)) as http:
             self._http = http
-            await self._register()
-            await self._status_callback("initiated")
-            await self._status_callback("ringing")
-            document = await self._voice_webhook()
-            instruction = None
-            if document is not None:
-                try:
-                    parsed = twiml_parser.parse(document)
-                except twiml_parser.TwimlError as exc:
-                    self.report.protocol_errors.append(f"TwiML: {exc}")
-                else:
-                    instruction = parsed.stream
-                    if instruction is None:
-                        self._log(f"TwiML without <Connect><Stream>: says {parsed.say!r}")
-            if instruction is not None:
-                self._answered_at = time.monotonic()
-                await self._status_callback("in-progress")
-                await self._stream(instruction)
-            self.report.ended_by = self.report.ended_by or "no-stream"
-            await self._unregister()
-            await self._status_callback("completed")
-            await self._flush_callbacks()
+            sender = asyncio.create_task(self._send_callbacks())
+            try:
+                await self._place_call()
+                self._outbox.put_nowait(None)
+                await sender
+                await self._flush_callbacks()
+            finally:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
         if config.heard_wav is not None:
             write_wav(config.heard_wav, self.report.heard_pcm())
         self._measure()
         return self.report
+
+    async def _place_call(self) -> None:
+        await self._register()
+        await self._status_callback("initiated")
+        await self._status_callback("ringing")
+        document = await self._voice_webhook()
+        instruction = None
+        if document is not None:
+            try:
+                parsed = twiml_parser.parse(document)
+            except twiml_parser.TwimlError as exc:
+                self.report.protocol_errors.append(f"TwiML: {exc}")
+            else:
+                instruction = parsed.stream
+                if instruction is None:
+                    self._log(f"TwiML without <Connect><Stream>: says {parsed.say!r}")
+        if instruction is not None:
+            self._answered_at = time.monotonic()
+            await self._status_callback("in-progress")
+            await self._stream(instruction)
+        self.report.ended_by = self.report.ended_by or "no-stream"
+        await self._unregister()
+        await self._status_callback("completed")
 
     async def _register(self) -> None:
         """Tell the local Twilio REST emulator this call exists (real Twilio just knows)."""
@@ -256,10 +266,15 @@ class SimulatedCall:
         await self._callback(self._stream_callback, params, event)
 
     async def _callback(self, url: str, params: dict[str, str], label: str) -> None:
+        """Queue a callback: Twilio posts them on its own, never holding up the media."""
         if self.config.status_order == "inorder":
-            await self._post_callback(url, params, label)
+            self._outbox.put_nowait((url, params, label))
         else:
             self._callbacks.append((url, params))
+
+    async def _send_callbacks(self) -> None:
+        while (item := await self._outbox.get()) is not None:
+            await self._post_callback(*item)
 
     async def _post_callback(self, url: str, params: dict[str, str], label: str) -> None:
         assert self._http is not None
@@ -297,7 +312,6 @@ class SimulatedCall:
             await self._stream_status("stream-error")
             return
         self._ws = ws
-        self._t0 = time.monotonic()
         await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         await self._send(
             {
