@@ -559,3 +559,19 @@ async def test_a_bug_in_one_call_ends_that_call_only(stack, monkeypatch):
     assert edge.metrics._errors == {"internal_error": 1}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}") as client:
         assert (await client.get("/health")).status_code == 200
+
+
+async def test_full_edge_is_not_ready_and_refuses_new_streams(stack):
+    await stack.start(env={"EDGE_MAX_CALLS": "1"})
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}") as client:
+            assert (await client.get("/ready")).status_code == 503
+        with pytest.raises(InvalidStatus) as info:
+            await connect(f"ws://127.0.0.1:{stack.port}/media", additional_headers=sig_headers())
+        assert info.value.response.status_code == 503
+        await caller.stop()
+        await caller.closed()
+    await until(lambda: stack.edge.active_calls == 0)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}") as client:
+        assert (await client.get("/ready")).status_code == 200
