@@ -10,7 +10,12 @@ from infra.vapi_emulator import Script
 # Short turns keep the suite fast; the behaviour is the same as in the demo.
 FAST = Script(greeting_ms=1000, think_ms=100, end_of_turn_ms=300, reply_max_ms=1000)
 UTTERANCE = sample("caller_utterance")[:8000]  # 1 s of speech
-EDGE_ENV = {"METRICS_FLUSH_SECONDS": "1", "EDGE_IDLE_TIMEOUT_SECONDS": "10", "DRAIN_SECONDS": "0"}
+EDGE_ENV = {
+    "METRICS_FLUSH_SECONDS": "1",
+    "EDGE_IDLE_TIMEOUT_SECONDS": "10",
+    "DRAIN_SECONDS": "0",
+    "TRANSFER_ALLOWLIST": "sales=+15550100009",
+}
 
 
 def eventually(predicate, limit_s=10.0, what="condition"):

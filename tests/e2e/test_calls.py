@@ -167,6 +167,22 @@ async def test_dtmf_tool_call_ends_the_call_through_twilio_rest(clean_stack):
     assert twilio_call.updates == [{"Status": "completed"}]
 
 
+async def test_transfer_tool_redirects_the_live_call(clean_stack):
+    stack = clean_stack
+    call_sid = sid()
+    tool = ToolScript("transfer_call", {"destination": "sales"}, after_turn=1)
+    stack.vapi.scripts[call_sid] = Script(
+        greeting_ms=800, think_ms=100, end_of_turn_ms=300, tool=tool
+    )
+    steps = [WaitForSilence(silence_ms=400), Say(UTTERANCE), Pause(10_000), Hangup()]
+    report = await call(stack, steps, call_sid=call_sid)
+    assert_clean(report)
+    assert report.ended_by == "rest-redirected", report.timeline
+    (update,) = stack.twilio.calls[call_sid].updates
+    assert "<Dial" in update["Twiml"]
+    assert "+15550100009" in update["Twiml"]
+
+
 async def test_twenty_concurrent_calls(clean_stack):
     stack = clean_stack
     reports = await asyncio.gather(*(call(stack, talk()) for _ in range(20)))
