@@ -45,7 +45,7 @@ class AsgiServer:
                 lifespan=lifespan,
                 log_level="warning",
                 access_log=False,
-                ws="websockets-sansio",
+                ws="none",  # HTTP only: websockets are served by the websockets library
                 timeout_graceful_shutdown=2,
                 **config,
             )
