@@ -107,7 +107,7 @@ class FakeVapi:
         return [json.loads(body) for method, path, _, body in self.http.requests if path == "/call"]
 
     async def start(self) -> str:
-        self._ws = await serve(self._transport, "127.0.0.1", 0, compression=None)
+        self._ws = await serve(self._transport, "127.0.0.1", 0, compression=None, close_timeout=1)
         self._ws_port = self._ws.sockets[0].getsockname()[1]
         return await self.http.start()
 
