@@ -346,7 +346,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         with LocalStack() as stack:
-            print(banner(stack), flush=True)
+            sys.stdout.write(banner(stack) + "\n")  # one write: no log line lands inside it
+            sys.stdout.flush()
             while not stop.wait(0.5):
                 pass
             print("stopping...", flush=True)

@@ -162,21 +162,24 @@ class StdoutTap:
             sys.stdout = self._original
 
     def write(self, text: str) -> int:
+        # One lock for the split and the writes: several threads print (the edge's loop, the
+        # children's output readers) and a TextIOWrapper loses data under concurrent writes.
         with self._lock:
             lines = (self._partial + text).split("\n")
             self._partial = lines.pop()
-        for line in lines:
-            if not _is_json_object(line):
-                self._original.write(line + "\n")
-                continue
-            if parse_emf(line) is None:
-                self.lines.append(line)
-            if not self._quiet:  # quiet drops JSON logs and metrics; else label them
-                self._original.write(f"[edge] {line}\n")
+            for line in lines:
+                if not _is_json_object(line):
+                    self._original.write(line + "\n")
+                    continue
+                if parse_emf(line) is None:
+                    self.lines.append(line)
+                if not self._quiet:  # quiet drops JSON logs and metrics; else label them
+                    self._original.write(f"[edge] {line}\n")
         return len(text)
 
     def flush(self) -> None:
-        self._original.flush()
+        with self._lock:
+            self._original.flush()
 
     def isatty(self) -> bool:
         return False
@@ -225,7 +228,8 @@ class ChildProcess:
             if record is not None:
                 self._sink.add(record)
             if not self._quiet:
-                print(f"[{self.name}] {line}", flush=True)
+                sys.stdout.write(f"[{self.name}] {line}\n")  # one write: lines stay whole
+                sys.stdout.flush()
 
     def alive(self) -> bool:
         return self.process.poll() is None
