@@ -108,6 +108,7 @@ class Vad:
         self.min_level_dbfs = min_level_dbfs
         self._rise = 0.02 * frame_ms / 20  # fraction of the gap closed per frame
         self._max_rise = 0.3 * frame_ms / 20
+        self._frame_ms = frame_ms
         self._debouncer = Debouncer(onset_frames, max(1, hangover_ms // frame_ms))
         self.reset()
 
@@ -118,6 +119,11 @@ class Vad:
     @property
     def speech(self) -> bool:
         return self._debouncer.speech
+
+    @property
+    def hangover_ms(self) -> int:
+        """How long after the last active frame ``offset`` fires: subtract it to date the end."""
+        return self._debouncer.hangover_frames * self._frame_ms
 
     def process(self, pcm: np.ndarray) -> VadDecision:
         return self._decide(level_dbfs(pcm))

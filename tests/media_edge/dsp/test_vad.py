@@ -82,10 +82,11 @@ def test_speech_like_bursts_found_with_tight_onset_and_offset(
     onsets = [i * FRAME for i, d in enumerate(decisions) if d.onset]
     offsets = [i * FRAME for i, d in enumerate(decisions) if d.offset]
     assert len(onsets) == len(offsets) == len(spans)
+    hangover = Vad(RATE).hangover_ms * RATE // 1000
     for (start, end), on, off in zip(spans, onsets, offsets, strict=True):
         assert start <= on <= start + int(0.12 * RATE)  # 60 ms debounce + a frame or two
         # The 240 ms hangover runs from the last audible syllable, which noise may hide.
-        assert end < off <= end + int(0.36 * RATE)
+        assert end < off <= end + hangover + int(0.12 * RATE)
 
 
 @pytest.mark.parametrize("noise_kind", ["white", "pink"])
@@ -162,3 +163,8 @@ def test_reset_and_empty_frames() -> None:
     vad.reset()
     assert not vad.speech
     assert vad.process_ulaw(b"").level_dbfs == SILENCE_DBFS
+
+
+def test_hangover_is_reported_in_ms_for_dating_the_speech_end() -> None:
+    assert Vad(RATE).hangover_ms == 240
+    assert Vad(RATE, frame_ms=10, hangover_ms=255).hangover_ms == 250  # whole frames
