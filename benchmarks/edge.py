@@ -17,7 +17,12 @@ Each frame is tagged by its content: 160 bytes of one mu-law code out of 32 with
 levels. In pcm16 mode the edge decodes and resamples it; a constant frame stays constant (bar
 its edges), so the fake Vapi reads the tag back from the middle sample either way.
 
-    python -m benchmarks.edge [--calls 100 250 500] [--window 20] [--variants ...]
+The edge's run-queue wait (/proc/pid/schedstat) is reported next to its CPU: on a shared
+machine, a point where the edge waited for a CPU measures the neighbours as much as the edge.
+
+    python -m benchmarks.edge [--calls 1 100 250 500] [--window 10] [--variants naive mulaw
+                              pcm16 mulaw+uvloop] [--no-echo]
+    python -m benchmarks.edge --core   # CPU per frame through the sans-I/O core, in process
 """
 
 from __future__ import annotations
@@ -801,7 +806,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 100, 250, 500])
-    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument(
         "--variants", nargs="+", default=["naive", "mulaw", "pcm16", "mulaw+uvloop", "pcm16+uvloop"]
     )
