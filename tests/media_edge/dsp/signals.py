@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import settings
+
+# Property tests are part of a deterministic suite: fixed seeds, no example database, and no
+# per-example deadline (a loaded CI machine must not turn slowness into a failure).
+PROPERTIES = settings(derandomize=True, database=None, deadline=None)
 
 
 def tone(freq_hz: float, rate: int, seconds: float, amplitude: float = 20000.0) -> np.ndarray:

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from media_edge.dsp import ULAW_SILENCE_BYTE, Framer, GapFiller
+from tests.media_edge.dsp.signals import PROPERTIES
 
 
 def admit_all(filler: GapFiller, timestamps: list[int]) -> list[int]:
@@ -51,6 +52,7 @@ def test_reset_starts_a_new_origin() -> None:
     assert admit_all(filler, [5, 25]) == [0, 0]
 
 
+@PROPERTIES
 @given(st.lists(st.integers(-9, 9), min_size=1, max_size=200), st.integers(0, 10**9))
 def test_jittered_stream_keeps_frame_count(jitter: list[int], origin: int) -> None:
     """Frames at 20 ms +- 9 ms jitter: nothing is ever filled or dropped."""
@@ -59,6 +61,7 @@ def test_jittered_stream_keeps_frame_count(jitter: list[int], origin: int) -> No
     assert decisions == [0] * len(decisions)
 
 
+@PROPERTIES
 @given(st.lists(st.booleans(), min_size=1, max_size=300))
 def test_lost_frames_are_replaced_one_for_one(kept: list[bool]) -> None:
     """Whatever subset arrives, admitted frames + filled frames == the span received."""
@@ -99,6 +102,7 @@ def test_framer_clear_drops_pending() -> None:
     assert framer.push(b"\x02" * 320) == [b"\x02" * 320]
 
 
+@PROPERTIES
 @given(st.lists(st.binary(max_size=700), max_size=30), st.integers(1, 400))
 def test_framer_preserves_the_byte_stream(chunks: list[bytes], size: int) -> None:
     framer = Framer(size, 0xFF)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from media_edge.dsp import ULAW_SILENCE_BYTE, ulaw_decode, ulaw_encode
+from tests.media_edge.dsp.signals import PROPERTIES
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -92,6 +93,7 @@ def test_encode_is_monotonic_in_level() -> None:
     assert np.abs(levels - ALL_INT16.astype(int))[1024:-1024].max() <= 512 + 3
 
 
+@PROPERTIES
 @given(arrays(np.int16, st.integers(0, 400)))
 def test_encode_any_array_like_audioop(pcm: np.ndarray) -> None:
     assert ulaw_encode(pcm) == audioop.lin2ulaw(pcm.tobytes(), 2)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from media_edge.dsp import StreamingResampler
-from tests.media_edge.dsp.signals import thd_n_db, tone, tone_level_db, tone_phasor
+from tests.media_edge.dsp.signals import PROPERTIES, thd_n_db, tone, tone_level_db, tone_phasor
 
 AMPLITUDE = 20000.0
 PASSBAND = [100, 300, 1000, 2000, 3000, 3400]
@@ -73,7 +73,7 @@ def test_tone_through_20_ms_frames_is_clean_and_click_free(in_rate: int, out_rat
     assert tone_level_db(steady, 1000, out_rate, AMPLITUDE) == pytest.approx(0, abs=0.2)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(PROPERTIES, max_examples=60)
 @given(
     direction=st.sampled_from([(8000, 16000), (16000, 8000)]),
     cuts=st.lists(st.integers(0, 700), max_size=12),

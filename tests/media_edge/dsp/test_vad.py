@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from media_edge.dsp import SILENCE_DBFS, Vad, level_dbfs, ulaw_decode, ulaw_encode
 from media_edge.dsp.vad import Debouncer
-from tests.media_edge.dsp.signals import noise, speech_like, tone
+from tests.media_edge.dsp.signals import PROPERTIES, noise, speech_like, tone
 
 RATE, FRAME = 8000, 160
 SPEECH_DBFS = -26.0  # a typical active speech level on a phone line
@@ -140,6 +140,7 @@ def test_shipped_speech_sample_in_noise() -> None:
     assert sum(d.onset for d in decisions) <= 2 * len(spans)
 
 
+@PROPERTIES
 @given(st.integers(0, 2**32 - 1), st.sampled_from([-50.0, -35.0, -20.0]))
 def test_ulaw_fast_path_equals_decoding_first(seed: int, noise_dbfs: float) -> None:
     rng = np.random.default_rng(seed)
