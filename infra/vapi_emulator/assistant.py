@@ -176,6 +176,7 @@ class ScriptedCall:
         self._end_after_speech: str | None = None
         self._tool_pending = False
         # Report material.
+        self.audio_in_bytes = 0
         self.turns = 0
         self.replies = 0
         self.interruptions = 0
@@ -205,6 +206,7 @@ class ScriptedCall:
         self._now = now_ms
         if self.closed:
             return []
+        self.audio_in_bytes += len(data)
         self._inbound += data
         actions: list[Action] = []
         while len(self._inbound) >= self._frame:
