@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from mangum import Mangum
 
 from functions import admin, twilio_webhooks, vapi_webhooks, web
-from voicebridge.config import ConfigError
+from voicebridge.config import ConfigError, running_in_lambda
 
 app = FastAPI(
     title="voicebridge control plane",
@@ -43,3 +43,7 @@ async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
 
 
 handler = Mangum(app, lifespan="off")
+
+if running_in_lambda():
+    # Fail the Lambda init with one line naming the variable, not a caller's first request.
+    web.settings()

@@ -34,7 +34,7 @@ from functions.events import Envelope
 from functions.observability import MetricUnit, call_context, logger_for, metrics_for
 from functions.storage import MAX_TEXT_CHARS, STATUS_RANK, Store, get_store
 from voicebridge import telemetry
-from voicebridge.config import Settings, get_settings
+from voicebridge.config import Settings, get_settings, running_in_lambda
 
 logger = logger_for(telemetry.SERVICE_WORKER)
 metrics = metrics_for(telemetry.SERVICE_WORKER)
@@ -201,3 +201,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         )
     finally:
         metrics.flush_metrics()
+
+
+if running_in_lambda():
+    # Fail the Lambda init with one line naming the variable, not every record of a batch.
+    get_settings("worker")

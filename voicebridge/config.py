@@ -257,6 +257,11 @@ def reset_settings_cache() -> None:
     _cache.clear()
 
 
+def running_in_lambda() -> bool:
+    """True inside an AWS Lambda execution environment (its runtime sets this variable)."""
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
 def required_vars(role: Role) -> tuple[str, ...]:
     """The variables ``role`` cannot start without (the template must provide each)."""
     return _REQUIRED[role]
