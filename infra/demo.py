@@ -26,6 +26,12 @@ from infra.vapi_emulator import Script
 
 HEARD_WAV = Path(tempfile.gettempdir()) / "voicebridge-demo-heard.wav"
 RECORD_WAIT_S = 8.0
+NOTES = """\
+Notes: "response" includes the emulated Vapi's end-of-turn wait (0.5 s of silence) and think
+time (0.4 s). Like Vapi by default, it keeps talking until it has heard 0.2 s of the caller
+(stopSpeakingPlan.voiceSeconds); the edge clears what Twilio had buffered as soon as Vapi
+reports the caller speaking.
+"""
 
 
 def wait_for_record(stack: LocalStack, call_sid: str) -> tuple[int, Any]:
@@ -64,7 +70,7 @@ def main() -> int:
             print(render.timeline(report))
             print()
             print(render.latency_table(report))
-            print()
+            print(NOTES)
             print(render.summary(report))
             print(f"what the caller heard: {HEARD_WAV}")
             status, record = wait_for_record(stack, report.call_sid)
