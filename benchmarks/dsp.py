@@ -4,7 +4,7 @@ Compares media_edge.dsp with audioop (stdlib on 3.11/3.12, audioop-lts later), s
 and Silero VAD (its packaged ONNX model run with onnxruntime; no torch). Prints Markdown tables
 for BENCHMARKS.md. Deterministic inputs: the committed espeak-ng speech sample plus seeded noise.
 
-    python -m benchmarks.dsp [--quick] [--only codec|resampler|vad]
+    python -m benchmarks.dsp [--quick] [--only cost|resampler|vad]
     python -m benchmarks.dsp --make-sample   # regenerate the speech sample (needs espeak-ng, soxr)
 """
 
