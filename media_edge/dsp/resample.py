@@ -11,7 +11,9 @@ arithmetic is exact in any summation order. BLAS can therefore be used, and stre
 is bit-identical to one-shot output whatever the chunking: frame edges are invisible.
 
 Speed: the signal is cut into fixed blocks; each block is one row of a gathered matrix that is
-multiplied by a precomputed banded matrix (one small GEMM per call), with preallocated buffers.
+multiplied by a precomputed banded matrix: per call one concatenation (history + input), one
+gather with a cached index, one small GEMM and the rounding; about ten numpy calls in all,
+whose fixed overhead, not arithmetic, is the cost at 20 ms frame sizes.
 """
 
 from __future__ import annotations
