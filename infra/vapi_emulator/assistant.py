@@ -351,7 +351,8 @@ class ScriptedCall:
 
     def _turn_end(self, now_ms: float) -> list[Action]:
         self.turns += 1
-        seconds = sum(len(p) for p in self._utterance) / self.rate
+        heard = sum(len(p) for p in self._utterance) / self.rate
+        seconds = max(0.0, heard - self.script.end_of_turn_ms / 1000)  # without the end pause
         text = f"[caller speech {seconds:.1f} s]"
         self.messages.append({"role": "user", "message": text})
         actions = self._both({"type": "speech-update", "status": "stopped", "role": "user"})
