@@ -56,3 +56,36 @@ def test_make_run_serves_and_stops_on_ctrl_c():
     assert process.returncode == 0, err
     assert "Traceback" not in out + err
     assert "stopped." in out
+
+
+def test_a_killed_stack_leaves_no_orphaned_children():
+    api_port, edge_port = free_ports(2)
+    env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
+    env.update({"API_PORT": str(api_port), "EDGE_PORT": str(edge_port), "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "infra.local"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            assert line, "infra.local exited before it was ready"
+            if "voicebridge call" in line:
+                break
+        assert httpx.get(f"http://127.0.0.1:{api_port}/health").status_code == 200
+    finally:
+        process.kill()  # no chance to stop its children in order
+        process.communicate()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=0.5)
+        except httpx.TransportError:
+            break  # the API child died with its parent
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the API process outlived the killed stack")
