@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
+
+from functions import aws
 
 VERSION = 1
 MAX_BODY_BYTES = 240_000  # SQS allows 256 KiB; keep headroom for attributes
@@ -188,18 +189,11 @@ class EventQueue:
         self.queue_url = queue_url
         self._endpoint_url = endpoint_url
         self._client = client
-        self._lock = threading.Lock()
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    import boto3
-
-                    self._client = boto3.session.Session().client(
-                        "sqs", endpoint_url=self._endpoint_url
-                    )
+            self._client = aws.client("sqs", self._endpoint_url)
         return self._client
 
     def send(self, envelope: Envelope) -> None:

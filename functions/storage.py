@@ -16,11 +16,12 @@ only need it after the signature check.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
+
+from functions import aws
 
 BINDING_CACHE_SECONDS = 30.0
 MAX_CALL_ITEMS = 1000
@@ -68,19 +69,12 @@ class Store:
         self.table = table
         self._endpoint_url = endpoint_url
         self._client = client
-        self._lock = threading.Lock()
         self._bindings: dict[str, tuple[float, str | None]] = {}
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    import boto3
-
-                    self._client = boto3.session.Session().client(
-                        "dynamodb", endpoint_url=self._endpoint_url
-                    )
+            self._client = aws.client("dynamodb", self._endpoint_url)
         return self._client
 
     def _serialize(self, item: Mapping[str, Any]) -> dict[str, Any]:

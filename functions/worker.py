@@ -30,6 +30,7 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 
+from functions import aws
 from functions.events import Envelope
 from functions.observability import MetricUnit, call_context, logger_for, metrics_for
 from functions.storage import MAX_TEXT_CHARS, STATUS_RANK, Store, get_store
@@ -160,9 +161,7 @@ def apply_event(event: dict[str, Any]) -> dict[str, str]:
 
 @cache
 def _idempotent_apply(table: str, endpoint_url: str | None) -> Any:
-    import boto3
-
-    client = boto3.session.Session().client("dynamodb", endpoint_url=endpoint_url)
+    client = aws.client("dynamodb", endpoint_url)
     persistence = DynamoDBPersistenceLayer(table_name=table, boto3_client=client)
     return idempotent_function(
         apply_event,
