@@ -22,7 +22,8 @@ def free_ports(count):
             sock.close()
 
 
-def test_make_run_serves_and_stops_on_ctrl_c():
+def start_stack(stderr):
+    """``python -m infra.local`` on two free ports; returns it with its banner once ready."""
     api_port, edge_port = free_ports(2)
     env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
     env.update({"API_PORT": str(api_port), "EDGE_PORT": str(edge_port), "PYTHONUNBUFFERED": "1"})
@@ -30,19 +31,25 @@ def test_make_run_serves_and_stops_on_ctrl_c():
         [sys.executable, "-m", "infra.local"],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
+    banner = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            process.kill()
+            raise AssertionError("infra.local exited before it was ready")
+        banner.append(line)
+        if "voicebridge call" in line:
+            break
+    return process, api_port, edge_port, "".join(banner)
+
+
+def test_make_run_serves_and_stops_on_ctrl_c():
+    process, api_port, edge_port, text = start_stack(subprocess.PIPE)
     try:
-        banner = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            assert line, "infra.local exited before it was ready"
-            banner.append(line)
-            if "voicebridge call" in line:
-                break
-        text = "".join(banner)
         assert f"http://127.0.0.1:{api_port}" in text, text
         assert f"ws://127.0.0.1:{edge_port}/media" in text, text
         assert httpx.get(f"http://127.0.0.1:{api_port}/health").status_code == 200
@@ -59,23 +66,8 @@ def test_make_run_serves_and_stops_on_ctrl_c():
 
 
 def test_a_killed_stack_leaves_no_orphaned_children():
-    api_port, edge_port = free_ports(2)
-    env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
-    env.update({"API_PORT": str(api_port), "EDGE_PORT": str(edge_port), "PYTHONUNBUFFERED": "1"})
-    process = subprocess.Popen(
-        [sys.executable, "-m", "infra.local"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    process, api_port, _, _ = start_stack(subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            assert line, "infra.local exited before it was ready"
-            if "voicebridge call" in line:
-                break
         assert httpx.get(f"http://127.0.0.1:{api_port}/health").status_code == 200
     finally:
         process.kill()  # no chance to stop its children in order
