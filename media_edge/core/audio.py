@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 from media_edge.dsp import (
@@ -29,10 +31,11 @@ _LE_INT16 = np.dtype("<i2")
 class InboundPath:
     """Twilio media -> Vapi binary frames, with timestamp gaps filled and the VAD fed."""
 
-    __slots__ = ("_pcm16", "_resampler", "gaps", "vad")
+    __slots__ = ("_pcm16", "_resampler", "bytes_per_ms", "gaps", "vad")
 
     def __init__(self, audio_format: str, vad: Vad | None = None) -> None:
         self._pcm16 = audio_format == "pcm16"
+        self.bytes_per_ms = 32 if self._pcm16 else 8  # of Vapi-format audio
         self._resampler = StreamingResampler(8000, 16000) if self._pcm16 else None
         self.gaps = GapFiller(frame_ms=FRAME_MS)
         self.vad = vad or Vad(8000, frame_ms=FRAME_MS, hangover_ms=VAD_HANGOVER_MS)
@@ -47,6 +50,47 @@ class InboundPath:
 
     def detect(self, mulaw: bytes) -> VadDecision:
         return self.vad.process_ulaw(mulaw)
+
+
+class HeldAudio:
+    """Caller audio, already in Vapi's format, held while the Vapi call connects.
+
+    It keeps the most recent ``limit_bytes`` and drops the oldest, so what is held runs without
+    a break into the live frames that follow: Vapi hears one continuous stream ending "now",
+    with the caller's first words (said while POST /call was in flight) in it. The bound caps
+    how stale the start can be and the memory of a connecting call (2 s: 16 KB mu-law, 64 KB
+    pcm16).
+    """
+
+    __slots__ = ("_chunks", "_frame_bytes", "_limit", "_size")
+
+    def __init__(self, limit_bytes: int, frame_bytes: int) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._limit = limit_bytes
+        self._frame_bytes = frame_bytes
+        self._size = 0
+
+    def push(self, chunk: bytes) -> int:
+        """Hold ``chunk``; returns how many 20 ms frames fell off the front to keep the bound."""
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        dropped = 0
+        while self._size > self._limit:
+            old = self._chunks.popleft()
+            self._size -= len(old)
+            dropped += len(old)
+        return -(-dropped // self._frame_bytes)
+
+    def drain(self) -> list[bytes]:
+        """Everything held, oldest first; the buffer is empty afterwards."""
+        chunks = list(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        return chunks
+
+    @property
+    def held_ms(self) -> int:
+        return self._size * FRAME_MS // self._frame_bytes
 
 
 class OutboundPath:

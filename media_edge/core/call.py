@@ -1,9 +1,10 @@
 """The call state machine: one Twilio media stream bridged to one Vapi websocket call.
 
 States: ``connected`` (Twilio socket open, waiting for ``start``) -> ``started`` (token verified,
-Vapi call being created) -> ``bridging`` (audio both ways) -> ``ending`` (Vapi is gone; the
-assistant's last words finish playing) -> ``closed``. Any state can jump to ``closed`` through
-the one teardown, which is idempotent.
+Vapi call being created; caller audio is held) -> ``bridging`` (audio both ways) -> ``ending``
+(Vapi is gone; the assistant's last words finish playing, then a clean hang-up, or the apology /
+fallback ``<Dial>`` if Vapi dropped without ending the call) -> ``closed``. Any state can jump to
+``closed`` through the one teardown, which is idempotent.
 
 ``feed(event, now)`` takes the shell's monotonic clock in ms and returns actions to run in
 order. The machine never reads a clock: token expiry uses ``now / 1000 + epoch_offset_s``.
@@ -29,7 +30,13 @@ from media_edge.core.actions import (
     SendJsonToVapi,
     SendToTwilio,
 )
-from media_edge.core.audio import FRAME_MS, VAD_HANGOVER_MS, InboundPath, OutboundPath
+from media_edge.core.audio import (
+    FRAME_MS,
+    VAD_HANGOVER_MS,
+    HeldAudio,
+    InboundPath,
+    OutboundPath,
+)
 from media_edge.core.events import (
     Event,
     ProtocolViolation,
@@ -67,7 +74,6 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
-_NORMAL_VAPI_CLOSE_CODES = frozenset({CLOSE_NORMAL, CLOSE_GOING_AWAY})
 ENDING_GRACE_MS = 500  # after our estimate of the last frame playing, wait this long for its mark
 LOCAL_BARGE_IN_FRAMES = 10  # 200 ms of loud caller speech over the assistant
 LOCAL_BARGE_IN_MIN_DBFS = -35.0  # line echo of our own playout sits well below this
@@ -91,6 +97,9 @@ class CallConfig:
     idle_timeout_ms: int = 30_000
     max_call_ms: int = 3_600_000
     connect_timeout_ms: int = 6_000  # POST /call + socket; then the caller hears the fallback
+    # Caller audio held while Vapi connects (the most recent this many ms; older is dropped and
+    # counted): POST /call can take ~1 s under load, and the caller often speaks first.
+    connect_hold_ms: int = 2_000
     end_drain_ms: int = 5_000
     vad: bool = True  # inbound VAD: ResponseLatency and local barge-in need it
     local_barge_in: bool = False
@@ -112,6 +121,7 @@ class Call:
         "_ending_deadline",
         "_epoch_offset_s",
         "_first_audio_sent",
+        "_held",
         "_inbound",
         "_last_rx",
         "_last_vapi_audio",
@@ -122,6 +132,7 @@ class Call:
         "_speech_end",
         "_start",
         "_vad_factory",
+        "_vapi_lost",
         "call_sid",
         "config",
         "end_reason",
@@ -154,6 +165,7 @@ class Call:
         self._ending_deadline = 0.0
         self._vad_factory = vad_factory
         self._inbound: InboundPath | None = None
+        self._held: HeldAudio | None = None
         self._outbound: OutboundPath | None = None
         self._playout: Playout | None = None
         self._first_audio_sent = False
@@ -161,6 +173,7 @@ class Call:
         self._speech_end: float | None = None
         self._loud_frames = 0
         self._overflow_logged = False
+        self._vapi_lost = False  # Vapi dropped mid-call: the way out apologises (or dials)
         self.frames_in = 0
         self.frames_filled = 0
         self.frames_dropped = 0
@@ -259,7 +272,10 @@ class Call:
         cfg = self.config
         self.state = State.STARTED
         self._start = now
-        self._inbound = InboundPath(cfg.audio_format, self._vad_factory and self._vad_factory())
+        inbound = InboundPath(cfg.audio_format, self._vad_factory and self._vad_factory())
+        self._inbound = inbound
+        bytes_per_ms = inbound.bytes_per_ms
+        self._held = HeldAudio(cfg.connect_hold_ms * bytes_per_ms, FRAME_MS * bytes_per_ms)
         self._outbound = OutboundPath(cfg.audio_format)
         self._playout = Playout(TwilioWriter(event.stream_sid), cfg.lead_ms)
         metadata = {
@@ -277,8 +293,9 @@ class Call:
     def _on_media(self, event: TwilioMedia, now: float, out: list[Action]) -> None:
         if not self._rx(now, out) or not self._sid_ok(event.stream_sid, now, out):
             return
-        if self.state is not State.BRIDGING:
-            return  # Vapi not connected yet (or gone): nobody to hear it
+        state = self.state
+        if state is not State.BRIDGING and state is not State.STARTED:
+            return  # Vapi is gone (ending): nobody to hear it
         inbound = self._inbound
         assert inbound is not None
         fill = inbound.gaps.admit(event.timestamp_ms)
@@ -290,7 +307,11 @@ class Call:
             self.frames_filled += fill
             out.append(Metric(telemetry.FRAMES_FILLED, fill))
         self.frames_in += 1
-        out.append(SendAudioToVapi(inbound.convert(event.payload, fill)))
+        audio = inbound.convert(event.payload, fill)
+        if state is State.BRIDGING:
+            out.append(SendAudioToVapi(audio))
+        else:
+            self._hold(audio, out)
         if not self.config.vad:
             return
         decision = inbound.detect(event.payload)
@@ -301,6 +322,15 @@ class Call:
             self._speech_end = now - VAD_HANGOVER_MS
         if self.config.local_barge_in:
             self._local_barge_in(decision.speech, decision.level_dbfs, now, out)
+
+    def _hold(self, audio: bytes, out: list[Action]) -> None:
+        """Vapi is still connecting: keep the caller's audio for it (see HeldAudio)."""
+        held = self._held
+        assert held is not None
+        dropped = held.push(audio)
+        if dropped:
+            self.frames_dropped += dropped
+            out.append(Metric(telemetry.FRAMES_DROPPED, dropped))
 
     def _local_barge_in(self, speech: bool, level: float, now: float, out: list[Action]) -> None:
         """Echo-safe local barge-in: only sustained, loud caller speech over the assistant counts
@@ -329,17 +359,30 @@ class Call:
     def _on_stop(self, event: TwilioStop, now: float, out: list[Action]) -> None:
         if not self._sid_ok(event.stream_sid, now, out):
             return
+        self._vapi_lost = False  # Twilio ended the stream: the caller left or is elsewhere now
         self._teardown("twilio_stop", now, out, error=False, code=CLOSE_NORMAL)
 
     # -- Vapi ---------------------------------------------------------------------------------
 
     def _on_vapi_connected(self, event: VapiConnected, now: float, out: list[Action]) -> None:
+        """Go live: the held caller audio goes first, oldest first, before any new frame.
+
+        All that is held goes, in one burst, rather than only its speech: trimming silence
+        would need our VAD to decide what Vapi hears, and its noise floor is seeded by the
+        stream's first frame, so speech at the very start (the case holding exists for) is
+        where it is least reliable. What limits staleness is the bound (``connect_hold_ms``,
+        the most recent audio); the burst arrives faster than real time, so a streaming
+        recogniser catches up on it instead of hearing it as added delay."""
         if self.state is not State.STARTED:
             out.append(CloseVapi())
             return
         self.state = State.BRIDGING
+        held, self._held = self._held, None
+        assert held is not None
+        held_ms = held.held_ms
         out.append(Metric(telemetry.VAPI_CONNECT_TIME, now - self._start, "Milliseconds"))
-        out.append(Log("info", "vapi connected", {"vapiCallId": event.call_id}))
+        out.append(Log("info", "vapi connected", {"vapiCallId": event.call_id, "heldMs": held_ms}))
+        out.extend(SendAudioToVapi(chunk) for chunk in held.drain())
 
     def _on_vapi_connect_failed(
         self, event: VapiConnectFailed, now: float, out: list[Action]
@@ -352,9 +395,26 @@ class Call:
         fallback number) through Twilio REST, then end the stream."""
         out.append(Log("error", "vapi unreachable", {"cause": why, "detail": detail}))
         out.append(CloseVapi())
+        self._apologise(out)
+        self._finish("vapi_unreachable", now, out, error=True)
+
+    def _vapi_dropped(self, detail: str, now: float, out: list[Action]) -> None:
+        """Vapi vanished mid-call without ending it (no ``status-update: ended``, no
+        ``end-of-call-report``, not our end-call): a crash, a restart or a lost network. Like a
+        failed connect, the caller gets the apology or the fallback number, never silence;
+        first the assistant's words already received finish playing (bounded by
+        ``end_drain_ms``), because the REST update would cut off whatever Twilio still holds.
+        Relies on ``status-update`` being in the assistant's ``clientMessages`` (Vapi's
+        default): without it, Vapi's own hang-ups look like drops too."""
+        out.append(Log("error", "vapi dropped mid-call", {"detail": detail}))
+        self._vapi_lost = True
+        self._begin_ending("vapi_dropped", now, out, error=True)
+
+    def _apologise(self, out: list[Action]) -> None:
+        """Replace the call's TwiML (apology + hang-up, or <Dial> the fallback), then close the
+        stream; the shell finishes the REST call before it closes the socket."""
         out.append(EndCallViaTwilio(self.call_sid, apology_twiml(self.config.fallback_number)))
         out.append(CloseTwilio(CLOSE_INTERNAL, "assistant unavailable"))
-        self._finish("vapi_unreachable", now, out, error=True)
 
     def _on_vapi_audio(self, event: VapiAudio, now: float, out: list[Action]) -> None:
         if self.state is not State.BRIDGING:
@@ -404,16 +464,22 @@ class Call:
                 "twilio_closed", now, out, error=False, code=CLOSE_NORMAL, twilio_open=False
             )
         elif self.state is State.BRIDGING:
-            if event.code in _NORMAL_VAPI_CLOSE_CODES:
-                self._begin_ending("vapi_closed", now, out)
-            else:
-                self._begin_ending("vapi_socket_error", now, out, error=True)
+            # A normal end arrives as status-update/end-of-call-report first (state ENDING) or
+            # is ours (CLOSED); a close while still bridging is a drop, whatever its code.
+            self._vapi_dropped(f"socket closed, code {event.code}", now, out)
         elif self.state is State.STARTED:
             self._vapi_unreachable("socket_closed", f"code {event.code}", now, out)
 
     def _on_violation(self, event: ProtocolViolation, now: float, out: list[Action]) -> None:
         fields = {"side": event.side, "detail": event.detail}
         out.append(Log("warning", "protocol violation", fields))
+        if event.side == "vapi" and self.state is State.STARTED:
+            self._vapi_unreachable(event.reason, event.detail, now, out)
+            return
+        if event.side == "vapi" and self.state is State.BRIDGING:
+            out.append(SendJsonToVapi(dict(vapi_protocol.END_CALL)))  # we abandon it: say so
+            self._vapi_dropped(f"vapi_{event.reason}: {event.detail}", now, out)
+            return
         code = CLOSE_POLICY if event.side == "twilio" else CLOSE_INTERNAL
         self._teardown(f"{event.side}_{event.reason}", now, out, error=True, code=code)
 
@@ -476,7 +542,10 @@ class Call:
             or now >= self._ending_deadline
             or now >= playout.play_end + ENDING_GRACE_MS
         ):
-            out.append(CloseTwilio(CLOSE_NORMAL, "call ended"))
+            if self._vapi_lost:
+                self._apologise(out)
+            else:
+                out.append(CloseTwilio(CLOSE_NORMAL, "call ended"))
             self._finish(self.end_reason, now, out, error=False)
 
     def _tail_due(self, play_end: float) -> float:
@@ -503,7 +572,9 @@ class Call:
             out.append(CloseVapi())
         elif state is State.STARTED:
             out.append(CloseVapi())  # abandon the connection attempt
-        if twilio_open:
+        if twilio_open and self._vapi_lost:
+            self._apologise(out)  # cut short while Vapi's last words played: still say sorry
+        elif twilio_open:
             out.append(CloseTwilio(code, reason.replace("_", " ")))
         self._finish(reason, now, out, error=error)
 
@@ -522,6 +593,7 @@ class Call:
                 "framesCleared": playout.frames_cleared,
             }
             self._inbound = self._outbound = None  # free DSP state now, not when the task ends
+            self._held = None
         out.append(Log("info", "call ended", fields))
         if error:
             out.append(Metric(telemetry.CALL_ERRORS, 1, reason=reason))

@@ -195,10 +195,88 @@ def test_second_connected_is_a_violation():
 # -- inbound audio ----------------------------------------------------------------------------
 
 
-def test_media_while_vapi_connects_is_not_forwarded():
-    call = make()
-    call.feed(start_event(), 0.0)
-    assert not of(call.feed(media(0), 20.0), SendAudioToVapi)
+def connecting(**overrides) -> Call:
+    call = make(**overrides)
+    call.feed(TwilioConnected("Call"), 0.0)
+    call.feed(start_event(), 1.0)
+    assert call.state is State.STARTED
+    return call
+
+
+def numbered(i: int) -> bytes:
+    return bytes([i % 250]) * 160
+
+
+def test_media_while_vapi_connects_is_held_then_sent_in_order_before_new_frames():
+    call = connecting()
+    for i in range(10):
+        assert not of(call.feed(media(i * 20, numbered(i)), 20.0 + i * 20), SendAudioToVapi)
+    actions = call.feed(VapiConnected("v"), 230.0)
+    assert [a.data for a in of(actions, SendAudioToVapi)] == [numbered(i) for i in range(10)]
+    (log,) = [a for a in of(actions, Log) if a.message == "vapi connected"]
+    assert log.fields["heldMs"] == 200
+    # The next frame is live and follows the held ones without a gap or a repeat.
+    actions = call.feed(media(200, numbered(10)), 240.0)
+    assert [a.data for a in of(actions, SendAudioToVapi)] == [numbered(10)]
+    assert call.frames_in == 11
+    assert call.frames_dropped == 0
+
+
+def test_held_audio_keeps_gap_filling_and_drops_duplicates():
+    call = connecting()
+    call.feed(media(0, numbered(0)), 20.0)
+    call.feed(media(60, numbered(3)), 80.0)  # 20 and 40 lost
+    dup = call.feed(media(60, numbered(3)), 81.0)
+    assert [(m.name, m.value) for m in of(dup, Metric)] == [(telemetry.FRAMES_DROPPED, 1)]
+    sent = of(call.feed(VapiConnected("v"), 100.0), SendAudioToVapi)
+    assert b"".join(a.data for a in sent) == numbered(0) + b"\xff" * 320 + numbered(3)
+
+
+def test_hold_is_bounded_to_the_most_recent_audio_and_overflow_is_counted():
+    call = connecting(connect_hold_ms=100)  # 5 frames
+    dropped = []
+    for i in range(8):
+        actions = call.feed(media(i * 20, numbered(i)), 20.0 + i * 20)
+        dropped += [m.value for m in of(actions, Metric) if m.name == telemetry.FRAMES_DROPPED]
+    assert dropped == [1, 1, 1]  # frames 0, 1, 2 fell off as 5, 6, 7 arrived
+    assert call.frames_dropped == 3
+    sent = of(call.feed(VapiConnected("v"), 200.0), SendAudioToVapi)
+    assert [a.data for a in sent] == [numbered(i) for i in range(3, 8)]
+
+
+def test_hold_bound_counts_frames_in_pcm16_too():
+    call = connecting(audio_format="pcm16", connect_hold_ms=60)
+    for i in range(5):
+        call.feed(media(i * 20, numbered(i)), 20.0 + i * 20)
+    assert call.frames_dropped == 2
+    sent = of(call.feed(VapiConnected("v"), 200.0), SendAudioToVapi)
+    assert [len(a.data) for a in sent] == [640, 640, 640]  # 3 x 20 ms at 16 kHz
+
+
+def test_holding_can_be_switched_off():
+    call = connecting(connect_hold_ms=0)
+    actions = call.feed(media(0), 20.0)
+    assert [(m.name, m.value) for m in of(actions, Metric)] == [(telemetry.FRAMES_DROPPED, 1)]
+    assert not of(call.feed(VapiConnected("v"), 100.0), SendAudioToVapi)
+
+
+def test_nothing_is_held_after_a_failed_connect_and_a_late_socket_gets_nothing():
+    call = connecting()
+    call.feed(media(0), 20.0)
+    call.feed(VapiConnectFailed("timeout"), 3000.0)
+    assert call.closed
+    assert call._held is None  # freed at teardown, not when the task ends
+    assert call.feed(media(20), 3001.0) == []
+    assert call.feed(VapiConnected("late"), 3500.0) == [CloseVapi()]
+
+
+def test_held_audio_is_freed_when_the_caller_hangs_up_while_connecting():
+    call = connecting()
+    call.feed(media(0), 20.0)
+    actions = call.feed(TwilioStop(STREAM_SID), 40.0)
+    assert not of(actions, SendAudioToVapi)
+    assert call._held is None
+    assert call.feed(VapiConnected("late"), 100.0) == [CloseVapi()]
 
 
 def test_each_inbound_frame_is_forwarded_at_once_unchanged_in_mulaw():
@@ -549,23 +627,108 @@ def test_vapi_end_with_nothing_playing_hangs_up_at_once():
     assert call.closed
 
 
-@pytest.mark.parametrize(("code", "error"), [(1000, []), (1006, ["vapi_socket_error"])])
-def test_vapi_socket_close(code, error):
+def apologised(actions) -> EndCallViaTwilio:
+    """The connect-failure way out: REST update first, then the stream closes 1011."""
+    (end,) = of(actions, EndCallViaTwilio)
+    assert end.call_sid == CALL_SID
+    kinds = [type(a) for a in actions]
+    assert kinds.index(EndCallViaTwilio) < kinds.index(CloseTwilio)
+    assert [a.code for a in of(actions, CloseTwilio)] == [1011]
+    return end
+
+
+@pytest.mark.parametrize("code", [1006, 1011, 1001, 1000, None])
+def test_vapi_drop_mid_call_apologises_through_twilio_rest(code):
     call = bridged()
     actions = call.feed(SocketClosed("vapi", code), 1000.0)
-    assert of(actions, CloseTwilio)
-    assert errors(actions) == error
+    end = apologised(actions)
+    assert "<Say>" in end.twiml
+    assert "<Hangup/>" in end.twiml
+    assert not of(actions, SendJsonToVapi)  # the socket is gone: no end-call into it
+    assert errors(actions) == ["vapi_dropped"]
+    assert call.closed
+    assert call.end_reason == "vapi_dropped"
 
 
-def test_vapi_socket_error_is_counted_once_under_its_own_reason():
+def test_vapi_drop_dials_the_fallback_number():
+    call = bridged(fallback_number="+14155550123")
+    end = apologised(call.feed(SocketClosed("vapi", 1006), 1000.0))
+    assert end.twiml == "<Response><Dial>+14155550123</Dial></Response>"
+
+
+def test_vapi_drop_lets_queued_words_play_then_apologises_counted_once():
+    call = bridged(lead_ms=100)
+    call.feed(VapiAudio(assistant_audio(20)), 1000.0)
+    actions = call.feed(SocketClosed("vapi", 1006), 1001.0)
+    assert errors(actions) == ["vapi_dropped"]  # counted now, under its own reason
+    assert not of(actions, EndCallViaTwilio)  # the REST update would cut Twilio's buffer
+    assert not of(actions, CloseTwilio)
+    assert call.state is State.ENDING
+    actions = run_clock(call, 1400.0, 1001.0)
+    assert sum(len(p) for p in media_payloads(actions)) == 15 * 160  # the rest played out
+    assert not of(actions, EndCallViaTwilio)
+    final = []
+    for m in twilio_messages(actions):
+        if m["event"] == "mark":
+            final += call.feed(TwilioMark(STREAM_SID, m["mark"]["name"]), 1500.0)
+    apologised(final)
+    assert errors(final) == []
+    assert call.closed
+
+
+def test_vapi_drop_then_caller_hangs_up_ends_without_rest():
     call = bridged()
     call.feed(VapiAudio(assistant_audio(20)), 1000.0)
-    actions = call.feed(SocketClosed("vapi", 1011), 1001.0)
-    assert errors(actions) == ["vapi_socket_error"]
-    assert call.state is State.ENDING  # the goodbye still plays
+    call.feed(SocketClosed("vapi", 1006), 1001.0)
     actions = call.feed(TwilioStop(STREAM_SID), 1100.0)  # the caller hangs up meanwhile
+    assert not of(actions, EndCallViaTwilio)
     assert errors(actions) == []
     assert call.closed
+
+
+def test_shutdown_while_a_dropped_call_plays_out_still_apologises():
+    call = bridged()
+    call.feed(VapiAudio(assistant_audio(20)), 1000.0)
+    call.feed(SocketClosed("vapi", 1006), 1001.0)
+    actions = call.feed(Shutdown("drain_timeout"), 1050.0)
+    apologised(actions)
+    assert errors(actions) == ["drain_timeout"]
+
+
+@pytest.mark.parametrize(
+    "ended",
+    [VapiCallEnded("assistant-ended-call"), VapiCallEnded("end-of-call-report")],
+    ids=["status-update-ended", "end-of-call-report"],
+)
+def test_vapi_close_after_its_own_end_is_a_clean_hang_up(ended):
+    call = bridged()
+    actions = call.feed(ended, 1000.0)
+    actions += call.feed(SocketClosed("vapi", 1000), 1001.0)
+    assert [a.code for a in of(actions, CloseTwilio)] == [1000]
+    assert not of(actions, EndCallViaTwilio)
+    assert errors(actions) == []
+
+
+def test_vapi_close_after_our_end_call_does_nothing_more():
+    call = bridged()
+    call.feed(TwilioStop(STREAM_SID), 1000.0)
+    assert call.feed(SocketClosed("vapi", 1006), 1001.0) == []
+
+
+def test_vapi_protocol_violation_mid_call_abandons_vapi_and_apologises():
+    call = bridged()
+    actions = call.feed(ProtocolViolation("vapi", "oversize", "too big"), 1000.0)
+    assert [a.message for a in of(actions, SendJsonToVapi)] == [{"type": "end-call"}]
+    assert of(actions, CloseVapi)
+    apologised(actions)
+    assert errors(actions) == ["vapi_dropped"]
+
+
+def test_vapi_protocol_violation_while_connecting_is_a_failed_connect():
+    call = connecting()
+    actions = call.feed(ProtocolViolation("vapi", "oversize"), 100.0)
+    apologised(actions)
+    assert errors(actions) == ["vapi_unreachable"]
 
 
 def test_hang_notice_does_not_end_the_call():
