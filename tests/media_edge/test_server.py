@@ -12,8 +12,9 @@ import httpx
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import InvalidStatus
+from websockets.http11 import Request
 
 from media_edge.core import Call
 from media_edge.dsp import ulaw_decode, ulaw_encode
@@ -57,9 +58,10 @@ class Stack:
         behaviour: Behaviour = echo,
         statuses: list[int] | None = None,
         env: dict[str, str] | None = None,
+        vapi: FakeVapi | None = None,
         **config: Any,
     ) -> EdgeServer:
-        self.vapi = FakeVapi(behaviour, statuses)
+        self.vapi = vapi or FakeVapi(behaviour, statuses)
         vapi_url = await self.vapi.start()
         twilio_url = await self.twilio_rest.start()
         settings = load_settings(
@@ -231,6 +233,46 @@ async def test_pcm16_tone_is_resampled_both_ways_at_the_same_frequency(stack):
         }
 
 
+class SlowVapi(FakeVapi):
+    """A Vapi whose transport socket opens only when the test says so (a slow POST /call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def start(self) -> str:
+        async def hold(connection: ServerConnection, request: Request) -> None:
+            self.asked.set()
+            await self.release.wait()
+
+        self._ws = await serve(
+            self._transport, "127.0.0.1", 0, compression=None, close_timeout=1, process_request=hold
+        )
+        self._ws_port = self._ws.sockets[0].getsockname()[1]
+        return await self.http.start()
+
+
+async def test_caller_audio_sent_while_vapi_connects_reaches_vapi_first_and_in_order(stack):
+    slow = SlowVapi()
+    edge = await stack.start(vapi=slow)
+    sent = ulaw_encode(tone(440.0, 0.4))
+    async with stack.caller() as caller:
+        await caller.start()
+        async with asyncio.timeout(WAIT_S):
+            await slow.asked.wait()  # POST /call answered; the socket is not open yet
+        await send_audio(caller, sent[:1600])  # the caller's first 200 ms
+        (session,) = edge._sessions
+        await until(lambda: session.call.frames_in == 10)
+        assert session.call.state.value == "started"
+        slow.release.set()
+        await until(lambda: _state(stack) == "bridging")
+        await send_audio(caller, sent[1600:], start_ts=200)
+        await until(lambda: len(slow.audio) >= len(sent))
+        assert bytes(slow.audio) == sent  # nothing clipped, nothing reordered or repeated
+    assert edge.metrics._errors == {}
+
+
 async def test_missing_timestamps_reach_vapi_as_silence(stack):
     await stack.start()
     frames = [bytes([0x10 + i]) * 160 for i in range(4)]
@@ -319,25 +361,46 @@ async def test_twilio_socket_close_ends_the_vapi_call(stack):
     await until(lambda: stack.edge.active_calls == 0)
 
 
-async def vapi_hangs_up(ws: ServerConnection, fake: FakeVapi) -> None:
+async def vapi_reports_end(ws: ServerConnection, fake: FakeVapi) -> None:
     await ws.send(ulaw_encode(tone(500.0, 0.2)))  # a short goodbye...
+    await ws.send(json.dumps({"type": "status-update", "status": "ended", "endedReason": "x"}))
     await ws.close()  # ...then Vapi closes the transport
 
 
-async def vapi_reports_end(ws: ServerConnection, fake: FakeVapi) -> None:
+async def vapi_closes_without_ending(ws: ServerConnection, fake: FakeVapi) -> None:
     await ws.send(ulaw_encode(tone(500.0, 0.2)))
-    await ws.send(json.dumps({"type": "status-update", "status": "ended", "endedReason": "x"}))
-    async for _ in ws:
-        pass
+    await ws.close(1001)  # e.g. a Vapi server restarting: the call did not end
 
 
-@pytest.mark.parametrize("behaviour", [vapi_hangs_up, vapi_reports_end], ids=["close", "ended"])
-async def test_vapi_side_end_plays_the_goodbye_then_closes_twilio(stack, behaviour):
-    await stack.start(behaviour, lead_ms=60)
+async def vapi_crashes(ws: ServerConnection, fake: FakeVapi) -> None:
+    await ws.send(ulaw_encode(tone(500.0, 0.2)))
+    await asyncio.sleep(0.05)  # let the audio leave before the connection dies
+    ws.transport.abort()  # TCP reset, no close frame (1006 at the edge)
+
+
+async def test_vapi_side_end_plays_the_goodbye_then_closes_twilio(stack):
+    edge = await stack.start(vapi_reports_end, lead_ms=60)
     async with stack.caller() as caller:
         await caller.start()
         assert await caller.closed() == 1000
         assert len(caller.played) == 1600  # the whole 200 ms goodbye played before the hang-up
+    assert stack.twilio_rest.requests == []
+    assert edge.metrics._errors == {}
+
+
+@pytest.mark.parametrize(
+    "behaviour", [vapi_closes_without_ending, vapi_crashes], ids=["close", "crash"]
+)
+async def test_vapi_drop_mid_call_plays_what_arrived_then_apologises_through_rest(stack, behaviour):
+    edge = await stack.start(behaviour, lead_ms=60)
+    async with stack.caller() as caller:
+        await caller.start()
+        assert await caller.closed() == 1011
+        assert len(caller.played) == 1600  # what Vapi had sent still played, then the apology
+    ((_, path, _, body),) = stack.twilio_rest.requests
+    assert path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{caller.call_sid}.json"
+    assert "<Say>" in httpx.QueryParams(body.decode())["Twiml"]
+    assert edge.metrics._errors == {"vapi_dropped": 1}
 
 
 async def test_idle_timeout_ends_a_silent_stream(stack):
