@@ -371,8 +371,9 @@ class Call:
         would need our VAD to decide what Vapi hears, and its noise floor is seeded by the
         stream's first frame, so speech at the very start (the case holding exists for) is
         where it is least reliable. What limits staleness is the bound (``connect_hold_ms``,
-        the most recent audio); the burst arrives faster than real time, so a streaming
-        recogniser catches up on it instead of hearing it as added delay."""
+        the most recent audio). The burst arrives faster than real time, so a recogniser that
+        streams faster than real time (as the usual STT backends do; not measured against
+        Vapi itself) catches up on it rather than carrying it as a lasting delay."""
         if self.state is not State.STARTED:
             out.append(CloseVapi())
             return
