@@ -405,8 +405,7 @@ class Call:
         failed connect, the caller gets the apology or the fallback number, never silence;
         first the assistant's words already received finish playing (bounded by
         ``end_drain_ms``), because the REST update would cut off whatever Twilio still holds.
-        Relies on ``status-update`` being in the assistant's ``clientMessages`` (Vapi's
-        default): without it, Vapi's own hang-ups look like drops too."""
+        A close with code 1000 is Vapi's deliberate end, not a drop."""
         out.append(Log("error", "vapi dropped mid-call", {"detail": detail}))
         self._vapi_lost = True
         self._begin_ending("vapi_dropped", now, out, error=True)
@@ -464,9 +463,12 @@ class Call:
             self._teardown(
                 "twilio_closed", now, out, error=False, code=CLOSE_NORMAL, twilio_open=False
             )
+        elif self.state is State.BRIDGING and event.code == CLOSE_NORMAL:
+            # A normal closure is Vapi ending the call on purpose (e.g. its endCall tool with
+            # status-update left out of clientMessages): a goodbye, not an apology.
+            self._begin_ending("vapi_closed", now, out, detail="socket closed normally")
         elif self.state is State.BRIDGING:
-            # A normal end arrives as status-update/end-of-call-report first (state ENDING) or
-            # is ours (CLOSED); a close while still bridging is a drop, whatever its code.
+            # Abnormal (1006 no close frame, 1011, 1001 going away, ...): Vapi vanished.
             self._vapi_dropped(f"socket closed, code {event.code}", now, out)
         elif self.state is State.STARTED:
             self._vapi_unreachable("socket_closed", f"code {event.code}", now, out)

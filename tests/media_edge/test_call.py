@@ -637,7 +637,7 @@ def apologised(actions) -> EndCallViaTwilio:
     return end
 
 
-@pytest.mark.parametrize("code", [1006, 1011, 1001, 1000, None])
+@pytest.mark.parametrize("code", [1006, 1011, 1001, None])
 def test_vapi_drop_mid_call_apologises_through_twilio_rest(code):
     call = bridged()
     actions = call.feed(SocketClosed("vapi", code), 1000.0)
@@ -707,6 +707,22 @@ def test_vapi_close_after_its_own_end_is_a_clean_hang_up(ended):
     assert [a.code for a in of(actions, CloseTwilio)] == [1000]
     assert not of(actions, EndCallViaTwilio)
     assert errors(actions) == []
+
+
+def test_vapi_normal_closure_is_a_goodbye_not_a_drop():
+    call = bridged(lead_ms=100)
+    actions = call.feed(VapiAudio(assistant_audio(20)), 1000.0)
+    actions += call.feed(SocketClosed("vapi", 1000), 1001.0)
+    assert call.state is State.ENDING  # no REST update yet: it would cut the goodbye off
+    actions += run_clock(call, 1400.0, 1001.0)
+    assert sum(len(p) for p in media_payloads(actions)) == 20 * 160  # the goodbye played
+    for m in twilio_messages(actions):
+        if m["event"] == "mark":
+            actions += call.feed(TwilioMark(STREAM_SID, m["mark"]["name"]), 1500.0)
+    assert [a.code for a in of(actions, CloseTwilio)] == [1000]
+    assert not of(actions, EndCallViaTwilio)
+    assert errors(actions) == []
+    assert call.closed
 
 
 def test_vapi_close_after_our_end_call_does_nothing_more():

@@ -378,8 +378,14 @@ async def vapi_crashes(ws: ServerConnection, fake: FakeVapi) -> None:
     ws.transport.abort()  # TCP reset, no close frame (1006 at the edge)
 
 
-async def test_vapi_side_end_plays_the_goodbye_then_closes_twilio(stack):
-    edge = await stack.start(vapi_reports_end, lead_ms=60)
+async def vapi_closes_normally(ws: ServerConnection, fake: FakeVapi) -> None:
+    await ws.send(ulaw_encode(tone(500.0, 0.2)))
+    await ws.close(1000)  # Vapi's deliberate end, without a status-update first
+
+
+@pytest.mark.parametrize("behaviour", [vapi_reports_end, vapi_closes_normally])
+async def test_vapi_side_end_plays_the_goodbye_then_closes_twilio(stack, behaviour):
+    edge = await stack.start(behaviour, lead_ms=60)
     async with stack.caller() as caller:
         await caller.start()
         assert await caller.closed() == 1000
