@@ -526,7 +526,7 @@ class Call:
         assert playout is not None
         assert outbound is not None
         if not playout.queued:
-            if self.state is State.BRIDGING and not outbound.pending:
+            if self.state is State.BRIDGING and not outbound.pending and not playout.mark_due(now):
                 return  # the common case while the caller talks: nothing to play
             if outbound.pending and now >= self._tail_due(playout.play_end):
                 tail = outbound.flush()  # the assistant paused mid-frame: pad it, don't hold it

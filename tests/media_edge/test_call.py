@@ -650,6 +650,23 @@ def test_vapi_drop_mid_call_apologises_through_twilio_rest(code):
     assert call.end_reason == "vapi_dropped"
 
 
+def test_real_time_assistant_audio_is_marked_every_200_ms_not_every_frame():
+    call = bridged(lead_ms=100)
+    actions = []
+    for i in range(50):  # Vapi streams 1 s of speech in real time, one 20 ms chunk at a time
+        now = 1000.0 + i * 20
+        actions += call.feed(VapiAudio(assistant_audio(1)), now)
+        actions += run_clock(call, now + 19.9, now)
+    kinds = [m["event"] for m in twilio_messages(actions)]
+    assert kinds.count("media") == 50
+    assert kinds.count("mark") == 5  # one per 10 frames while the stream flows
+    actions = run_clock(call, 2100.0, 1980.0)  # the stream stops: the trailing mark goes out
+    assert [m["event"] for m in twilio_messages(actions)] == []  # 50 frames: 5 marks covered all
+    call.feed(VapiAudio(assistant_audio(3)), 2100.0)
+    actions = run_clock(call, 2200.0, 2100.0)
+    assert [m["event"] for m in twilio_messages(actions)] == ["mark"]  # the 3-frame tail's end
+
+
 def test_vapi_drop_dials_the_fallback_number():
     call = bridged(fallback_number="+14155550123")
     end = apologised(call.feed(SocketClosed("vapi", 1006), 1000.0))
