@@ -4,9 +4,10 @@ Twilio plays whatever it has buffered, even after the caller interrupts, unless 
 ``clear``; so we keep at most ``lead_ms`` buffered there. We estimate when Twilio's buffer runs
 dry (``play_end``) and top it up whenever it holds <= ``lead_ms - 40``, two 20 ms frames per
 message (one when the lead is under 80 ms): half the messages for the same audio. Marks (one per
-``MARK_EVERY_FRAMES`` frames and one whenever our queue empties) say what has really played;
-after a ``clear`` Twilio echoes every pending mark anyway, so cleared mark names are remembered
-and their audio is counted as not played.
+``MARK_EVERY_FRAMES`` frames, and one once our queue has stayed empty for ``END_MARK_DELAY_MS``:
+audio streamed in real time empties the queue after every frame, and must not cost a mark per
+frame) say what has really played; after a ``clear`` Twilio echoes every pending mark anyway,
+so cleared mark names are remembered and their audio is counted as not played.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from media_edge.core.audio import FRAME_MS
 from media_edge.protocol.twilio import TwilioWriter
 
 MARK_EVERY_FRAMES = 10  # 200 ms: enough resolution for "what played" at 1/10 the mark traffic
+END_MARK_DELAY_MS = 2 * FRAME_MS  # more than a frame's arrival jitter
 MAX_QUEUE_FRAMES = 1500  # 30 s of assistant audio ahead of the caller: beyond that, drop
 MAX_BACKSTOP_SLACK_MS = 40
 BATCH_FROM_LEAD_MS = 80  # with this much lead, send 40 ms per message: half the messages
@@ -28,6 +30,7 @@ class Playout:
         "_batch",
         "_cleared",
         "_lead",
+        "_mark_due",
         "_marks",
         "_queue",
         "_seq",
@@ -52,6 +55,7 @@ class Playout:
         self._cleared: set[str] = set()
         self._seq = 0
         self._since_mark = 0
+        self._mark_due = 0.0  # when the frames sent since the last mark get one (queue empty)
         self.play_end = 0.0  # estimated time Twilio's buffer runs dry (ms, caller's clock)
         self.frames_sent = self.frames_played = self.frames_cleared = self.frames_dropped = 0
 
@@ -84,6 +88,8 @@ class Playout:
         """Send as many frames as keep Twilio's buffer <= lead; returns frames sent."""
         queue = self._queue
         if not queue:
+            if self._since_mark and now >= self._mark_due:
+                self._mark(out)  # no more audio came: mark the end of what was sent
             return 0
         ahead = self.play_end - now
         if ahead < 0.0:
@@ -98,19 +104,29 @@ class Playout:
         self.play_end = now + ahead + n * FRAME_MS
         self.frames_sent += n
         self._since_mark += n
-        if not queue or self._since_mark >= MARK_EVERY_FRAMES:
-            self._seq += 1
-            name = f"m{self._seq}"
-            self._marks.append((name, self._since_mark))
-            self._since_mark = 0
-            out.append(SendToTwilio(self._writer.mark(name)))
+        if self._since_mark >= MARK_EVERY_FRAMES:
+            self._mark(out)
+        elif not queue:
+            self._mark_due = now + END_MARK_DELAY_MS
         return n
 
+    def _mark(self, out: list[Action]) -> None:
+        self._seq += 1
+        name = f"m{self._seq}"
+        self._marks.append((name, self._since_mark))
+        self._since_mark = 0
+        out.append(SendToTwilio(self._writer.mark(name)))
+
     def next_deadline(self) -> float | None:
-        """When the timer must pump if nothing else does (None: nothing queued)."""
+        """When the timer must pump if nothing else does (None: nothing queued or unmarked)."""
         if not self._queue:
-            return None
+            return self._mark_due if self._since_mark else None
         return self.play_end - self._lead + self._batch * FRAME_MS + self._slack
+
+    @property
+    def unmarked(self) -> bool:
+        """Frames were sent that no mark covers yet (one is due at the latest a frame later)."""
+        return self._since_mark > 0
 
     def on_mark(self, name: str, now: float) -> None:
         """Twilio echoed a mark: the audio before it played (unless we had cleared it).
