@@ -417,6 +417,20 @@ async def test_vapi_429_then_success_is_retried(stack):
     assert len(stack.vapi.http.requests) == 2
 
 
+async def test_vapi_socket_refusing_the_upgrade_apologises_through_twilio_rest(stack):
+    edge = await stack.start()
+    # The websocketCallUrl now points at a plain HTTP server: it answers the upgrade with 201.
+    stack.vapi._ws_port = int(stack.vapi.http._server.sockets[0].getsockname()[1])
+    async with stack.caller() as caller:
+        await caller.start()
+        assert await caller.closed() == 1011
+    assert [path for _, path, _, _ in stack.vapi.http.requests] == ["/call", "/call-1/transport"]
+    ((_, path, _, body),) = stack.twilio_rest.requests
+    assert path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{caller.call_sid}.json"
+    assert "<Say>" in httpx.QueryParams(body.decode())["Twiml"]
+    assert edge.metrics._errors == {"vapi_unreachable": 1}
+
+
 async def test_vapi_unreachable_dials_the_fallback_number(stack):
     await stack.start(statuses=[400], env={"EDGE_FALLBACK_NUMBER": "+14155550123"})
     async with stack.caller() as caller:
