@@ -1,6 +1,7 @@
-"""The edge server: one websockets (asyncio) listener for /media, /health and /ready.
+"""The edge server: one asyncio listener for /media, /health and /ready.
 
-The upgrade is checked before anything else: ``X-Twilio-Signature`` over ``EDGE_PUBLIC_URL +
+Each TCP connection is a ``WsConnection`` driving websockets' sans-I/O ``ServerProtocol``. The
+upgrade is checked before anything else: ``X-Twilio-Signature`` over ``EDGE_PUBLIC_URL +
 /media`` (HTTP 403), draining or full (HTTP 503). Each accepted stream runs a CallSession; a
 failing call never reaches the server. ``EdgeServer`` is the in-process entry point (tests, the
 local stack, the load benchmark): ``port = await server.start()``, ``await server.drain()``,
@@ -15,25 +16,22 @@ import http
 from typing import Any
 
 import httpx
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
 
 from media_edge.core import CallConfig
 from media_edge.io.protection import TaskProtection
-from media_edge.io.session import (
-    CLOSE_TIMEOUT_S,
-    PING_INTERVAL_S,
-    PING_TIMEOUT_S,
-    CallSession,
-    EdgeContext,
-)
+from media_edge.io.session import REST_TIMEOUT_S, CallSession, EdgeContext
 from media_edge.io.telemetry import EdgeMetrics, edge_logger
+from media_edge.io.ws import CLOSE_TIMEOUT_S, WsConnection
 from voicebridge import telemetry
 from voicebridge.config import Settings
 from voicebridge.twilio_signature import SIGNATURE_HEADER, is_valid_upgrade
 
 MEDIA_PATH = "/media"
 MAX_TWILIO_FRAME_BYTES = 32_768  # websockets closes 1009 above this; the parser caps at 16 KB
+OPEN_TIMEOUT_S = 10.0  # a connection that has not sent its request by then is dropped
+CLOSE_GOING_AWAY = 1001
 
 
 def call_config(settings: Settings) -> CallConfig:
@@ -60,7 +58,8 @@ class EdgeServer:
         self._idle.set()
         self.metrics = EdgeMetrics(lambda: len(self._sessions))
         self.draining = False
-        self._server: Server | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[TwilioSocket] = set()
         self._http: httpx.AsyncClient | None = None
         self._protection: TaskProtection | None = None
         self._background: list[asyncio.Task[Any]] = []
@@ -93,17 +92,10 @@ class EdgeServer:
             metrics=self.metrics,
             logger=self._logger,
         )
+        loop = asyncio.get_running_loop()
         try:
-            self._server = await serve(
-                self._handle,
-                settings.edge_host,
-                settings.edge_port,
-                process_request=self._process_request,
-                max_size=MAX_TWILIO_FRAME_BYTES,
-                compression=None,  # Twilio does not negotiate it; it would only cost CPU
-                ping_interval=PING_INTERVAL_S,
-                ping_timeout=PING_TIMEOUT_S,
-                close_timeout=CLOSE_TIMEOUT_S,
+            self._server = await loop.create_server(
+                lambda: TwilioSocket(self), settings.edge_host, settings.edge_port
             )
         except OSError:
             await self._http.aclose()
@@ -113,13 +105,13 @@ class EdgeServer:
         if settings.ecs_agent_uri:
             self._protection = TaskProtection(self._http, settings.ecs_agent_uri, self._logger)
             self._background.append(asyncio.create_task(self._protection.run()))
-        loop = type(asyncio.get_running_loop())
+        kind = type(loop)
         self._logger.info(
             "edge listening",
             extra={
                 "port": self.port,
                 "audioFormat": self._config.audio_format,
-                "eventLoop": f"{loop.__module__}.{loop.__name__}",
+                "eventLoop": f"{kind.__module__}.{kind.__name__}",
             },
         )
         return self.port
@@ -134,7 +126,7 @@ class EdgeServer:
             async with asyncio.timeout(grace):
                 await self._idle.wait()
         for session in list(self._sessions):
-            await session.shutdown("drain_timeout")
+            session.shutdown("drain_timeout")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT_S + 2.0):
                 await self._idle.wait()
@@ -144,6 +136,19 @@ class EdgeServer:
         self.draining = True
         if self._server is not None:
             self._server.close()
+            # Like any server going away: 1001 to every stream, each call ends as on a hang-up.
+            for connection in list(self._connections):
+                connection.close(CLOSE_GOING_AWAY, "server shutdown")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S + REST_TIMEOUT_S + 1.0):
+                    await self._idle.wait()
+            for session in list(self._sessions):
+                session.kill()
+            for connection in list(self._connections):
+                connection.abort()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._idle.wait()
             await self._server.wait_closed()
             self._server = None
         for task in self._background:
@@ -159,41 +164,41 @@ class EdgeServer:
 
     # -- HTTP before the upgrade ----------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def process_request(self, protocol: ServerProtocol, request: Request) -> Response | None:
+        """An HTTP answer instead of the upgrade, or None to go on with the handshake."""
         path = request.path.partition("?")[0]
         if path == "/health":
-            return connection.respond(http.HTTPStatus.OK, "ok\n")
+            return protocol.reject(http.HTTPStatus.OK, "ok\n")
         if path == "/ready":
             if self.draining or self.active_calls >= self.settings.edge_max_calls:
-                return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "not ready\n")
-            return connection.respond(http.HTTPStatus.OK, "ready\n")
+                return protocol.reject(http.HTTPStatus.SERVICE_UNAVAILABLE, "not ready\n")
+            return protocol.reject(http.HTTPStatus.OK, "ready\n")
         if path != MEDIA_PATH:
-            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+            return protocol.reject(http.HTTPStatus.NOT_FOUND, "not found\n")
         signature = request.headers.get(SIGNATURE_HEADER)
         if not is_valid_upgrade(self.settings.twilio_auth_token or "", self._media_url, signature):
             self._logger.warning("upgrade rejected: bad signature")
             self.metrics.count(telemetry.AUTH_FAILURES, 1)
-            return connection.respond(http.HTTPStatus.FORBIDDEN, "forbidden\n")
+            return protocol.reject(http.HTTPStatus.FORBIDDEN, "forbidden\n")
         if self.draining or self.active_calls >= self.settings.edge_max_calls:
-            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "unavailable\n")
+            return protocol.reject(http.HTTPStatus.SERVICE_UNAVAILABLE, "unavailable\n")
         return None
 
     # -- streams --------------------------------------------------------------------------------
 
-    async def _handle(self, connection: ServerConnection) -> None:
-        session = CallSession(connection, self._ctx)
+    def start_session(self, connection: TwilioSocket) -> None:
+        session = CallSession(connection, self._ctx, self._session_done)
         self._sessions.add(session)
         self._idle.clear()
         if self._protection is not None:
             self._protection.want(True)
-        try:
-            await session.run()
-        finally:
-            self._sessions.discard(session)
-            if not self._sessions:
-                self._idle.set()
-                if self._protection is not None:
-                    self._protection.want(False)
+
+    def _session_done(self, session: CallSession) -> None:
+        self._sessions.discard(session)
+        if not self._sessions:
+            self._idle.set()
+            if self._protection is not None:
+                self._protection.want(False)
 
     async def _flush_metrics(self) -> None:
         interval = max(1, self.settings.metrics_flush_seconds)
@@ -203,3 +208,41 @@ class EdgeServer:
                 self.metrics.flush()
             except Exception:  # metrics must never take the edge down
                 self._logger.exception("metrics flush failed")
+
+
+class TwilioSocket(WsConnection):
+    """One accepted TCP connection: HTTP request -> /health, /ready, a refusal, or the upgrade
+    to a media stream (then its CallSession takes the messages)."""
+
+    def __init__(self, server: EdgeServer) -> None:
+        super().__init__(
+            ServerProtocol(max_size=MAX_TWILIO_FRAME_BYTES)  # no extensions: no compression
+        )
+        self._server = server
+        self._open_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._server._connections.add(self)
+        self._open_timer = asyncio.get_running_loop().call_later(OPEN_TIMEOUT_S, self.abort)
+
+    def handshake(self, event: Request | Response) -> None:
+        if type(event) is not Request or self._open_timer is None:
+            return
+        self._open_timer.cancel()
+        self._open_timer = None
+        protocol = self.ws
+        assert isinstance(protocol, ServerProtocol)
+        response = self._server.process_request(protocol, event) or protocol.accept(event)
+        protocol.send_response(response)
+        self._flush()
+        if response.status_code == 101:
+            self.start_keepalive()
+            self._server.start_session(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._open_timer is not None:
+            self._open_timer.cancel()
+            self._open_timer = None
+        self._server._connections.discard(self)
+        super().connection_lost(exc)

@@ -211,8 +211,9 @@ class Call:
         playout = self._playout
         assert playout is not None
         pacing = playout.next_deadline()
-        if pacing is None and self._outbound is not None and self._outbound.pending:
-            pacing = self._tail_due(playout.play_end)
+        if not playout.queued and self._outbound is not None and self._outbound.pending:
+            tail = self._tail_due(playout.play_end)
+            pacing = tail if pacing is None else min(pacing, tail)
         if state is State.ENDING:
             deadline = min(self._ending_deadline, playout.play_end + ENDING_GRACE_MS)
         return deadline if pacing is None else min(deadline, pacing)
@@ -526,7 +527,7 @@ class Call:
         assert playout is not None
         assert outbound is not None
         if not playout.queued:
-            if self.state is State.BRIDGING and not outbound.pending and not playout.mark_due(now):
+            if self.state is State.BRIDGING and not outbound.pending and not playout.unmarked:
                 return  # the common case while the caller talks: nothing to play
             if outbound.pending and now >= self._tail_due(playout.play_end):
                 tail = outbound.flush()  # the assistant paused mid-frame: pad it, don't hold it

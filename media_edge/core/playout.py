@@ -4,13 +4,10 @@ Twilio plays whatever it has buffered, even after the caller interrupts, unless 
 ``clear``; so we keep at most ``lead_ms`` buffered there. We estimate when Twilio's buffer runs
 dry (``play_end``) and top it up whenever it holds <= ``lead_ms - 40``, two 20 ms frames per
 message (one when the lead is under 80 ms): half the messages for the same audio. Marks (one per
-``MARK_EVERY_FRAMES`` frames, and a trailing one ``TRAIL_MARK_AFTER_MS`` after our queue empties
-with nothing new to send) say what has really played. The trailing mark waits because Vapi often
-streams in real time, emptying our queue after every frame: marking each time would double
-Twilio's message count; it still leaves while Twilio is playing what came before it, so its echo
-is as exact as an immediate one;
-after a ``clear`` Twilio echoes every pending mark anyway, so cleared mark names are remembered
-and their audio is counted as not played.
+``MARK_EVERY_FRAMES`` frames, and one once our queue has stayed empty for ``END_MARK_DELAY_MS``:
+audio streamed in real time empties the queue after every frame, and must not cost a mark per
+frame) say what has really played; after a ``clear`` Twilio echoes every pending mark anyway,
+so cleared mark names are remembered and their audio is counted as not played.
 """
 
 from __future__ import annotations
@@ -22,10 +19,10 @@ from media_edge.core.audio import FRAME_MS
 from media_edge.protocol.twilio import TwilioWriter
 
 MARK_EVERY_FRAMES = 10  # 200 ms: enough resolution for "what played" at 1/10 the mark traffic
+END_MARK_DELAY_MS = 2 * FRAME_MS  # more than a frame's arrival jitter
 MAX_QUEUE_FRAMES = 1500  # 30 s of assistant audio ahead of the caller: beyond that, drop
 MAX_BACKSTOP_SLACK_MS = 40
 BATCH_FROM_LEAD_MS = 80  # with this much lead, send 40 ms per message: half the messages
-TRAIL_MARK_AFTER_MS = 2 * FRAME_MS  # no audio for this long after the queue empties: mark the end
 
 
 class Playout:
@@ -33,12 +30,12 @@ class Playout:
         "_batch",
         "_cleared",
         "_lead",
+        "_mark_due",
         "_marks",
         "_queue",
         "_seq",
         "_since_mark",
         "_slack",
-        "_trail_at",
         "_writer",
         "frames_cleared",
         "frames_dropped",
@@ -58,7 +55,7 @@ class Playout:
         self._cleared: set[str] = set()
         self._seq = 0
         self._since_mark = 0
-        self._trail_at: float | None = None  # when the trailing mark is due (queue empty)
+        self._mark_due = 0.0  # when the frames sent since the last mark get one (queue empty)
         self.play_end = 0.0  # estimated time Twilio's buffer runs dry (ms, caller's clock)
         self.frames_sent = self.frames_played = self.frames_cleared = self.frames_dropped = 0
 
@@ -91,8 +88,8 @@ class Playout:
         """Send as many frames as keep Twilio's buffer <= lead; returns frames sent."""
         queue = self._queue
         if not queue:
-            if self._trail_at is not None and now >= self._trail_at:
-                self._mark(out)
+            if self._since_mark and now >= self._mark_due:
+                self._mark(out)  # no more audio came: mark the end of what was sent
             return 0
         ahead = self.play_end - now
         if ahead < 0.0:
@@ -110,15 +107,10 @@ class Playout:
         if self._since_mark >= MARK_EVERY_FRAMES:
             self._mark(out)
         elif not queue:
-            self._trail_at = now + TRAIL_MARK_AFTER_MS
+            self._mark_due = now + END_MARK_DELAY_MS
         return n
 
-    def mark_due(self, now: float) -> bool:
-        """The trailing mark should leave now (the queue emptied and no audio followed)."""
-        return self._trail_at is not None and now >= self._trail_at
-
     def _mark(self, out: list[Action]) -> None:
-        self._trail_at = None
         self._seq += 1
         name = f"m{self._seq}"
         self._marks.append((name, self._since_mark))
@@ -126,10 +118,15 @@ class Playout:
         out.append(SendToTwilio(self._writer.mark(name)))
 
     def next_deadline(self) -> float | None:
-        """When the timer must pump if nothing else does (None: nothing to send)."""
+        """When the timer must pump if nothing else does (None: nothing queued or unmarked)."""
         if not self._queue:
-            return self._trail_at
+            return self._mark_due if self._since_mark else None
         return self.play_end - self._lead + self._batch * FRAME_MS + self._slack
+
+    @property
+    def unmarked(self) -> bool:
+        """Frames were sent that no mark covers yet (one is due at the latest a frame later)."""
+        return self._since_mark > 0
 
     def on_mark(self, name: str, now: float) -> None:
         """Twilio echoed a mark: the audio before it played (unless we had cleared it).
@@ -164,6 +161,5 @@ class Playout:
         self._marks.clear()
         self._queue.clear()
         self._since_mark = 0
-        self._trail_at = None
         self.play_end = now
         return self._writer.clear()

@@ -1,27 +1,27 @@
-"""The asyncio shell around one Call: reads both sockets, runs the actions, keeps one timer.
+"""The asyncio shell around one Call: socket callbacks feed the machine, actions run at once.
 
-Three producers feed the machine: the Twilio reader (the connection handler itself), the Vapi
-reader task and the timer. A per-call lock makes every feed-and-execute atomic, so actions leave
-in the order the machine decided even when a send waits on a slow peer. The timer is a single
-``loop.call_at`` handle moved only when the machine's deadline gets earlier; a call with no
-assistant audio queued wakes only for its idle/max-duration deadlines.
+Three producers feed the machine: the Twilio socket, the Vapi socket (``WsConnection``
+callbacks, called from ``data_received``) and one timer. Each feed runs the machine and then its
+actions synchronously, so actions leave in the order the machine decided without a lock, a task
+or a future per message; a feed that arrives while actions are running (it cannot today: writes
+never call back synchronously) is queued behind them. Only what really waits is a task: the Vapi
+POST /call + connect and the Twilio REST fallback. The timer is a single ``loop.call_at`` handle
+moved only when the machine's deadline gets earlier; a call with no assistant audio queued wakes
+only for its idle/max-duration deadlines.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from aws_lambda_powertools import Logger
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from media_edge.core import Call, CallConfig, State
 from media_edge.core.actions import (
@@ -47,6 +47,7 @@ from media_edge.core.events import (
     VapiConnected,
     VapiConnectFailed,
 )
+from media_edge.io import ws
 from media_edge.io.telemetry import EdgeMetrics, log_call
 from media_edge.protocol import twilio as twilio_protocol
 from media_edge.protocol import vapi as vapi_protocol
@@ -55,11 +56,9 @@ from voicebridge import telemetry
 from voicebridge.twilio_rest import TwilioRestError, update_call
 from voicebridge.vapi_api import VapiApiError, create_call
 
-PING_INTERVAL_S = 15.0  # both sockets; <= 20 s keeps ALB/NAT idle timers and dead peers in check
-PING_TIMEOUT_S = 15.0
-CLOSE_TIMEOUT_S = 2.0
 REST_TIMEOUT_S = 5.0
-_CLOSE_MESSAGE_TOO_BIG = 1009
+_BRIDGING = State.BRIDGING
+_CLOSED = State.CLOSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,114 +77,142 @@ class EdgeContext:
 
 
 class CallSession:
-    def __init__(self, twilio: ServerConnection, ctx: EdgeContext) -> None:
+    """One call's shell. ``on_done(session)`` runs once both sockets are gone and no task is
+    left: the server's count of live calls (and /ready, drain) follows it."""
+
+    def __init__(
+        self,
+        twilio: ws.WsConnection,
+        ctx: EdgeContext,
+        on_done: Callable[[CallSession], None],
+    ) -> None:
         self._twilio = twilio
         self._ctx = ctx
+        self._on_done = on_done
         self._loop = asyncio.get_running_loop()
         self.call = Call(
             ctx.call_config,
             now=self._now(),
             epoch_offset_s=time.time() - self._loop.time(),
         )
-        self._lock = asyncio.Lock()
+        self._bridge = ctx.metrics.bridge
         self._failed = False
-        self._vapi: ClientConnection | None = None
+        self._busy = False
+        self._queued: list[tuple[Event, float]] = []
+        self._vapi: ws.WsConnection | None = None
+        self._links: set[ws.WsConnection] = {twilio}  # transports not yet lost
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connect_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        self._done = False
+        twilio.on_lost = self._lost
+        twilio.attach(self._on_twilio_message, self._on_twilio_close)
+        self._arm()
 
     def _now(self) -> float:
         return self._loop.time() * 1000.0
 
     # -- entry points -------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Serve the Twilio socket until the call is over; always leaves nothing behind."""
-        twilio = self._twilio
-        bridge = self._ctx.metrics
+    def shutdown(self, reason: str) -> None:
+        """Drain period over: end this call now."""
+        self.feed(Shutdown(reason), self._now())
+
+    def kill(self) -> None:
+        """Server stop, after the grace: abort both transports and cancel what still runs."""
+        self._failed = True
+        for task in self._tasks:
+            task.cancel()
+        for link in list(self._links):
+            link.abort()
+
+    def feed(self, event: Event, now: float) -> None:
+        if self._failed:
+            return
+        if self._busy:  # re-entered from inside _execute: keep the machine's order
+            self._queued.append((event, now))
+            return
+        self._busy = True
         try:
+            self._run(event, now)
+            while self._queued:
+                self._run(*self._queued.pop(0))
+        finally:
+            self._busy = False
+        deadline = self.call.next_deadline
+        if deadline is not None and deadline < self._timer_at:
             self._arm()
-            async for raw in twilio:
-                now = self._now()
-                try:
-                    event: Event = twilio_protocol.parse(raw)
-                except twilio_protocol.ProtocolError as exc:
-                    event = ProtocolViolation("twilio", exc.reason, str(exc)[:200])
-                await self.feed(event, now)
-                if type(event) is TwilioMedia and self.call.state is State.BRIDGING:
-                    bridge.bridge.add(self._now() - now)  # frames forwarded, not dropped ones
-                if self.call.closed:
-                    break
-            await self.feed(SocketClosed("twilio", twilio.close_code), self._now())
-        except ConnectionClosed as exc:
-            if exc.sent is not None and exc.sent.code == _CLOSE_MESSAGE_TOO_BIG:
-                event = ProtocolViolation("twilio", "oversize", "message over max_size")
-            else:
-                event = SocketClosed("twilio", exc.rcvd.code if exc.rcvd else None)
-            await self.feed(event, self._now())
-        except Exception:  # one call's failure must never reach the server or other calls
+
+    def _run(self, event: Event, now: float) -> None:
+        if self._failed:
+            return
+        try:
+            actions = self.call.feed(event, now)
+            if actions:
+                self._execute(actions)
+        except Exception:  # a bug in one call must not reach the server or other calls
             self._ctx.logger.exception("call failed", extra=self._keys())
             self._ctx.metrics.count(telemetry.CALL_ERRORS, 1, reason="internal_error")
-            await self._abort()
-        finally:
-            await self._cleanup()
+            self._abort()
 
-    async def shutdown(self, reason: str) -> None:
-        """Drain period over: end this call now."""
-        await self.feed(Shutdown(reason), self._now())
+    # -- Twilio socket ----------------------------------------------------------------------------
 
-    async def feed(self, event: Event, now: float) -> None:
-        async with self._lock:
-            if self._failed:
-                return
-            try:
-                actions = self.call.feed(event, now)
-                if actions:
-                    await self._execute(actions)
-            except Exception:  # a bug in one call must not reach the server or other calls
-                self._ctx.logger.exception("call failed", extra=self._keys())
-                self._ctx.metrics.count(telemetry.CALL_ERRORS, 1, reason="internal_error")
-                await self._abort()
-                return
-            deadline = self.call.next_deadline
-            if deadline is not None and deadline < self._timer_at:
-                self._arm()
+    def _on_twilio_message(self, raw: ws.Message) -> None:
+        call = self.call
+        if call.state is _CLOSED:
+            return  # the close handshake is under way: the rest is noise
+        now = self._loop.time() * 1000.0
+        try:
+            event: Event = twilio_protocol.parse(raw)
+        except twilio_protocol.ProtocolError as exc:
+            event = ProtocolViolation("twilio", exc.reason, str(exc)[:200])
+        self.feed(event, now)
+        if type(event) is TwilioMedia and call.state is _BRIDGING:
+            self._bridge.add(self._loop.time() * 1000.0 - now)  # forwarded, not dropped frames
+
+    def _on_twilio_close(self, conn: ws.WsConnection) -> None:
+        if conn.oversize:
+            event: Event = ProtocolViolation("twilio", "oversize", "message over max_size")
+        else:
+            event = SocketClosed("twilio", conn.close_code)
+        self.feed(event, self._now())
 
     # -- actions --------------------------------------------------------------------------------
 
-    async def _execute(self, actions: list[Action]) -> None:
+    def _execute(self, actions: list[Action]) -> None:
+        """Type dispatch, most frequent first (a ``match`` on classes costs more per frame)."""
         ctx = self._ctx
-        for action in actions:
-            match action:
-                case SendToTwilio(text=text):
-                    with contextlib.suppress(ConnectionClosed):
-                        await self._twilio.send(text)
-                case SendAudioToVapi(data=data):
-                    if self._vapi is not None:
-                        with contextlib.suppress(ConnectionClosed):
-                            await self._vapi.send(data)
-                case Latency(name=name, since_ms=since):
-                    ctx.metrics.latency(name, self._now() - since)
-                case Metric(name=name, value=value, unit=unit, reason=reason):
-                    if unit == "Milliseconds":
-                        ctx.metrics.latency(name, value)
-                    else:
-                        ctx.metrics.count(name, value, reason)
-                case Log(level=level, message=message, fields=fields):
-                    log_call(ctx.logger, level, message, self._keys(), **fields)
-                case SendJsonToVapi(message=message):
-                    if self._vapi is not None:
-                        with contextlib.suppress(ConnectionClosed):
-                            await self._vapi.send(json.dumps(message, separators=(",", ":")))
-                case CreateVapiCall(body=body):
-                    self._connect_task = self._spawn(self._connect_vapi(body))
-                case CloseVapi():
-                    self._close_vapi()
-                case CloseTwilio(code=code, reason=reason):
-                    self._spawn(self._twilio.close(code, reason))
-                case EndCallViaTwilio():
-                    await self._end_via_rest(action)
+        for index, action in enumerate(actions):
+            kind = type(action)
+            if kind is SendAudioToVapi:
+                if self._vapi is not None:
+                    self._vapi.send_binary(action.data)
+            elif kind is SendToTwilio:
+                self._twilio.send_text(action.text)
+            elif kind is Latency:
+                ctx.metrics.latency(action.name, self._now() - action.since_ms)
+            elif kind is Metric:
+                if action.unit == "Milliseconds":
+                    ctx.metrics.latency(action.name, action.value)
+                else:
+                    ctx.metrics.count(action.name, action.value, action.reason)
+            elif kind is Log:
+                log_call(ctx.logger, action.level, action.message, self._keys(), **action.fields)
+            elif kind is SendJsonToVapi:
+                if self._vapi is not None:
+                    self._vapi.send_text(json.dumps(action.message, separators=(",", ":")))
+            elif kind is CreateVapiCall:
+                self._connect_task = self._spawn(self._connect_vapi(action.body))
+            elif kind is CloseVapi:
+                self._close_vapi()
+            elif kind is CloseTwilio:
+                self._twilio.close(action.code, action.reason)
+            elif kind is EndCallViaTwilio:
+                # The apology must replace the stream's TwiML before the stream closes (a closed
+                # stream lets Twilio move on, maybe hang up): the rest waits for the REST call.
+                self._spawn(self._end_via_rest(action, actions[index + 1 :]))
+                return
 
     def _close_vapi(self) -> None:
         task = self._connect_task
@@ -193,9 +220,9 @@ class CallSession:
             task.cancel()
         vapi, self._vapi = self._vapi, None
         if vapi is not None:
-            self._spawn(vapi.close())
+            vapi.close()
 
-    async def _end_via_rest(self, action: EndCallViaTwilio) -> None:
+    async def _end_via_rest(self, action: EndCallViaTwilio, rest: list[Action]) -> None:
         ctx = self._ctx
         try:
             async with asyncio.timeout(REST_TIMEOUT_S):
@@ -210,6 +237,12 @@ class CallSession:
         except (TwilioRestError, TimeoutError, ValueError) as exc:
             log_call(ctx.logger, "error", "twilio fallback failed", self._keys(), detail=str(exc))
             ctx.metrics.count(telemetry.CALL_ERRORS, 1, reason="twilio_fallback_failed")
+        if rest and not self._failed:
+            try:
+                self._execute(rest)
+            except Exception:
+                self._ctx.logger.exception("call failed", extra=self._keys())
+                self._abort()
 
     # -- Vapi -----------------------------------------------------------------------------------
 
@@ -217,19 +250,16 @@ class CallSession:
         ctx = self._ctx
         budget_s = ctx.call_config.connect_timeout_ms / 1000.0
         event: Event
+        vapi: ws.WsConnection | None = None
         try:
             async with asyncio.timeout(budget_s):
                 answer = await create_call(
                     ctx.http, ctx.vapi_base_url, ctx.vapi_api_key, body, budget_s=budget_s * 0.7
                 )
-                vapi = await connect(
+                vapi = await ws.connect(
                     vapi_protocol.websocket_url(answer),
-                    additional_headers={"Authorization": f"Bearer {ctx.vapi_api_key}"},
+                    {"Authorization": f"Bearer {ctx.vapi_api_key}"},
                     max_size=vapi_protocol.MAX_MESSAGE_BYTES,
-                    compression=None,
-                    ping_interval=PING_INTERVAL_S,
-                    ping_timeout=PING_TIMEOUT_S,
-                    close_timeout=CLOSE_TIMEOUT_S,
                 )
         except VapiApiError as exc:
             reason = f"http_{exc.status}" if exc.status else "unreachable"
@@ -240,28 +270,29 @@ class CallSession:
             event = VapiConnectFailed("websocket", f"{type(exc).__name__}: {exc}"[:200])
         else:
             self._vapi = vapi
+            self._links.add(vapi)
+            vapi.on_lost = self._lost
             event = VapiConnected(str(answer.get("id", "")))
-            self._spawn(self._read_vapi(vapi))
-        await self.feed(event, self._now())
+        self._connect_task = None
+        self.feed(event, self._now())
+        if self._failed:
+            self._close_vapi()
+        if vapi is not None:  # after VapiConnected: what Vapi sent meanwhile is replayed now
+            vapi.attach(self._on_vapi_message, self._on_vapi_close)
 
-    async def _read_vapi(self, vapi: ClientConnection) -> None:
-        bridge = self._ctx.metrics
-        code: int | None = None
-        try:
-            async for raw in vapi:
-                now = self._now()
-                if isinstance(raw, bytes):
-                    await self.feed(VapiAudio(raw), now)
-                    if self.call.state is State.BRIDGING:
-                        bridge.bridge.add(self._now() - now)
-                else:
-                    await self.feed(vapi_protocol.parse(raw), now)
-            code = vapi.close_code
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else 1006
-        if vapi is self._vapi:  # not when we closed it ourselves
+    def _on_vapi_message(self, raw: ws.Message) -> None:
+        now = self._loop.time() * 1000.0
+        if type(raw) is bytes:
+            self.feed(VapiAudio(raw), now)
+            if self.call.state is _BRIDGING:
+                self._bridge.add(self._loop.time() * 1000.0 - now)
+        else:
+            self.feed(vapi_protocol.parse(raw), now)
+
+    def _on_vapi_close(self, conn: ws.WsConnection) -> None:
+        if conn is self._vapi:  # not when we closed it ourselves
             self._vapi = None
-            await self.feed(SocketClosed("vapi", code), self._now())
+            self.feed(SocketClosed("vapi", conn.close_code or 1006), self._now())
 
     # -- timer and lifetime ---------------------------------------------------------------------
 
@@ -280,37 +311,55 @@ class CallSession:
         deadline = self.call.next_deadline
         if deadline is None:
             return
-        if deadline > self._now():
+        now = self._now()
+        if deadline > now:
             self._arm()  # the deadline moved later since we armed: just re-arm
             return
-        self._spawn(self.feed(Tick(), self._now()))
+        self.feed(Tick(), now)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = self._loop.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
 
-    async def _abort(self) -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._check_done()
+
+    def _lost(self, conn: ws.WsConnection) -> None:
+        self._links.discard(conn)
+        if conn is self._twilio:
+            self.feed(SocketClosed("twilio", conn.close_code), self._now())  # no-op if closed
+            if self._failed:
+                self._close_vapi()
+        self._check_done()
+
+    def _abort(self) -> None:
         """After an unexpected error: close both sides without trusting the machine."""
         self._failed = True
         self._timer_at = float("-inf")
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._close_vapi()
-        self._spawn(self._twilio.close(1011, "internal error"))
+        self._twilio.close(1011, "internal error")
 
-    async def _cleanup(self) -> None:
+    def _check_done(self) -> None:
+        if self._done or self._twilio in self._links:
+            return
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+        if self._vapi is not None:  # e.g. the machine failed: nobody closed it
+            self._close_vapi()
+        if self._links or self._tasks:
+            return
+        self._done = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._timer_at = float("-inf")  # never re-arm
-        self._close_vapi()
-        if self._tasks:
-            # Let closes finish (bounded by close_timeout), cancel whatever still waits.
-            _, pending = await asyncio.wait(list(self._tasks), timeout=CLOSE_TIMEOUT_S + 1.0)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        self._on_done(self)
 
     def _keys(self) -> dict[str, str]:
         return self.call.log_keys

@@ -3,8 +3,9 @@
 Everything Twilio sends is untrusted until parsed here: size-capped, JSON, known ``event``,
 required fields typed, base64 validated. A violation raises :class:`ProtocolError` whose
 ``reason`` is a short metric label; the call then ends (one caller's garbage ends one call).
-Outgoing messages are built by string concatenation with a per-stream prefix because this runs
-50+ times per second per call.
+Incoming JSON goes through orjson (~5x cheaper than ``json.loads`` on a media message); outgoing
+messages are built by string concatenation with a per-stream prefix because this runs 50+ times
+per second per call.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import binascii
 import json
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
+
+import orjson
 
 MAX_MESSAGE_CHARS = 16_384  # a 20 ms media message is ~400 chars; start with parameters ~2 KB
 MAX_PAYLOAD_CHARS = 8_192  # 6 KB of mu-law = 750 ms: far above Twilio's 160-byte frames
@@ -137,8 +140,8 @@ def parse(raw: str | bytes) -> TwilioEvent:
     if len(raw) > MAX_MESSAGE_CHARS:
         raise ProtocolError("oversize", f"{len(raw)} chars")
     try:
-        message = json.loads(raw)
-    except ValueError:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # a ValueError: NaN, lone surrogates, >64-bit ints too
         raise ProtocolError("malformed_json") from None
     if not isinstance(message, dict):
         raise ProtocolError("malformed_json", "not an object")

@@ -8,9 +8,10 @@ delayed" notice (schema ``ClientMessageHang``), not a hang-up: it is logged, not
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 MAX_MESSAGE_BYTES = 1 << 20  # conversation-update carries the whole transcript
 
@@ -48,8 +49,8 @@ VapiMessage = VapiUserInterrupted | VapiSpeechUpdate | VapiCallEnded | VapiIgnor
 def parse(text: str) -> VapiMessage:
     """One text frame from Vapi -> the event the bridge cares about (or VapiIgnored)."""
     try:
-        message = json.loads(text)
-    except ValueError:
+        message = orjson.loads(text)  # conversation-update carries the whole transcript
+    except orjson.JSONDecodeError:
         return VapiIgnored("malformed")
     if isinstance(message, dict) and "type" not in message:
         message = message.get("message")  # the webhook envelope shape, accepted for robustness

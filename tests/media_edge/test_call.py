@@ -429,6 +429,29 @@ def test_marks_track_what_played():
     assert not call._playout.pending
 
 
+def test_audio_streamed_in_real_time_costs_few_marks():
+    """Vapi sending exactly one frame per 20 ms empties our queue after every frame: that must
+    not cost a mark per frame (a message out and one back)."""
+    call = bridged(lead_ms=100)
+    messages: list = []
+    now = 1000.0
+    for i in range(100):  # 2 s of assistant audio, one frame at a time, caller silent
+        now = 1000.0 + i * 20
+        messages += twilio_messages(run_clock(call, now, now - 20))
+        messages += twilio_messages(call.feed(VapiAudio(assistant_audio(1)), now))
+    messages += twilio_messages(run_clock(call, now + 1000, now))
+    media_sizes = [
+        len(base64.b64decode(m["media"]["payload"])) for m in messages if m["event"] == "media"
+    ]
+    marks = [m["mark"]["name"] for m in messages if m["event"] == "mark"]
+    assert sum(media_sizes) == 100 * 160  # everything went out
+    assert len(marks) <= 100 // 10 + 2  # one per 10 frames and one at the end
+    for name in marks:
+        call.feed(TwilioMark(STREAM_SID, name), now + 2000)
+    assert call._playout.frames_played == 100
+    assert not call._playout.pending
+
+
 def test_pcm16_outbound_is_downsampled_and_encoded_to_mulaw_frames():
     call = bridged(audio_format="pcm16", lead_ms=100)
     silence = np.zeros(320 * 5, dtype="<i2").tobytes()  # 100 ms at 16 kHz

@@ -18,6 +18,7 @@ from websockets.http11 import Request
 
 from media_edge.core import Call
 from media_edge.dsp import ulaw_decode, ulaw_encode
+from media_edge.io import ws
 from media_edge.server import EdgeServer, call_config
 from tests.media_edge.fakes import (
     ACCOUNT_SID,
@@ -485,6 +486,20 @@ async def test_vapi_429_then_success_is_retried(stack):
     assert len(stack.vapi.http.requests) == 2
 
 
+async def test_vapi_socket_refusing_the_upgrade_apologises_through_twilio_rest(stack):
+    edge = await stack.start()
+    # The websocketCallUrl now points at a plain HTTP server: it answers the upgrade with 201.
+    stack.vapi._ws_port = int(stack.vapi.http._server.sockets[0].getsockname()[1])
+    async with stack.caller() as caller:
+        await caller.start()
+        assert await caller.closed() == 1011
+    assert [path for _, path, _, _ in stack.vapi.http.requests] == ["/call", "/call-1/transport"]
+    ((_, path, _, body),) = stack.twilio_rest.requests
+    assert path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{caller.call_sid}.json"
+    assert "<Say>" in httpx.QueryParams(body.decode())["Twiml"]
+    assert edge.metrics._errors == {"vapi_unreachable": 1}
+
+
 async def test_vapi_unreachable_dials_the_fallback_number(stack):
     await stack.start(statuses=[400], env={"EDGE_FALLBACK_NUMBER": "+14155550123"})
     async with stack.caller() as caller:
@@ -628,6 +643,35 @@ async def test_a_bug_in_one_call_ends_that_call_only(stack, monkeypatch):
     assert edge.metrics._errors == {"internal_error": 1}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}") as client:
         assert (await client.get("/health")).status_code == 200
+
+
+async def test_keepalive_drops_a_peer_that_stops_answering_pings(stack, monkeypatch):
+    monkeypatch.setattr(ws, "PING_INTERVAL_S", 0.05)
+    monkeypatch.setattr(ws, "PING_TIMEOUT_S", 0.1)
+    await stack.start()
+    async with stack.caller() as alive:  # websockets answers every ping by itself
+        await bridged(stack, alive)
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
+        headers = "".join(f"{k}: {v}\r\n" for k, v in sig_headers().items())
+        writer.write(
+            (
+                "GET /media HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{headers}\r\n"
+            ).encode()
+        )
+        async with asyncio.timeout(WAIT_S):
+            assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+            head = await reader.readexactly(2)
+            assert head[0] == 0x89  # a ping (final frame) ...
+            await reader.readexactly(head[1] & 0x7F)
+            rest = await reader.read()  # ... never answered: the edge closes on its own
+        writer.close()
+        assert rest[0] == 0x88  # a close frame, code 1011, then EOF
+        assert rest[2:4] == (1011).to_bytes(2, "big")
+        await until(lambda: stack.edge.active_calls == 1)
+        assert alive.ws.close_code is None  # answered its pings for as long: still bridging
+        assert _state(stack) == "bridging"
 
 
 async def test_full_edge_is_not_ready_and_refuses_new_streams(stack):
