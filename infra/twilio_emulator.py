@@ -172,9 +172,15 @@ class TwilioEmulator:
         call = self.calls.get(request.path_params["call"])
         if call is None:
             return _twilio_error(404, 20404, "The requested resource was not found")
-        if call.status == "in-progress" and call.twiml is None:
+        try:  # ?timeout=0 answers at once: "what has happened to this call so far"
+            timeout = min(
+                WAIT_SECONDS, max(0.0, float(request.query_params.get("timeout", WAIT_SECONDS)))
+            )
+        except ValueError:
+            return _twilio_error(400, 21201, "timeout must be a number of seconds")
+        if call.status == "in-progress" and call.twiml is None and timeout > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(call.changed.wait(), WAIT_SECONDS)
+                await asyncio.wait_for(call.changed.wait(), timeout)
         return JSONResponse({"status": call.status, "twiml": call.twiml})
 
     async def _hung_up(self, request: Request) -> JSONResponse:

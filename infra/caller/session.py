@@ -440,7 +440,12 @@ class SimulatedCall:
         except ConnectionClosed:
             pass
         self._log(f"stream closed by the edge (code {self._ws.close_code})")
-        self._end("edge-closed")
+        # The edge closes after a REST redirect it made has returned, so the emulator knows by
+        # now; asking once (no waiting) keeps the long-poll and the close from racing.
+        outcome = None
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            outcome = await self._rest_outcome(wait_s=0)
+        self._end(outcome or "edge-closed")
 
     async def _handle(self, message: str | bytes) -> None:
         """Check what the edge sends like Twilio does (errors 31950/31951), then act on it."""
@@ -529,27 +534,38 @@ class SimulatedCall:
             self._end("caller-hangup")
             await asyncio.Event().wait()  # the call is ending; nothing more to do
 
-    async def _watch_rest(self) -> None:
-        """Long-poll the Twilio REST emulator: a completed or redirected call ends the stream."""
+    async def _rest_outcome(self, wait_s: float) -> str | None:
+        """Ask the Twilio REST emulator (waiting up to ``wait_s``) whether the call was completed
+        or redirected through the REST API; None if not (or no emulator)."""
         base = self.config.twilio_emulator_url
         if not base or self._http is None:
-            return
+            return None
         url = f"{base}/_emulator/calls/{self.call_sid}/wait"
         auth = (self.config.account_sid, self.config.auth_token)
+        response = await self._http.get(
+            url, params={"timeout": wait_s}, auth=auth, timeout=wait_s + 5
+        )
+        state = response.json()
+        if state.get("status") == "completed":
+            self._log("call completed through the Twilio REST API")
+            return "rest-completed"
+        if state.get("twiml"):
+            self._log(f"call redirected through the Twilio REST API: {state['twiml']}")
+            return "rest-redirected"
+        return None
+
+    async def _watch_rest(self) -> None:
+        """Long-poll the Twilio REST emulator: a completed or redirected call ends the stream."""
+        if not self.config.twilio_emulator_url or self._http is None:
+            return
         while True:
             try:
-                response = await self._http.get(url, auth=auth, timeout=30)
-                state = response.json()
+                outcome = await self._rest_outcome(wait_s=25)
             except (httpx.HTTPError, ValueError):
                 await asyncio.sleep(0.5)
                 continue
-            if state.get("status") == "completed":
-                self._log("call completed through the Twilio REST API")
-                self._end("rest-completed")
-                return
-            if state.get("twiml"):
-                self._log(f"call redirected through the Twilio REST API: {state['twiml']}")
-                self._end("rest-redirected")
+            if outcome:
+                self._end(outcome)
                 return
 
     # -- measurements -------------------------------------------------------------------------
