@@ -43,8 +43,12 @@ def _hmac_valid(secret: str, headers: Mapping[str, str], body: bytes, now: float
     if not signature or not timestamp or not _timestamp_fresh(timestamp, now):
         return False
     signature = signature.strip().removeprefix("sha256=")
-    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return _equal(signature.lower(), expected.hexdigest())
+    return _equal(signature.lower(), _digest(secret, timestamp, body))
+
+
+def _digest(secret: str, timestamp: str, body: bytes) -> str:
+    """Vapi's HMAC credential: hex HMAC-SHA256 of ``"{timestamp}.{raw body}"``."""
+    return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
 def is_authentic(secret: str, headers: Mapping[str, str], body: bytes, now: float) -> bool:
@@ -60,7 +64,6 @@ def is_authentic(secret: str, headers: Mapping[str, str], body: bytes, now: floa
 
 
 def sign(secret: str, body: bytes, timestamp: int | str) -> dict[str, str]:
-    """The HMAC headers Vapi would send (tests, emulator)."""
+    """The HMAC headers Vapi would send (tests; the emulator signs independently on purpose)."""
     stamp = str(timestamp)
-    digest = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return {"x-signature": digest, "x-timestamp": stamp}
+    return {"x-signature": _digest(secret, stamp, body), "x-timestamp": stamp}
