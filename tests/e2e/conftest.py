@@ -3,22 +3,13 @@ packages run, so moto's per-process state is theirs again), with leak checks per
 
 import pytest
 
-from infra.local import LocalStack, StackOptions
-from tests.e2e.helpers import EDGE_ENV, FAST, assert_no_leaks
+from infra.local import LocalStack
+from tests.e2e.helpers import FAST, assert_no_leaks, stack_options
 
 
 @pytest.fixture(scope="package")
 def stack():
-    options = StackOptions(
-        api_port=0,
-        edge_port=0,
-        quiet=True,
-        environ={},
-        script=FAST,
-        overrides=EDGE_ENV,
-        aws_prefix="e2e",
-    )
-    with LocalStack(options) as running:
+    with LocalStack(stack_options("e2e")) as running:
         yield running
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from infra.audio import sample
 from infra.caller import Hangup, Pause, Say, SimulatedCall, WaitForSilence, WaitForSpeech
+from infra.local import StackOptions
 from infra.vapi_emulator import Script
 
 # Short turns keep the suite fast; the behaviour is the same as in the demo.
@@ -16,6 +17,19 @@ EDGE_ENV = {
     "DRAIN_SECONDS": "0",
     "TRANSFER_ALLOWLIST": "sales=+15550100009",
 }
+
+
+def stack_options(aws_prefix, **edge_env):
+    """A quiet stack on free ports with the fast emulated assistant and EDGE_ENV (+ changes)."""
+    return StackOptions(
+        api_port=0,
+        edge_port=0,
+        quiet=True,
+        environ={},
+        script=FAST,
+        overrides={**EDGE_ENV, **edge_env},
+        aws_prefix=aws_prefix,
+    )
 
 
 def eventually(predicate, limit_s=10.0, what="condition"):

@@ -2,24 +2,15 @@
 
 import pytest
 
-from infra.local import LocalStack, StackOptions
-from tests.e2e.helpers import EDGE_ENV, FAST, assert_no_leaks, call, record_when, talk
+from infra.local import LocalStack
+from tests.e2e.helpers import assert_no_leaks, call, record_when, stack_options, talk
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def pcm16_stack():
-    options = StackOptions(
-        api_port=0,
-        edge_port=0,
-        quiet=True,
-        environ={},
-        script=FAST,
-        overrides={**EDGE_ENV, "EDGE_AUDIO_FORMAT": "pcm16"},
-        aws_prefix="e2e-pcm16",
-    )
-    with LocalStack(options) as stack:
+    with LocalStack(stack_options("e2e-pcm16", EDGE_AUDIO_FORMAT="pcm16")) as stack:
         yield stack
 
 
