@@ -134,8 +134,11 @@ class SimulatedCall:
         self._seq += 1
         return str(self._seq)
 
-    def _end(self, reason: str) -> None:
+    def _end(self, reason: str, note: str | None = None) -> None:
+        """End the call for ``reason`` (the first reason wins; ``note`` goes on the timeline)."""
         if self._ended is not None and not self._ended.done():
+            if note:
+                self._log(note)
             self._ended.set_result(reason)
 
     async def _send(self, message: dict[str, Any]) -> None:
@@ -445,7 +448,7 @@ class SimulatedCall:
         outcome = None
         with contextlib.suppress(httpx.HTTPError, ValueError):
             outcome = await self._rest_outcome(wait_s=0)
-        self._end(outcome or "edge-closed")
+        self._end(*(outcome or ("edge-closed",)))
 
     async def _handle(self, message: str | bytes) -> None:
         """Check what the edge sends like Twilio does (errors 31950/31951), then act on it."""
@@ -534,9 +537,9 @@ class SimulatedCall:
             self._end("caller-hangup")
             await asyncio.Event().wait()  # the call is ending; nothing more to do
 
-    async def _rest_outcome(self, wait_s: float) -> str | None:
+    async def _rest_outcome(self, wait_s: float) -> tuple[str, str] | None:
         """Ask the Twilio REST emulator (waiting up to ``wait_s``) whether the call was completed
-        or redirected through the REST API; None if not (or no emulator)."""
+        or redirected through the REST API: (reason, timeline note), or None."""
         base = self.config.twilio_emulator_url
         if not base or self._http is None:
             return None
@@ -547,11 +550,12 @@ class SimulatedCall:
         )
         state = response.json()
         if state.get("status") == "completed":
-            self._log("call completed through the Twilio REST API")
-            return "rest-completed"
+            return "rest-completed", "call completed through the Twilio REST API"
         if state.get("twiml"):
-            self._log(f"call redirected through the Twilio REST API: {state['twiml']}")
-            return "rest-redirected"
+            return (
+                "rest-redirected",
+                f"call redirected through the Twilio REST API: {state['twiml']}",
+            )
         return None
 
     async def _watch_rest(self) -> None:
@@ -565,7 +569,7 @@ class SimulatedCall:
                 await asyncio.sleep(0.5)
                 continue
             if outcome:
-                self._end(outcome)
+                self._end(*outcome)
                 return
 
     # -- measurements -------------------------------------------------------------------------
