@@ -604,6 +604,82 @@ async def naive_relay(port: int, vapi_base: str) -> None:
         await asyncio.Future()
 
 
+async def naive_relay_picows(port: int, vapi_base: str) -> None:
+    """The same relay on picows (Cython WebSocket framing) under uvloop: what a compiled
+    WebSocket layer alone would give, to say what reaching the per-call target would take."""
+    import httpx
+    from picows import (
+        WSFrame,
+        WSListener,
+        WSMsgType,
+        WSTransport,
+        WSUpgradeRequest,
+        WSUpgradeResponse,
+        WSUpgradeResponseWithListener,
+        ws_connect,
+        ws_create_server,
+    )
+
+    client = httpx.AsyncClient()
+
+    class FromVapi(WSListener):  # type: ignore[misc]
+        def __init__(self, twilio: WSTransport, stream_sid: str) -> None:
+            self.twilio, self.stream_sid = twilio, stream_sid
+
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            if frame.msg_type == WSMsgType.BINARY:
+                payload = base64.b64encode(frame.get_payload_as_bytes()).decode()
+                message = {
+                    "event": "media",
+                    "streamSid": self.stream_sid,
+                    "media": {"payload": payload},
+                }
+                self.twilio.send(WSMsgType.TEXT, json.dumps(message).encode())
+
+    class FromTwilio(WSListener):  # type: ignore[misc]
+        vapi: WSTransport | None = None
+
+        def on_ws_connected(self, transport: WSTransport) -> None:
+            self.transport = transport
+
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            if frame.msg_type != WSMsgType.TEXT:
+                return
+            message = json.loads(frame.get_payload_as_bytes())
+            event = message.get("event")
+            if event == "media" and self.vapi is not None:
+                self.vapi.send(WSMsgType.BINARY, base64.b64decode(message["media"]["payload"]))
+            elif event == "start":
+                asyncio.get_running_loop().create_task(self.connect(message))
+            elif event == "stop":
+                transport.disconnect()
+
+        def on_ws_disconnected(self, transport: WSTransport) -> None:
+            if self.vapi is not None:
+                self.vapi.disconnect()
+
+        async def connect(self, message: dict[str, Any]) -> None:
+            body = {"assistantOverrides": {"metadata": {"callSid": message["start"]["callSid"]}}}
+            headers = {"Authorization": f"Bearer {VAPI_KEY}"}
+            answer = (await client.post(f"{vapi_base}/call", json=body, headers=headers)).json()
+            stream_sid = message["streamSid"]
+            vapi, _ = await ws_connect(
+                lambda: FromVapi(self.transport, stream_sid),
+                answer["transport"]["websocketCallUrl"],
+            )
+            self.vapi = vapi
+
+    def factory(request: WSUpgradeRequest) -> Any:
+        if request.path == b"/health":
+            response = WSUpgradeResponse.create_ok_response(b"ok\n")
+            return WSUpgradeResponseWithListener(response, None)
+        return FromTwilio()
+
+    server = await ws_create_server(factory, "127.0.0.1", port)
+    async with server:
+        await asyncio.Future()
+
+
 # ---------------------------------------------------------------------------------------------
 # In-process cost of one frame through the sans-I/O core (no sockets): CPU time, so it holds on
 # a shared machine where the socket-level latencies above do not.
@@ -696,7 +772,7 @@ def pin(pid: int, cpu: int) -> None:
 
 def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess.Popen[bytes]:
     python = sys.executable
-    if variant == "naive":
+    if variant.startswith("naive"):  # naive (websockets) or naive-picows
         argv = [
             python,
             "-m",
@@ -704,6 +780,7 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
             "--naive-relay",
             str(port),
             f"http://127.0.0.1:{vapi_port}",
+            *(["--picows"] if variant == "naive-picows" else []),
         ]
     elif variant.endswith("+uvloop"):
         argv = [
@@ -723,7 +800,7 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
         VAPI_BASE_URL=f"http://127.0.0.1:{vapi_port}",
         EDGE_PUBLIC_URL=f"ws://127.0.0.1:{port}",
         STREAM_TOKEN_SECRET=TOKEN_SECRET,
-        EDGE_AUDIO_FORMAT=variant.split("+")[0] if variant != "naive" else "mulaw",
+        EDGE_AUDIO_FORMAT="mulaw" if variant.startswith("naive") else variant.split("+")[0],
         EDGE_HOST="127.0.0.1",
         EDGE_PORT=str(port),
         EDGE_MAX_CALLS="5000",
@@ -818,9 +895,16 @@ def main() -> None:
     parser.add_argument("--vapi-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--edge-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--naive-relay", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--picows", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_relay:
-        asyncio.run(naive_relay(int(args.naive_relay[0]), args.naive_relay[1]))
+        port, vapi_base = int(args.naive_relay[0]), args.naive_relay[1]
+        if args.picows:
+            import uvloop
+
+            uvloop.run(naive_relay_picows(port, vapi_base))
+        else:
+            asyncio.run(naive_relay(port, vapi_base))
         return
     if args.loadgen:
         with contextlib.suppress(ImportError):

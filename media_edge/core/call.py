@@ -87,6 +87,17 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+# Module-level names for the states: an enum member looked up on its class costs ~0.25 us on
+# CPython 3.11, and the per-frame path tests the state several times.
+_CONNECTED, _STARTED, _BRIDGING, _ENDING, _CLOSED = (
+    State.CONNECTED,
+    State.STARTED,
+    State.BRIDGING,
+    State.ENDING,
+    State.CLOSED,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class CallConfig:
     """Per-process call policy (times in ms); built from Settings by the shell."""
@@ -152,7 +163,7 @@ class Call:
         vad_factory: Callable[[], Vad] | None = None,
     ) -> None:
         self.config = config
-        self.state = State.CONNECTED
+        self.state = _CONNECTED
         self.stream_sid = ""
         self.call_sid = ""
         self.end_reason = ""
@@ -183,30 +194,30 @@ class Call:
     def feed(self, event: Event, now: float) -> list[Action]:
         """Apply ``event`` at time ``now`` (ms); the actions to run, in order."""
         out: list[Action] = []
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             if isinstance(event, VapiConnected):
                 out.append(CloseVapi())  # connected after we gave up: hang it up
             return out
         _HANDLERS[type(event)](self, event, now, out)
-        if self._playout is not None and self.state in (State.BRIDGING, State.ENDING):
+        if self._playout is not None and (self.state is _BRIDGING or self.state is _ENDING):
             self._pump(now, out)
         return out
 
     @property
     def closed(self) -> bool:
-        return self.state is State.CLOSED
+        return self.state is _CLOSED
 
     @property
     def next_deadline(self) -> float | None:
         """The earliest time (ms) a Tick would change something; None once closed."""
         cfg = self.config
         state = self.state
-        if state is State.CLOSED:
+        if state is _CLOSED:
             return None
-        if state is State.CONNECTED:
+        if state is _CONNECTED:
             return self._last_rx + cfg.idle_timeout_ms
         deadline = min(self._last_rx + cfg.idle_timeout_ms, self._start + cfg.max_call_ms)
-        if state is State.STARTED:
+        if state is _STARTED:
             return min(deadline, self._start + cfg.connect_timeout_ms)
         playout = self._playout
         assert playout is not None
@@ -214,7 +225,7 @@ class Call:
         if not playout.queued and self._outbound is not None and self._outbound.pending:
             tail = self._tail_due(playout.play_end)
             pacing = tail if pacing is None else min(pacing, tail)
-        if state is State.ENDING:
+        if state is _ENDING:
             deadline = min(self._ending_deadline, playout.play_end + ENDING_GRACE_MS)
         return deadline if pacing is None else min(deadline, pacing)
 
@@ -237,7 +248,7 @@ class Call:
         return True
 
     def _sid_ok(self, stream_sid: str, now: float, out: list[Action]) -> bool:
-        if self.state is State.CONNECTED:
+        if self.state is _CONNECTED:
             self._teardown("event_before_start", now, out, error=True, code=CLOSE_POLICY)
             return False
         if stream_sid != self.stream_sid:
@@ -248,13 +259,13 @@ class Call:
     def _on_connected(self, event: TwilioConnected, now: float, out: list[Action]) -> None:
         if not self._rx(now, out):
             return
-        if self.state is not State.CONNECTED:
+        if self.state is not _CONNECTED:
             self._teardown("unexpected_connected", now, out, error=True, code=CLOSE_POLICY)
 
     def _on_start(self, event: TwilioStart, now: float, out: list[Action]) -> None:
         if not self._rx(now, out):
             return
-        if self.state is not State.CONNECTED:
+        if self.state is not _CONNECTED:
             self._teardown("duplicate_start", now, out, error=True, code=CLOSE_POLICY)
             return
         self.stream_sid, self.call_sid = event.stream_sid, event.call_sid
@@ -271,7 +282,7 @@ class Call:
             self._teardown("token_rejected", now, out, error=True, code=CLOSE_POLICY)
             return
         cfg = self.config
-        self.state = State.STARTED
+        self.state = _STARTED
         self._start = now
         inbound = InboundPath(cfg.audio_format, self._vad_factory and self._vad_factory())
         self._inbound = inbound
@@ -295,7 +306,7 @@ class Call:
         if not self._rx(now, out) or not self._sid_ok(event.stream_sid, now, out):
             return
         state = self.state
-        if state is not State.BRIDGING and state is not State.STARTED:
+        if state is not _BRIDGING and state is not _STARTED:
             return  # Vapi is gone (ending): nobody to hear it
         inbound = self._inbound
         assert inbound is not None
@@ -309,7 +320,7 @@ class Call:
             out.append(Metric(telemetry.FRAMES_FILLED, fill))
         self.frames_in += 1
         audio = inbound.convert(event.payload, fill)
-        if state is State.BRIDGING:
+        if state is _BRIDGING:
             out.append(SendAudioToVapi(audio))
         else:
             self._hold(audio, out)
@@ -347,7 +358,7 @@ class Call:
     def _on_dtmf(self, event: TwilioDtmf, now: float, out: list[Action]) -> None:
         if not self._rx(now, out) or not self._sid_ok(event.stream_sid, now, out):
             return
-        if self.state is State.BRIDGING and self.config.dtmf_to_vapi:
+        if self.state is _BRIDGING and self.config.dtmf_to_vapi:
             out.append(SendJsonToVapi(vapi_protocol.dtmf_message(event.digit)))
             out.append(Log("info", "dtmf forwarded to vapi"))  # the digit itself is not logged
 
@@ -375,10 +386,10 @@ class Call:
         the most recent audio). The burst arrives faster than real time, so a recogniser that
         streams faster than real time (as the usual STT backends do; not measured against
         Vapi itself) catches up on it rather than carrying it as a lasting delay."""
-        if self.state is not State.STARTED:
+        if self.state is not _STARTED:
             out.append(CloseVapi())
             return
-        self.state = State.BRIDGING
+        self.state = _BRIDGING
         held, self._held = self._held, None
         assert held is not None
         held_ms = held.held_ms
@@ -389,7 +400,7 @@ class Call:
     def _on_vapi_connect_failed(
         self, event: VapiConnectFailed, now: float, out: list[Action]
     ) -> None:
-        if self.state is State.STARTED:
+        if self.state is _STARTED:
             self._vapi_unreachable(event.reason, event.detail, now, out)
 
     def _vapi_unreachable(self, why: str, detail: str, now: float, out: list[Action]) -> None:
@@ -418,7 +429,7 @@ class Call:
         out.append(CloseTwilio(CLOSE_INTERNAL, "assistant unavailable"))
 
     def _on_vapi_audio(self, event: VapiAudio, now: float, out: list[Action]) -> None:
-        if self.state is not State.BRIDGING:
+        if self.state is not _BRIDGING:
             return
         assert self._outbound is not None
         assert self._playout is not None
@@ -439,7 +450,7 @@ class Call:
 
     def _barge_in(self, source: str, now: float, out: list[Action]) -> None:
         playout = self._playout
-        if self.state is not State.BRIDGING or playout is None:
+        if self.state is not _BRIDGING or playout is None:
             return
         clear = playout.clear(now)
         if clear is None:
@@ -464,23 +475,23 @@ class Call:
             self._teardown(
                 "twilio_closed", now, out, error=False, code=CLOSE_NORMAL, twilio_open=False
             )
-        elif self.state is State.BRIDGING and event.code == CLOSE_NORMAL:
+        elif self.state is _BRIDGING and event.code == CLOSE_NORMAL:
             # A normal closure is Vapi ending the call on purpose (e.g. its endCall tool with
             # status-update left out of clientMessages): a goodbye, not an apology.
             self._begin_ending("vapi_closed", now, out, detail="socket closed normally")
-        elif self.state is State.BRIDGING:
+        elif self.state is _BRIDGING:
             # Abnormal (1006 no close frame, 1011, 1001 going away, ...): Vapi vanished.
             self._vapi_dropped(f"socket closed, code {event.code}", now, out)
-        elif self.state is State.STARTED:
+        elif self.state is _STARTED:
             self._vapi_unreachable("socket_closed", f"code {event.code}", now, out)
 
     def _on_violation(self, event: ProtocolViolation, now: float, out: list[Action]) -> None:
         fields = {"side": event.side, "detail": event.detail}
         out.append(Log("warning", "protocol violation", fields))
-        if event.side == "vapi" and self.state is State.STARTED:
+        if event.side == "vapi" and self.state is _STARTED:
             self._vapi_unreachable(event.reason, event.detail, now, out)
             return
-        if event.side == "vapi" and self.state is State.BRIDGING:
+        if event.side == "vapi" and self.state is _BRIDGING:
             out.append(SendJsonToVapi(dict(vapi_protocol.END_CALL)))  # we abandon it: say so
             self._vapi_dropped(f"vapi_{event.reason}: {event.detail}", now, out)
             return
@@ -495,22 +506,22 @@ class Call:
         state = self.state
         if now - self._last_rx >= cfg.idle_timeout_ms:
             self._teardown("idle_timeout", now, out, error=True, code=CLOSE_GOING_AWAY)
-        elif state is State.CONNECTED:
+        elif state is _CONNECTED:
             return
         elif now - self._start >= cfg.max_call_ms:
             self._teardown("max_duration", now, out, error=True, code=CLOSE_NORMAL)
-        elif state is State.STARTED and now - self._start >= cfg.connect_timeout_ms:
+        elif state is _STARTED and now - self._start >= cfg.connect_timeout_ms:
             self._vapi_unreachable("timeout", "no vapi connection in time", now, out)
 
     def _begin_ending(
         self, reason: str, now: float, out: list[Action], *, detail: str = "", error: bool = False
     ) -> None:
         """Vapi is gone: stop listening, let the assistant's last words play, then hang up."""
-        if self.state is not State.BRIDGING:
+        if self.state is not _BRIDGING:
             return
         assert self._playout is not None
         assert self._outbound is not None
-        self.state = State.ENDING
+        self.state = _ENDING
         self.end_reason = reason
         self._ending_deadline = now + self.config.end_drain_ms
         tail = self._outbound.flush()
@@ -527,7 +538,7 @@ class Call:
         assert playout is not None
         assert outbound is not None
         if not playout.queued:
-            if self.state is State.BRIDGING and not outbound.pending and not playout.unmarked:
+            if self.state is _BRIDGING and not outbound.pending and not playout.unmarked:
                 return  # the common case while the caller talks: nothing to play
             if outbound.pending and now >= self._tail_due(playout.play_end):
                 tail = outbound.flush()  # the assistant paused mid-frame: pad it, don't hold it
@@ -541,7 +552,7 @@ class Call:
             if was_idle and self._speech_end is not None:
                 out.append(Latency(telemetry.RESPONSE_LATENCY, self._speech_end))
                 self._speech_end = None
-        if self.state is State.ENDING and (
+        if self.state is _ENDING and (
             not playout.pending
             or now >= self._ending_deadline
             or now >= playout.play_end + ENDING_GRACE_MS
@@ -569,12 +580,12 @@ class Call:
     ) -> None:
         """The one way out: tell Vapi the call is over, close both sides, count and log."""
         state = self.state
-        if state is State.CLOSED:
+        if state is _CLOSED:
             return
-        if state is State.BRIDGING:
+        if state is _BRIDGING:
             out.append(SendJsonToVapi(dict(vapi_protocol.END_CALL)))
             out.append(CloseVapi())
-        elif state is State.STARTED:
+        elif state is _STARTED:
             out.append(CloseVapi())  # abandon the connection attempt
         if twilio_open and self._vapi_lost:
             self._apologise(out)  # cut short while Vapi's last words played: still say sorry
@@ -583,7 +594,7 @@ class Call:
         self._finish(reason, now, out, error=error)
 
     def _finish(self, reason: str, now: float, out: list[Action], *, error: bool) -> None:
-        self.state = State.CLOSED
+        self.state = _CLOSED
         self.end_reason = reason
         fields: dict[str, Any] = {"reason": reason, "durationMs": round(now - self._created)}
         playout = self._playout
