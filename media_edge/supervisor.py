@@ -187,7 +187,11 @@ class Supervisor:
         )
         slots = asyncio.gather(*(self._keep(index) for index in range(self.workers)))
         try:
-            await signals.get()
+            first = asyncio.create_task(signals.get())
+            await asyncio.wait({slots, first}, return_when=asyncio.FIRST_COMPLETED)
+            if not first.done():  # slots only end after a signal: this is a bug, surface it
+                first.cancel()
+                slots.result()
             self._logger.info("draining", extra={"activeCalls": self.calls.total})
             self._draining.set()
             self._forward()
