@@ -31,6 +31,7 @@ import math
 import os
 import signal
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass, replace
 
@@ -274,7 +275,7 @@ class Supervisor:
                 start_new_session=True,  # signals reach workers through the supervisor only
                 preexec_fn=die_with_parent(),
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:  # e.g. out of processes or memory
             os.close(read_fd)
             self._logger.error("worker did not start", extra={"worker": index, "detail": str(exc)})
             return 0, -1, 0
@@ -282,7 +283,8 @@ class Supervisor:
             os.close(write_fd)  # the worker holds the only write end: EOF when it is gone
         self._processes[index] = process
         if self._draining.is_set():  # the drain began while it was starting
-            process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
         self._logger.info("worker started", extra={"worker": index, "pid": process.pid})
         assert process.stdout is not None
         relay = asyncio.create_task(_relay_lines(process.stdout))
