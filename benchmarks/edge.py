@@ -20,8 +20,18 @@ its edges), so the fake Vapi reads the tag back from the middle sample either wa
 The edge's run-queue wait (/proc/pid/schedstat) is reported next to its CPU: on a shared
 machine, a point where the edge waited for a CPU measures the neighbours as much as the edge.
 
+Variants: ``naive``, ``mulaw``, ``pcm16``, with suffixes ``+uvloop`` and ``+w2`` (combinable,
+e.g. ``mulaw+w2+uvloop``). ``+w2`` runs the edge with EDGE_WORKERS=2: a supervisor and two
+SO_REUSEPORT workers. Then nothing is pinned the usual way: the supervisor is not pinned, worker
+i (in pid order) is pinned to CPU i where the machine has one, and the load generator is NOT
+pinned (it shares the CPUs with the workers, so its CPU competes with theirs: compare with the
+pinned single-process rows with that in mind). Edge CPU, RSS and run-queue wait are then the SUM
+over the supervisor and all its workers (descendants from /proc/<pid>/task/*/children), so the
+CPU column can pass 100 % of a core. With ``+w2``, ``+uvloop`` sets EDGE_UVLOOP=true (the
+workers run uvloop, the supervisor stays on asyncio).
+
     python -m benchmarks.edge [--calls 1 100 250 500] [--window 10] [--variants naive mulaw
-                              pcm16 mulaw+uvloop] [--no-echo]
+                              pcm16 mulaw+uvloop mulaw+w2 mulaw+w2+uvloop] [--no-echo]
     python -m benchmarks.edge --core   # CPU per frame through the sans-I/O core, in process
 """
 
@@ -428,24 +438,55 @@ class FakeVapi:
         )
 
 
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def proc_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants: the edge's supervisor and workers (EDGE_WORKERS > 1)."""
+    pids, at = [pid], 0
+    while at < len(pids):
+        for children in Path(f"/proc/{pids[at]}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                pids += [int(child) for child in children.read_text().split()]
+        at += 1
+    return pids
 
 
-def proc_runq_wait_s(pid: int) -> float:
-    """Time the process was runnable but waiting for a CPU (schedstat): contention, not work."""
+def proc_cpu_s(pids: list[int]) -> float:
+    """CPU time (user + system) summed over ``pids``; a process gone since counts nothing."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def proc_runq_wait_s(pids: list[int]) -> float:
+    """Time runnable but waiting for a CPU (schedstat), summed: contention, not work."""
     try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+        return sum(int(Path(f"/proc/{p}/schedstat").read_text().split()[1]) for p in pids) / 1e9
     except (OSError, IndexError, ValueError):
         return float("nan")
 
 
-def proc_rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+def proc_rss_kb(pids: list[int]) -> int:
+    """Resident memory summed over ``pids`` (shared pages count once per process)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def listeners(port: int) -> int:
+    """Sockets listening on ``port`` (this network namespace): how many workers are up."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                local, state = row.split()[1], row.split()[3]
+                count += int(local.rsplit(":", 1)[1], 16) == port and state == "0A"
+    return count
 
 
 async def ticker(callers: list[Caller], stop: asyncio.Event) -> None:
@@ -471,7 +512,8 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
     await vapi.start()
     loop = asyncio.get_running_loop()
     public_url = f"ws://127.0.0.1:{args.edge_port}"
-    rss0 = proc_rss_kb(args.edge_pid)
+    edge = proc_tree(args.edge_pid)  # the supervisor's workers are up before the load starts
+    rss0 = proc_rss_kb(edge)
     callers: list[Caller] = []
     stop = asyncio.Event()
     tick_task = asyncio.create_task(ticker(callers, stop))
@@ -492,15 +534,15 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
     for caller in live:
         caller.sending = True
     await asyncio.sleep(3.0)  # settle: first frames, resampler and playout warm-up
-    cpu0, me0, wall0 = proc_cpu_s(args.edge_pid), time.process_time(), time.perf_counter()
-    wait0 = proc_runq_wait_s(args.edge_pid)
+    cpu0, me0, wall0 = proc_cpu_s(edge), time.process_time(), time.perf_counter()
+    wait0 = proc_runq_wait_s(edge)
     stats.window = (wall0, wall0 + args.window)
     sent0 = sum(len(c.sent_at) for c in callers)
     await asyncio.sleep(args.window)
     wall1 = time.perf_counter()
-    cpu1, me1 = proc_cpu_s(args.edge_pid), time.process_time()
-    wait1 = proc_runq_wait_s(args.edge_pid)
-    rss1 = proc_rss_kb(args.edge_pid)
+    cpu1, me1 = proc_cpu_s(edge), time.process_time()
+    wait1 = proc_runq_wait_s(edge)
+    rss1 = proc_rss_kb(edge)
     stats.frames_sent = sum(len(c.sent_at) for c in callers) - sent0
     await asyncio.sleep(0.5)  # the last frames in flight
     stop.set()
@@ -518,6 +560,7 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
         "bridged": stats.bridged,
         "rejected": stats.rejected,
         "window_s": round(elapsed, 2),
+        "edge_processes": len(edge),  # the supervisor and its workers are summed
         "edge_cpu_pct": round((cpu1 - cpu0) / elapsed * 100, 1),
         "edge_cpu_pct_per_call": round((cpu1 - cpu0) / elapsed * 100 / max(1, len(live)), 4),
         "edge_runq_wait_pct": round((wait1 - wait0) / elapsed * 100, 1),
@@ -770,8 +813,16 @@ def pin(pid: int, cpu: int) -> None:
         os.sched_setaffinity(pid, {cpu})
 
 
+def edge_workers(variant: str) -> int:
+    """``+w2`` -> 2 (EDGE_WORKERS); 1 without such a suffix."""
+    counts = [int(flag[1:]) for flag in variant.split("+")[1:] if flag[:1] == "w"]
+    return counts[0] if counts else 1
+
+
 def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess.Popen[bytes]:
     python = sys.executable
+    flags = set(variant.split("+")[1:])
+    workers = edge_workers(variant)
     if variant.startswith("naive"):  # naive (websockets) or naive-picows
         argv = [
             python,
@@ -782,7 +833,7 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
             f"http://127.0.0.1:{vapi_port}",
             *(["--picows"] if variant == "naive-picows" else []),
         ]
-    elif variant.endswith("+uvloop"):
+    elif "uvloop" in flags and workers == 1:
         argv = [
             python,
             "-c",
@@ -806,16 +857,23 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
         EDGE_MAX_CALLS="5000",
         DRAIN_SECONDS="0",
         POWERTOOLS_LOG_LEVEL="WARNING",
+        EDGE_WORKERS=str(workers),
+        EDGE_UVLOOP=str("uvloop" in flags and workers > 1).lower(),
     )
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
-    pin(proc.pid, 0)
+    if workers == 1:
+        pin(proc.pid, 0)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        url = f"http://127.0.0.1:{port}/health"
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
-            if r.status == 200:
-                return proc
+        if listeners(port) >= workers:  # every worker (or the one process) is listening
+            url = f"http://127.0.0.1:{port}/health"
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    if workers > 1:
+                        for cpu, worker in enumerate(sorted(proc_tree(proc.pid)[1:])):
+                            pin(worker, cpu)
+                    return proc
         if proc.poll() is not None:
             break
         time.sleep(0.1)
@@ -849,7 +907,8 @@ def run_point(
             *([] if echo else ["--no-echo"]),
         ]
         gen = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE)  # noqa: S603
-        pin(gen.pid, 1)
+        if edge_workers(variant) == 1:  # with workers on every CPU, pinning it would only hurt
+            pin(gen.pid, 1)
         out, _ = gen.communicate(timeout=window + calls / 50 + 60)
         result = json.loads(out.decode().strip().splitlines()[-1])
     finally:

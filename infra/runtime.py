@@ -6,15 +6,15 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import ctypes
 import json
-import signal
 import subprocess
 import sys
 import threading
 from collections import deque
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TextIO, TypeVar
+
+from voicebridge.process import die_with_parent
 
 T = TypeVar("T")
 
@@ -190,13 +190,6 @@ class StdoutTap:
         return getattr(self._original, name)
 
 
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGTERM when its parent dies, however it dies (even SIGKILL), so a
-    crashed or killed stack never leaves an orphaned API or worker holding a port."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class ChildProcess:
     """A component in its own process (like its own Lambda); output read line by line."""
 
@@ -224,7 +217,7 @@ class ChildProcess:
             bufsize=1,
             pass_fds=tuple(pass_fds),
             start_new_session=True,  # Ctrl-C reaches the stack, which stops us in order
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent(),  # a crashed or killed stack leaves no orphan
         )
         self._reader = threading.Thread(target=self._read, name=f"{name}-output", daemon=True)
         self._reader.start()

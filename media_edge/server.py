@@ -5,7 +5,10 @@ upgrade is checked before anything else: ``X-Twilio-Signature`` over ``EDGE_PUBL
 /media`` (HTTP 403), draining or full (HTTP 503). Each accepted stream runs a CallSession; a
 failing call never reaches the server. ``EdgeServer`` is the in-process entry point (tests, the
 local stack, the load benchmark): ``port = await server.start()``, ``await server.drain()``,
-``await server.stop()``.
+``await server.stop()``. Under ``media_edge.supervisor`` (EDGE_WORKERS > 1) it runs as one of
+several workers (``worker=WorkerRole(...)``): it listens with SO_REUSEPORT, reports its live-call
+count instead of emitting ActiveCalls or touching ECS task protection, and names itself in an
+``X-Edge-Worker`` header on its HTTP answers.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -32,6 +37,15 @@ MEDIA_PATH = "/media"
 MAX_TWILIO_FRAME_BYTES = 32_768  # websockets closes 1009 above this; the parser caps at 16 KB
 OPEN_TIMEOUT_S = 10.0  # a connection that has not sent its request by then is dropped
 CLOSE_GOING_AWAY = 1001
+WORKER_HEADER = "X-Edge-Worker"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRole:
+    """This server is worker ``index`` of a supervised task; ``report_calls(n)`` on each change."""
+
+    index: int
+    report_calls: Callable[[int], None]
 
 
 def call_config(settings: Settings) -> CallConfig:
@@ -49,14 +63,21 @@ def call_config(settings: Settings) -> CallConfig:
 
 
 class EdgeServer:
-    def __init__(self, settings: Settings, *, call_config_override: CallConfig | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        call_config_override: CallConfig | None = None,
+        worker: WorkerRole | None = None,
+    ):
         self.settings = settings
+        self._worker = worker
         self._config = call_config_override or call_config(settings)
         self._logger = edge_logger()
         self._sessions: set[CallSession] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self.metrics = EdgeMetrics(lambda: len(self._sessions))
+        self.metrics = EdgeMetrics(None if worker else lambda: len(self._sessions))
         self.draining = False
         self._server: asyncio.Server | None = None
         self._connections: set[TwilioSocket] = set()
@@ -95,14 +116,17 @@ class EdgeServer:
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                lambda: TwilioSocket(self), settings.edge_host, settings.edge_port
+                lambda: TwilioSocket(self),
+                settings.edge_host,
+                settings.edge_port,
+                reuse_port=self._worker is not None,
             )
         except OSError:
             await self._http.aclose()
             self._http = None
             raise
         self._background.append(asyncio.create_task(self._flush_metrics()))
-        if settings.ecs_agent_uri:
+        if settings.ecs_agent_uri and self._worker is None:  # else the supervisor's job
             self._protection = TaskProtection(self._http, settings.ecs_agent_uri, self._logger)
             self._background.append(asyncio.create_task(self._protection.run()))
         kind = type(loop)
@@ -112,6 +136,7 @@ class EdgeServer:
                 "port": self.port,
                 "audioFormat": self._config.audio_format,
                 "eventLoop": f"{kind.__module__}.{kind.__name__}",
+                **({"worker": self._worker.index} if self._worker else {}),
             },
         )
         return self.port
@@ -166,6 +191,12 @@ class EdgeServer:
 
     def process_request(self, protocol: ServerProtocol, request: Request) -> Response | None:
         """An HTTP answer instead of the upgrade, or None to go on with the handshake."""
+        response = self._answer(protocol, request)
+        if response is not None and self._worker is not None:
+            response.headers[WORKER_HEADER] = str(self._worker.index)
+        return response
+
+    def _answer(self, protocol: ServerProtocol, request: Request) -> Response | None:
         path = request.path.partition("?")[0]
         if path == "/health":
             return protocol.reject(http.HTTPStatus.OK, "ok\n")
@@ -192,6 +223,8 @@ class EdgeServer:
         self._idle.clear()
         if self._protection is not None:
             self._protection.want(True)
+        if self._worker is not None:
+            self._worker.report_calls(len(self._sessions))
 
     def _session_done(self, session: CallSession) -> None:
         self._sessions.discard(session)
@@ -199,6 +232,8 @@ class EdgeServer:
             self._idle.set()
             if self._protection is not None:
                 self._protection.want(False)
+        if self._worker is not None:
+            self._worker.report_calls(len(self._sessions))
 
     async def _flush_metrics(self) -> None:
         interval = max(1, self.settings.metrics_flush_seconds)

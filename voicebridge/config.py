@@ -73,6 +73,16 @@ def _allowlist(value: str) -> dict[str, str]:
     return result
 
 
+def _workers(value: str) -> int:
+    """A process count, or ``auto``: one per CPU this process may run on (its affinity mask,
+    which is what a container's cpuset or ``taskset`` leaves it, not the host's CPU count)."""
+    if value.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0))
+    if not value.strip().isdigit() or not 1 <= int(value) <= 256:
+        raise ValueError(f"must be a number of processes from 1 to 256 or auto, got {value!r}")
+    return int(value)
+
+
 def _text(value: str) -> str:
     return value
 
@@ -118,6 +128,7 @@ _VARS: tuple[_Var, ...] = (
     _Var("EDGE_LOCAL_BARGE_IN", _bool, "false"),
     _Var("EDGE_DTMF_TO_VAPI", _bool, "true"),
     _Var("EDGE_UVLOOP", _bool, "false"),
+    _Var("EDGE_WORKERS", _workers, "1"),
     _Var("EDGE_FALLBACK_NUMBER", lambda v: next(iter(_allowlist(v).values()), "")),
     _Var("DRAIN_SECONDS", _int(0, 7200), "110"),
     _Var("ECS_AGENT_URI", _url("http", "https")),
@@ -182,6 +193,7 @@ class Settings:
     edge_local_barge_in: bool = False
     edge_dtmf_to_vapi: bool = True
     edge_uvloop: bool = False
+    edge_workers: int = 1
     edge_fallback_number: str | None = None
     drain_seconds: int = 110
     ecs_agent_uri: str | None = None

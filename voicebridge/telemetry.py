@@ -33,3 +33,4 @@ ACTIVE_CALLS = "ActiveCalls"  # count, gauge sampled at each flush
 FRAMES_DROPPED = "FramesDropped"  # count, duplicate or late inbound frames
 FRAMES_FILLED = "FramesFilled"  # count, silence frames inserted for timestamp gaps
 CALL_ERRORS = "CallErrors"  # count; emitted twice: with service only, and with service+reason
+WORKER_EXITS = "WorkerExits"  # count, EDGE_WORKERS > 1: workers that died unexpectedly (restarted)

@@ -7,6 +7,8 @@ flush emits, per metric, either every observation (when there were at most 99) o
 spaced quantiles of the window. CloudWatch percentiles over those values track the true
 distribution to about one bucket, p99 included, at a fixed cost per flush whatever the load.
 Counts are summed; ActiveCalls is sampled at flush; CallErrors also goes out per ``reason``.
+Under the supervisor (EDGE_WORKERS > 1) workers pass no ``active_calls``: the supervisor emits the
+task's sum, since the scaling policy averages every ActiveCalls sample as "calls per task".
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class Histogram:
 class EdgeMetrics:
     """In-process aggregation; ``flush()`` writes EMF (one blob + one per error reason)."""
 
-    def __init__(self, active_calls: Callable[[], int], service: str | None = None) -> None:
+    def __init__(self, active_calls: Callable[[], int] | None, service: str | None = None) -> None:
         self._service = (
             service or os.environ.get("POWERTOOLS_SERVICE_NAME") or telemetry.SERVICE_EDGE
         )
@@ -96,7 +98,8 @@ class EdgeMetrics:
     def flush(self) -> None:
         """Emit everything gathered since the last flush, then start a new window."""
         sink = EphemeralMetrics(namespace=telemetry.NAMESPACE, service=self._service)
-        sink.add_metric(telemetry.ACTIVE_CALLS, MetricUnit.Count, self._active_calls())
+        if self._active_calls is not None:
+            sink.add_metric(telemetry.ACTIVE_CALLS, MetricUnit.Count, self._active_calls())
         histograms = {telemetry.BRIDGE_LATENCY: self.bridge, **self._latencies}
         for name, histogram in histograms.items():
             for value in histogram.values():
