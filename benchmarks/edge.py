@@ -45,6 +45,7 @@ import hashlib
 import http
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -819,6 +820,53 @@ def edge_workers(variant: str) -> int:
     return counts[0] if counts else 1
 
 
+# The per-frame modules compiled by the ``+mypyc`` variant (the asyncio shell, session and
+# server stay interpreted): what compiling the Python hot path would give.
+MYPYC_MODULES = [
+    "media_edge/core/actions.py",
+    "media_edge/core/events.py",
+    "media_edge/core/audio.py",
+    "media_edge/core/playout.py",
+    "media_edge/core/call.py",
+    "media_edge/protocol/twilio.py",
+    "media_edge/dsp/framing.py",
+    "media_edge/dsp/vad.py",
+    "media_edge/io/ws.py",
+]
+
+
+def compiled_tree(log_dir: Path) -> Path:
+    """A copy of ``media_edge`` + ``voicebridge`` with MYPYC_MODULES compiled by mypyc, built
+    once per source state. The copy's WsConnection is marked subclassable by interpreted code
+    (the server's TwilioSocket subclasses it), the one edit mypyc needs; the repo stays pure
+    Python, and this build is an experiment measured here, not what ships."""
+    sources = sorted(p for pkg in ("media_edge", "voicebridge") for p in (ROOT / pkg).rglob("*.py"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+    tree = log_dir / f"mypyc-{digest}"
+    if (tree / ".built").exists():
+        return tree
+    shutil.rmtree(tree, ignore_errors=True)
+    for pkg in ("media_edge", "voicebridge"):
+        shutil.copytree(ROOT / pkg, tree / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    ws_py = tree / "media_edge/io/ws.py"
+    ws_py.write_text(
+        ws_py.read_text().replace(
+            "class WsConnection(asyncio.Protocol):",
+            "from mypy_extensions import mypyc_attr\n\n\n"
+            "@mypyc_attr(allow_interpreted_subclasses=True)\n"
+            "class WsConnection(asyncio.Protocol):",
+        )
+    )
+    subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "mypyc", *MYPYC_MODULES],
+        cwd=tree,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    (tree / ".built").touch()
+    return tree
+
+
 def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess.Popen[bytes]:
     python = sys.executable
     flags = set(variant.split("+")[1:])
@@ -861,7 +909,8 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
         EDGE_UVLOOP=str("uvloop" in flags and workers > 1).lower(),
     )
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        cwd = compiled_tree(log.parent) if "mypyc" in flags else ROOT
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
     if workers == 1:
         pin(proc.pid, 0)
     deadline = time.monotonic() + 20

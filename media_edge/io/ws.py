@@ -291,7 +291,7 @@ class WsConnection(asyncio.Protocol):
         events = ws.events_received()
         self._flush()  # what the protocol answers by itself: pongs, close echoes, EOF
         for event in events:
-            if type(event) is Frame:
+            if isinstance(event, Frame):
                 self._frame(event)
             else:
                 self.handshake(event)
@@ -351,14 +351,14 @@ class WsConnection(asyncio.Protocol):
         opcode = frame.opcode
         if opcode is _TEXT or opcode is _BINARY:
             if not frame.fin:
-                self._parts, self._parts_text = [frame.data], opcode is _TEXT
+                self._parts, self._parts_text = [bytes(frame.data)], opcode is _TEXT
                 return
             data = frame.data
             text = opcode is _TEXT
         elif opcode is _CONT:
             parts = self._parts
             assert parts is not None  # the protocol rejects a stray continuation
-            parts.append(frame.data)
+            parts.append(bytes(frame.data))
             if not frame.fin:
                 return
             data, text, self._parts = b"".join(parts), self._parts_text, None
