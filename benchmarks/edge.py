@@ -27,8 +27,11 @@ i (in pid order) is pinned to CPU i where the machine has one, and the load gene
 pinned (it shares the CPUs with the workers, so its CPU competes with theirs: compare with the
 pinned single-process rows with that in mind). Edge CPU, RSS and run-queue wait are then the SUM
 over the supervisor and all its workers (descendants from /proc/<pid>/task/*/children), so the
-CPU column can pass 100 % of a core. With ``+w2``, ``+uvloop`` sets EDGE_UVLOOP=true (the
-workers run uvloop, the supervisor stays on asyncio).
+CPU column can pass 100 % of a core. ``+uvloop`` sets EDGE_UVLOOP=true (the edge's default;
+without the suffix the variant runs EDGE_UVLOOP=false, plain asyncio; under ``+w2`` the workers
+run uvloop and the supervisor stays on asyncio). ``naive-picows`` is the naive relay on picows
+(Cython framing) under uvloop; ``+mypyc`` runs the edge from a copy whose per-frame modules
+are compiled with mypyc (see ``compiled_tree``).
 
     python -m benchmarks.edge [--calls 1 100 250 500] [--window 10] [--variants naive mulaw
                               pcm16 mulaw+uvloop mulaw+w2 mulaw+w2+uvloop] [--no-echo]
@@ -881,14 +884,6 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
             f"http://127.0.0.1:{vapi_port}",
             *(["--picows"] if variant == "naive-picows" else []),
         ]
-    elif "uvloop" in flags and workers == 1:
-        argv = [
-            python,
-            "-c",
-            "import asyncio, runpy, uvloop; "
-            "asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
-            "runpy.run_module('media_edge', run_name='__main__', alter_sys=True)",
-        ]
     else:
         argv = [python, "-m", "media_edge"]
     env = dict(os.environ)
@@ -906,7 +901,7 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
         DRAIN_SECONDS="0",
         POWERTOOLS_LOG_LEVEL="WARNING",
         EDGE_WORKERS=str(workers),
-        EDGE_UVLOOP=str("uvloop" in flags and workers > 1).lower(),
+        EDGE_UVLOOP=str("uvloop" in flags).lower(),  # the edge's own switch: asyncio without it
     )
     with log.open("wb") as out:
         cwd = compiled_tree(log.parent) if "mypyc" in flags else ROOT

@@ -2,7 +2,7 @@
 
 A first signal drains (``/ready`` 503, new streams refused, live calls get up to DRAIN_SECONDS);
 a second one ends the remaining calls at once. Bad configuration: one line, exit status 2.
-``EDGE_UVLOOP=true`` runs the loop on uvloop (measured in BENCHMARKS.md: less CPU per call).
+The loop is uvloop unless ``EDGE_UVLOOP=false`` (BENCHMARKS.md: ~10 % less CPU per call).
 ``EDGE_WORKERS`` > 1 (or ``auto``) makes this process a supervisor of that many workers on one
 port (``media_edge.supervisor``); it starts each of them as ``python -m media_edge --worker ...``.
 """
@@ -42,7 +42,7 @@ async def run(settings: Settings, worker: supervisor.WorkerArgs | None = None) -
 
 
 def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when EDGE_UVLOOP=true (and installed: it is in the ``edge`` extra), else asyncio."""
+    """uvloop (the default; it is in the ``edge`` extra) unless EDGE_UVLOOP=false, else asyncio."""
     if not settings.edge_uvloop:
         return None
     try:

@@ -127,7 +127,7 @@ _VARS: tuple[_Var, ...] = (
     _Var("EDGE_MAX_CALLS", _int(1, 100_000), "1000"),
     _Var("EDGE_LOCAL_BARGE_IN", _bool, "false"),
     _Var("EDGE_DTMF_TO_VAPI", _bool, "true"),
-    _Var("EDGE_UVLOOP", _bool, "false"),
+    _Var("EDGE_UVLOOP", _bool, "true"),
     _Var("EDGE_WORKERS", _workers, "1"),
     _Var("EDGE_FALLBACK_NUMBER", lambda v: next(iter(_allowlist(v).values()), "")),
     _Var("DRAIN_SECONDS", _int(0, 7200), "110"),
@@ -192,7 +192,7 @@ class Settings:
     edge_max_calls: int = 1000
     edge_local_barge_in: bool = False
     edge_dtmf_to_vapi: bool = True
-    edge_uvloop: bool = False
+    edge_uvloop: bool = True
     edge_workers: int = 1
     edge_fallback_number: str | None = None
     drain_seconds: int = 110

@@ -78,13 +78,14 @@ def test_port_in_use_is_one_line_not_a_traceback():
     assert line.startswith("media_edge: cannot serve on 127.0.0.1:")
 
 
-async def test_uvloop_is_opt_in():
-    for flag, expected in (("false", "asyncio"), ("true", "uvloop")):
+async def test_uvloop_by_default_and_asyncio_on_request():
+    for flag, expected in (("false", "asyncio"), ("true", "uvloop"), (None, "uvloop")):
+        env = edge_env() if flag is None else edge_env(EDGE_UVLOOP=flag)  # None: unset
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "media_edge",
-            env=edge_env(EDGE_UVLOOP=flag),
+            env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
