@@ -20,21 +20,22 @@ its edges), so the fake Vapi reads the tag back from the middle sample either wa
 The edge's run-queue wait (/proc/pid/schedstat) is reported next to its CPU: on a shared
 machine, a point where the edge waited for a CPU measures the neighbours as much as the edge.
 
-Variants: ``naive``, ``mulaw``, ``pcm16``, with suffixes ``+uvloop`` and ``+w2`` (combinable,
-e.g. ``mulaw+w2+uvloop``). ``+w2`` runs the edge with EDGE_WORKERS=2: a supervisor and two
-SO_REUSEPORT workers. Then nothing is pinned the usual way: the supervisor is not pinned, worker
-i (in pid order) is pinned to CPU i where the machine has one, and the load generator is NOT
-pinned (it shares the CPUs with the workers, so its CPU competes with theirs: compare with the
-pinned single-process rows with that in mind). Edge CPU, RSS and run-queue wait are then the SUM
-over the supervisor and all its workers (descendants from /proc/<pid>/task/*/children), so the
-CPU column can pass 100 % of a core. ``+uvloop`` sets EDGE_UVLOOP=true (the edge's default;
-without the suffix the variant runs EDGE_UVLOOP=false, plain asyncio; under ``+w2`` the workers
-run uvloop and the supervisor stays on asyncio). ``naive-picows`` is the naive relay on picows
-(Cython framing) under uvloop; ``+mypyc`` runs the edge from a copy whose per-frame modules
-are compiled with mypyc (see ``compiled_tree``).
+Variants: ``naive``, ``naive-picows``, ``mulaw``, ``pcm16``, with suffixes ``+uvloop``, ``+mypyc``
+and ``+w2`` (combinable, e.g. ``mulaw+w2+uvloop``). ``+w2`` runs the edge with EDGE_WORKERS=2: a
+supervisor and two SO_REUSEPORT workers. Then nothing is pinned the usual way: the supervisor is
+not pinned, worker i (in pid order) is pinned to CPU i where the machine has one, and the load
+generator is NOT pinned (it shares the CPUs with the workers, so its CPU competes with theirs:
+compare with the pinned single-process rows with that in mind). Edge CPU, RSS and run-queue wait
+are then the SUM over the supervisor and all its workers (descendants from
+/proc/<pid>/task/*/children), so the CPU column can pass 100 % of a core. ``+uvloop`` sets
+EDGE_UVLOOP=true (the edge's default; without the suffix the variant runs EDGE_UVLOOP=false, plain
+asyncio; under ``+w2`` the workers run uvloop and the supervisor stays on asyncio). ``naive-
+picows`` is the naive relay on picows (Cython framing) under uvloop; ``+mypyc`` runs the edge from
+a copy whose per-frame modules are compiled with mypyc (see ``compiled_tree``).
 
-    python -m benchmarks.edge [--calls 1 100 250 500] [--window 10] [--variants naive mulaw
-                              pcm16 mulaw+uvloop mulaw+w2 mulaw+w2+uvloop] [--no-echo]
+    python -m benchmarks.edge [--calls 1 100 250 500] [--window 10] [--variants naive
+                              naive-picows mulaw mulaw+uvloop pcm16+uvloop
+                              mulaw+mypyc+uvloop mulaw+w2+uvloop] [--no-echo]
     python -m benchmarks.edge --core   # CPU per frame through the sans-I/O core, in process
 """
 
@@ -988,7 +989,16 @@ def main() -> None:
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 100, 250, 500])
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument(
-        "--variants", nargs="+", default=["naive", "mulaw", "pcm16", "mulaw+uvloop", "pcm16+uvloop"]
+        "--variants",
+        nargs="+",
+        default=[
+            "naive",
+            "naive-picows",
+            "mulaw",
+            "mulaw+uvloop",
+            "pcm16+uvloop",
+            "mulaw+mypyc+uvloop",
+        ],
     )
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-echo", action="store_true", help="fake Vapi stays silent")
