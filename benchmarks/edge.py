@@ -29,9 +29,9 @@ compare with the pinned single-process rows with that in mind). Edge CPU, RSS an
 are then the SUM over the supervisor and all its workers (descendants from
 /proc/<pid>/task/*/children), so the CPU column can pass 100 % of a core. ``+uvloop`` sets
 EDGE_UVLOOP=true (the edge's default; without the suffix the variant runs EDGE_UVLOOP=false, plain
-asyncio; under ``+w2`` the workers run uvloop and the supervisor stays on asyncio). ``naive-
-picows`` is the naive relay on picows (Cython framing) under uvloop; ``+mypyc`` runs the edge from
-a copy whose per-frame modules are compiled with mypyc (see ``compiled_tree``).
+asyncio; under ``+w2`` the workers run uvloop and the supervisor stays on asyncio).
+``naive-picows`` is the naive relay on picows (Cython framing) under uvloop; ``+mypyc`` runs the
+edge from a copy whose per-frame modules are compiled with mypyc (see ``compiled_tree``).
 
     python -m benchmarks.edge [--calls 1 100 250 500] [--window 10] [--variants naive
                               naive-picows mulaw mulaw+uvloop pcm16+uvloop
