@@ -1,4 +1,7 @@
-"""The edge on loopback: a real websockets server, a Twilio-speaking client, a small Vapi fake."""
+"""The edge on loopback: a real websockets server, a Twilio-speaking client, a small Vapi fake.
+
+Every test runs twice: on asyncio and on uvloop, the loop ``python -m media_edge`` uses by
+default (their transports differ in write_eof, buffering and close ordering)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import uvloop
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import InvalidStatus
@@ -37,6 +41,18 @@ from voicebridge import telemetry
 from voicebridge.config import load_settings
 
 WAIT_S = 10.0  # upper bound for every wait: a hang fails instead of blocking the suite
+
+
+# pytest-asyncio 1.x deprecates overriding this fixture for a loop-factory hook, which would
+# apply to every async test of the suite; this override works across the versions we allow.
+pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy" fixture')
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    if request.param == "uvloop":
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
 
 
 async def until(predicate: Callable[[], bool]) -> None:
