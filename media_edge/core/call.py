@@ -77,6 +77,7 @@ CLOSE_INTERNAL = 1011
 ENDING_GRACE_MS = 500  # after our estimate of the last frame playing, wait this long for its mark
 LOCAL_BARGE_IN_FRAMES = 10  # 200 ms of loud caller speech over the assistant
 LOCAL_BARGE_IN_MIN_DBFS = -35.0  # line echo of our own playout sits well below this
+MAX_HELD_DIGITS = 32  # DTMF pressed while Vapi connects, replayed after the held audio
 
 
 class State(enum.Enum):
@@ -133,6 +134,7 @@ class Call:
         "_epoch_offset_s",
         "_first_audio_sent",
         "_held",
+        "_held_digits",
         "_inbound",
         "_last_rx",
         "_last_vapi_audio",
@@ -177,6 +179,7 @@ class Call:
         self._vad_factory = vad_factory
         self._inbound: InboundPath | None = None
         self._held: HeldAudio | None = None
+        self._held_digits: list[str] = []
         self._outbound: OutboundPath | None = None
         self._playout: Playout | None = None
         self._first_audio_sent = False
@@ -358,9 +361,16 @@ class Call:
     def _on_dtmf(self, event: TwilioDtmf, now: float, out: list[Action]) -> None:
         if not self._rx(now, out) or not self._sid_ok(event.stream_sid, now, out):
             return
-        if self.state is _BRIDGING and self.config.dtmf_to_vapi:
+        if not self.config.dtmf_to_vapi:
+            return
+        if self.state is _BRIDGING:
             out.append(SendJsonToVapi(vapi_protocol.dtmf_message(event.digit)))
             out.append(Log("info", "dtmf forwarded to vapi"))  # the digit itself is not logged
+        elif self.state is _STARTED:  # Vapi is connecting: keep it, in order, like the audio
+            if len(self._held_digits) < MAX_HELD_DIGITS:
+                self._held_digits.append(event.digit)
+            else:
+                out.append(Log("warning", "dtmf dropped: too many while vapi connects"))
 
     def _on_mark(self, event: TwilioMark, now: float, out: list[Action]) -> None:
         if not self._rx(now, out) or not self._sid_ok(event.stream_sid, now, out):
@@ -396,6 +406,11 @@ class Call:
         out.append(Metric(telemetry.VAPI_CONNECT_TIME, now - self._start, "Milliseconds"))
         out.append(Log("info", "vapi connected", {"vapiCallId": event.call_id, "heldMs": held_ms}))
         out.extend(SendAudioToVapi(chunk) for chunk in held.drain())
+        digits, self._held_digits = self._held_digits, []
+        # after the audio they were pressed during, in order
+        out.extend(SendJsonToVapi(vapi_protocol.dtmf_message(digit)) for digit in digits)
+        if digits:
+            out.append(Log("info", "dtmf forwarded to vapi", {"held": len(digits)}))
 
     def _on_vapi_connect_failed(
         self, event: VapiConnectFailed, now: float, out: list[Action]

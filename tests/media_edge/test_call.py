@@ -588,6 +588,34 @@ def test_dtmf_forwarding_can_be_disabled():
     assert not of(call.feed(TwilioDtmf(STREAM_SID, "7"), 500.0), SendJsonToVapi)
 
 
+def test_dtmf_pressed_while_vapi_connects_follows_the_held_audio_in_order():
+    call = make()
+    call.feed(TwilioConnected("Call"), 0.0)
+    call.feed(start_event(), 1.0)
+    call.feed(media(0), 20.0)
+    assert call.feed(TwilioDtmf(STREAM_SID, "4"), 30.0) == []  # nothing to send it to yet
+    call.feed(TwilioDtmf(STREAM_SID, "2"), 40.0)
+    actions = call.feed(VapiConnected("vapi-call-1"), 300.0)
+    kinds = [type(a) for a in actions if isinstance(a, (SendAudioToVapi, SendJsonToVapi))]
+    assert kinds == [SendAudioToVapi, SendJsonToVapi, SendJsonToVapi]
+    digits = [a.message["message"]["content"] for a in of(actions, SendJsonToVapi)]
+    assert "4" in digits[0]
+    assert "2" in digits[1]
+    (later,) = of(call.feed(TwilioDtmf(STREAM_SID, "9"), 400.0), SendJsonToVapi)  # now live
+    assert "9" in later.message["message"]["content"]
+
+
+def test_dtmf_held_while_connecting_is_bounded_and_dropped_if_vapi_never_comes():
+    call = make()
+    call.feed(start_event(), 1.0)
+    logs = []
+    for i in range(40):
+        logs += of(call.feed(TwilioDtmf(STREAM_SID, "1"), 10.0 + i), Log)
+    assert len([log for log in logs if "too many" in log.message]) == 8
+    actions = call.feed(VapiConnected("vapi-call-1"), 300.0)
+    assert len(of(actions, SendJsonToVapi)) == 32
+
+
 # -- teardown paths -------------------------------------------------------------------------
 
 
