@@ -27,7 +27,7 @@ from websockets.server import ServerProtocol
 from media_edge.core import CallConfig
 from media_edge.io.protection import TaskProtection
 from media_edge.io.session import REST_TIMEOUT_S, CallSession, EdgeContext
-from media_edge.io.telemetry import EdgeMetrics, edge_logger
+from media_edge.io.telemetry import EdgeMetrics, edge_logger, flush_every
 from media_edge.io.ws import CLOSE_TIMEOUT_S, WsConnection
 from voicebridge import telemetry
 from voicebridge.config import Settings
@@ -125,7 +125,11 @@ class EdgeServer:
             await self._http.aclose()
             self._http = None
             raise
-        self._background.append(asyncio.create_task(self._flush_metrics()))
+        self._background.append(
+            asyncio.create_task(
+                flush_every(self.metrics, self.settings.metrics_flush_seconds, self._logger)
+            )
+        )
         if settings.ecs_agent_uri and self._worker is None:  # else the supervisor's job
             self._protection = TaskProtection(self._http, settings.ecs_agent_uri, self._logger)
             self._background.append(asyncio.create_task(self._protection.run()))
@@ -234,15 +238,6 @@ class EdgeServer:
                 self._protection.want(False)
         if self._worker is not None:
             self._worker.report_calls(len(self._sessions))
-
-    async def _flush_metrics(self) -> None:
-        interval = max(1, self.settings.metrics_flush_seconds)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.metrics.flush()
-            except Exception:  # metrics must never take the edge down
-                self._logger.exception("metrics flush failed")
 
 
 class TwilioSocket(WsConnection):

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 import httpx
 
 from media_edge.io.protection import TaskProtection
-from media_edge.io.telemetry import EdgeMetrics, edge_logger
+from media_edge.io.telemetry import EdgeMetrics, edge_logger, flush_every
 from media_edge.server import WorkerRole
 from voicebridge import telemetry
 from voicebridge.config import ConfigError, Settings
@@ -172,7 +172,11 @@ class Supervisor:
         reserved = reserve_port(settings.edge_host, settings.edge_port)
         self._port = reserved.getsockname()[1]
         http: httpx.AsyncClient | None = None
-        background: list[asyncio.Task[None]] = [asyncio.create_task(self._flush_metrics())]
+        background: list[asyncio.Task[None]] = [
+            asyncio.create_task(
+                flush_every(self.metrics, self.settings.metrics_flush_seconds, self._logger)
+            )
+        ]
         if settings.ecs_agent_uri:
             http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
             self._protection = TaskProtection(http, settings.ecs_agent_uri, self._logger)
@@ -319,15 +323,6 @@ class Supervisor:
         finally:
             transport.close()
         return last
-
-    async def _flush_metrics(self) -> None:
-        interval = max(1, self.settings.metrics_flush_seconds)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.metrics.flush()
-            except Exception:  # metrics must never take the edge down
-                self._logger.exception("metrics flush failed")
 
 
 async def _relay_lines(stream: asyncio.StreamReader) -> None:

@@ -13,6 +13,7 @@ task's sum, since the scaling policy averages every ActiveCalls sample as "calls
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import warnings
@@ -40,6 +41,11 @@ class Histogram:
     __slots__ = ("count", "counts")
 
     def __init__(self) -> None:
+        self.counts = [0] * _BUCKETS
+        self.count = 0
+
+    def reset(self) -> None:
+        """Empty it in place: the hot path holds a reference to the live histogram."""
         self.counts = [0] * _BUCKETS
         self.count = 0
 
@@ -79,7 +85,7 @@ class EdgeMetrics:
             service or os.environ.get("POWERTOOLS_SERVICE_NAME") or telemetry.SERVICE_EDGE
         )
         self._active_calls = active_calls
-        self.bridge = Histogram()  # the hot path calls self.bridge.add directly
+        self.bridge = Histogram()  # sessions keep it and call .add: reset, never replaced
         self._latencies: dict[str, Histogram] = {}
         self._counts: dict[str, float] = {}
         self._errors: dict[str, int] = {}
@@ -112,10 +118,21 @@ class EdgeMetrics:
             by_reason.add_dimension("reason", reason)
             by_reason.add_metric(telemetry.CALL_ERRORS, MetricUnit.Count, total)
             _flush(by_reason)
-        self.bridge = Histogram()
+        self.bridge.reset()
         self._latencies = {}
         self._counts = {}
         self._errors = {}
+
+
+async def flush_every(metrics: EdgeMetrics, interval_s: int, logger: Logger) -> None:
+    """Flush ``metrics`` every ``interval_s`` (at least 1) until cancelled; a failing flush is
+    logged: metrics must never take the edge down."""
+    while True:
+        await asyncio.sleep(max(1, interval_s))
+        try:
+            metrics.flush()
+        except Exception:
+            logger.exception("metrics flush failed")
 
 
 def _flush(sink: EphemeralMetrics) -> None:

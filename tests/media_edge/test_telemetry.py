@@ -40,6 +40,18 @@ def test_out_of_range_values_are_clamped_not_lost():
     assert len(histogram.values()) == 3
 
 
+def test_bridge_latency_held_by_a_session_keeps_reporting_after_a_flush(capsys):
+    metrics = EdgeMetrics(lambda: 1)
+    held = metrics.bridge  # what a CallSession keeps for its per-frame measurement
+    held.add(0.2)
+    metrics.flush()
+    held.add(0.3)  # a frame of a call that outlives the flush
+    metrics.flush()
+    first, second = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(first[telemetry.BRIDGE_LATENCY]) == 1
+    assert len(second[telemetry.BRIDGE_LATENCY]) == 1
+
+
 def test_flush_emits_counts_gauge_and_errors_by_reason(capsys):
     metrics = EdgeMetrics(lambda: 7)
     metrics.bridge.add(0.1)
