@@ -17,6 +17,7 @@ from media_edge.dsp import (
     StreamingResampler,
     Vad,
     VadDecision,
+    VoiceDetector,
     ulaw_decode,
     ulaw_encode,
 )
@@ -33,12 +34,12 @@ class InboundPath:
 
     __slots__ = ("_pcm16", "_resampler", "bytes_per_ms", "gaps", "vad")
 
-    def __init__(self, audio_format: str, vad: Vad | None = None) -> None:
+    def __init__(self, audio_format: str, vad: VoiceDetector | None = None) -> None:
         self._pcm16 = audio_format == "pcm16"
         self.bytes_per_ms = 32 if self._pcm16 else 8  # of Vapi-format audio
         self._resampler = StreamingResampler(8000, 16000) if self._pcm16 else None
         self.gaps = GapFiller(frame_ms=FRAME_MS)
-        self.vad = vad or Vad(8000, frame_ms=FRAME_MS, hangover_ms=VAD_HANGOVER_MS)
+        self.vad: VoiceDetector = vad or Vad(8000, frame_ms=FRAME_MS, hangover_ms=VAD_HANGOVER_MS)
 
     def convert(self, mulaw: bytes, fill_frames: int = 0) -> bytes:
         """``fill_frames`` silence frames, then ``mulaw``, in Vapi's format (one binary frame)."""

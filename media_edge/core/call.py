@@ -48,7 +48,7 @@ from media_edge.core.events import (
     VapiConnectFailed,
 )
 from media_edge.core.playout import Playout
-from media_edge.dsp import Vad
+from media_edge.dsp import VoiceDetector
 from media_edge.protocol import vapi as vapi_protocol
 from media_edge.protocol.twilio import (
     TwilioConnected,
@@ -162,7 +162,7 @@ class Call:
         *,
         now: float,
         epoch_offset_s: float,
-        vad_factory: Callable[[], Vad] | None = None,
+        vad_factory: Callable[[], VoiceDetector] | None = None,
     ) -> None:
         self.config = config
         self.state = _CONNECTED

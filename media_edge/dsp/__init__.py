@@ -1,4 +1,5 @@
-"""Media-edge DSP (numpy only): G.711 mu-law, 8 <-> 16 kHz resampling, VAD, levels, framing.
+"""Media-edge DSP (numpy; audioop for the VAD's level): G.711 mu-law, 8 <-> 16 kHz
+resampling, VAD, levels, framing.
 
 Everything here is per-call state plus pure functions: no I/O, no clocks, cheap enough for every
 20 ms frame of hundreds of concurrent calls.
@@ -7,7 +8,7 @@ Everything here is per-call state plus pure functions: no I/O, no clocks, cheap 
 from media_edge.dsp.framing import Framer, GapFiller
 from media_edge.dsp.g711 import ULAW_SILENCE_BYTE, ulaw_decode, ulaw_encode
 from media_edge.dsp.resample import StreamingResampler
-from media_edge.dsp.vad import SILENCE_DBFS, Vad, VadDecision, level_dbfs
+from media_edge.dsp.vad import SILENCE_DBFS, Vad, VadDecision, VoiceDetector, level_dbfs
 
 __all__ = [
     "SILENCE_DBFS",
@@ -17,6 +18,7 @@ __all__ = [
     "StreamingResampler",
     "Vad",
     "VadDecision",
+    "VoiceDetector",
     "level_dbfs",
     "ulaw_decode",
     "ulaw_encode",

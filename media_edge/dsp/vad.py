@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -51,6 +51,12 @@ class VadDecision(NamedTuple):
     offset: bool  # speech ended with this frame
     level_dbfs: float
     active: bool  # this frame alone looked like speech (before debouncing)
+
+
+class VoiceDetector(Protocol):
+    """What a call needs of a VAD (``Vad``, or a test's scripted one): a decision per frame."""
+
+    def process_ulaw(self, data: bytes) -> VadDecision: ...
 
 
 class Debouncer:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -32,6 +31,7 @@ from media_edge.core.events import (
     VapiConnected,
     VapiConnectFailed,
 )
+from media_edge.dsp import VadDecision
 from media_edge.protocol.twilio import (
     TwilioConnected,
     TwilioDtmf,
@@ -512,30 +512,25 @@ def test_assistant_speech_update_is_not_an_interruption():
     assert of(call.feed(VapiSpeechUpdate("user", "stopped"), 1001.0), SendToTwilio) == []
 
 
-@dataclass
-class Decision:
-    """The fields of the DSP's VadDecision the machine reads."""
-
-    speech: bool
-    onset: bool
-    offset: bool
-    level_dbfs: float
+def decision(speech: bool, onset: bool, offset: bool, level_dbfs: float) -> VadDecision:
+    """A VAD decision as the DSP's VAD returns it (``active`` is not read by the machine)."""
+    return VadDecision(speech, onset, offset, level_dbfs, speech)
 
 
 class ScriptedVad:
     """Stands in for the DSP VAD: returns the decisions a test scripts, frame by frame."""
 
     def __init__(self) -> None:
-        self.script: list[Decision] = []
+        self.script: list[VadDecision] = []
 
-    def process_ulaw(self, data: bytes) -> Decision:
+    def process_ulaw(self, data: bytes) -> VadDecision:
         if self.script:
             return self.script.pop(0)
-        return Decision(False, False, False, -80.0)
+        return decision(False, False, False, -80.0)
 
 
-def speech(level: float = -20.0, onset: bool = False) -> Decision:
-    return Decision(True, onset, False, level)
+def speech(level: float = -20.0, onset: bool = False) -> VadDecision:
+    return decision(True, onset, False, level)
 
 
 def test_response_latency_runs_from_speech_end_to_first_reply_audio():
@@ -544,7 +539,7 @@ def test_response_latency_runs_from_speech_end_to_first_reply_audio():
     call._vad_factory = lambda: vad
     call.feed(start_event(), 0.0)
     call.feed(VapiConnected("v"), 100.0)
-    vad.script = [speech(onset=True), speech(), Decision(False, False, True, -70.0)]
+    vad.script = [speech(onset=True), speech(), decision(False, False, True, -70.0)]
     for i in range(3):
         call.feed(media(i * 20), 1000.0 + i * 20)
     actions = call.feed(VapiAudio(assistant_audio(5)), 1500.0)
@@ -905,7 +900,7 @@ def test_vad_can_be_switched_off():
     call._vad_factory = lambda: vad
     call.feed(start_event(), 0.0)
     call.feed(VapiConnected("v"), 100.0)
-    vad.script = [speech(onset=True), Decision(False, False, True, -70.0)]
+    vad.script = [speech(onset=True), decision(False, False, True, -70.0)]
     call.feed(media(0), 1000.0)
     call.feed(media(20), 1020.0)
     assert len(vad.script) == 2  # never consulted
