@@ -41,8 +41,7 @@ class Histogram:
     __slots__ = ("count", "counts")
 
     def __init__(self) -> None:
-        self.counts = [0] * _BUCKETS
-        self.count = 0
+        self.reset()
 
     def reset(self) -> None:
         """Empty it in place: the hot path holds a reference to the live histogram."""
