@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -77,11 +78,15 @@ Behaviour = Callable[[ServerConnection, "FakeVapi"], Awaitable[None]]
 
 
 async def echo(ws: ServerConnection, fake: FakeVapi) -> None:
-    """Vapi transport that plays back whatever it hears (binary in -> binary out)."""
+    """Vapi transport that plays back whatever it hears (binary in -> binary out).
+
+    An echo that fails because the edge has closed meanwhile must not stop the reading: the
+    edge's last messages (``end-call``) were sent before its close and are still queued here."""
     async for message in ws:
         if isinstance(message, bytes):
             fake.audio.extend(message)
-            await ws.send(message)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(message)
         else:
             fake.texts.append(json.loads(message))
 
