@@ -579,9 +579,10 @@ async def test_flood_ends_the_call(stack):
     async with stack.caller() as caller:
         await bridged(stack, caller)
         for i in range(150):
-            if caller.ws.close_code is not None:
+            try:
+                await caller.media(b"\xff" * 160, i * 20)
+            except ConnectionClosed:  # the flood limit closed the stream mid-burst
                 break
-            await caller.media(b"\xff" * 160, i * 20)
         assert await caller.closed() == 1008
     assert edge.metrics._errors == {"flood": 1}
 
