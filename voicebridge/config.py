@@ -9,10 +9,12 @@ variable names below) that is read through Powertools parameters and cached for
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -73,11 +75,34 @@ def _allowlist(value: str) -> dict[str, str]:
     return result
 
 
+# A container's CPU quota (cgroup v2, then v1): Fargate limits a task's vCPUs this way while its
+# affinity mask may still show every CPU of the host (a 0.25 vCPU task can see 2).
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+
+
+def _quota_cpus() -> int | None:
+    """CPUs the cgroup quota allows, rounded up (None: no quota, or no cgroup to read)."""
+    try:
+        if CGROUP_CPU_MAX.exists():
+            quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
+        else:
+            quota, period = CGROUP_V1_QUOTA.read_text(), CGROUP_V1_PERIOD.read_text()
+        if quota.strip() in ("max", "-1"):
+            return None
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
+
+
 def _workers(value: str) -> int:
-    """A process count, or ``auto``: one per CPU this process may run on (its affinity mask,
-    which is what a container's cpuset or ``taskset`` leaves it, not the host's CPU count)."""
+    """A process count, or ``auto``: one per CPU this process may use, the fewer of its affinity
+    mask (a container's cpuset, ``taskset``) and its cgroup CPU quota (Fargate's vCPUs)."""
     if value.strip().lower() == "auto":
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
+        quota = _quota_cpus()
+        return cpus if quota is None else min(cpus, quota)
     if not value.strip().isdigit() or not 1 <= int(value) <= 256:
         raise ValueError(f"must be a number of processes from 1 to 256 or auto, got {value!r}")
     return int(value)

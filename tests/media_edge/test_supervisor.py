@@ -23,7 +23,7 @@ from media_edge.server import WORKER_HEADER
 from media_edge.supervisor import TaskCalls
 from tests.media_edge.fakes import FakeVapi, HttpFake, TwilioCaller, sig_headers
 from tests.media_edge.test_main import edge_env, run_edge
-from voicebridge import telemetry
+from voicebridge import config, telemetry
 from voicebridge.config import ConfigError, load_settings
 
 WAIT_S = 15.0
@@ -301,7 +301,9 @@ def test_bad_edge_workers_is_a_one_line_config_error(value):
     ]
 
 
-def test_edge_workers_auto_is_the_cpus_this_process_may_use():
+def test_edge_workers_auto_is_the_cpus_this_process_may_use(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "CGROUP_CPU_MAX", tmp_path / "none")  # no quota: the mask
+    monkeypatch.setattr(config, "CGROUP_V1_QUOTA", tmp_path / "none")
     settings = load_settings("edge", edge_env(EDGE_WORKERS="auto"))
     assert settings.edge_workers == len(os.sched_getaffinity(0))
     assert load_settings("edge", edge_env()).edge_workers == 1
@@ -309,3 +311,25 @@ def test_edge_workers_auto_is_the_cpus_this_process_may_use():
     for bad in ("-1", "257", "1.5"):
         with pytest.raises(ConfigError, match="EDGE_WORKERS is invalid"):
             load_settings("edge", edge_env(EDGE_WORKERS=bad))
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("25000 100000", 1), ("200000 100000", 2), ("150000 100000", 2), ("max 100000", None)],
+)
+def test_edge_workers_auto_follows_a_cgroup_v2_cpu_quota(tmp_path, monkeypatch, cpu_max, expected):
+    """A 0.25 vCPU Fargate task may see every CPU of its host: the quota is what it gets."""
+    (tmp_path / "cpu.max").write_text(cpu_max + "\n")
+    monkeypatch.setattr(config, "CGROUP_CPU_MAX", tmp_path / "cpu.max")
+    cpus = len(os.sched_getaffinity(0))
+    workers = load_settings("edge", edge_env(EDGE_WORKERS="auto")).edge_workers
+    assert workers == (cpus if expected is None else min(cpus, expected))
+
+
+def test_edge_workers_auto_follows_a_cgroup_v1_cpu_quota(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "CGROUP_CPU_MAX", tmp_path / "absent")
+    (tmp_path / "quota").write_text("50000\n")
+    (tmp_path / "period").write_text("100000\n")
+    monkeypatch.setattr(config, "CGROUP_V1_QUOTA", tmp_path / "quota")
+    monkeypatch.setattr(config, "CGROUP_V1_PERIOD", tmp_path / "period")
+    assert load_settings("edge", edge_env(EDGE_WORKERS="auto")).edge_workers == 1
