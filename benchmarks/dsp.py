@@ -20,6 +20,7 @@ import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -300,7 +301,7 @@ def frame_costs(number: int, silero: Silero | None) -> list[str]:
         )
         for q in ("QQ", "VHQ")
     }
-    state: dict[str, object] = {"up": None, "down": None}
+    state: dict[str, Any] = {"up": None, "down": None}
 
     def ratecv_up() -> None:
         _, state["up"] = audioop.ratecv(raw8, 2, 1, 8000, 16000, state["up"])
@@ -374,7 +375,7 @@ def _streamer(kind: str, in_rate: int, out_rate: int) -> Callable[[np.ndarray], 
     if kind == "ours":
         return StreamingResampler(in_rate, out_rate).process
     if kind == "ratecv":
-        state: list[object] = [None]
+        state: list[Any] = [None]
 
         def ratecv(x: np.ndarray) -> np.ndarray:
             out, state[0] = audioop.ratecv(x.tobytes(), 2, 1, in_rate, out_rate, state[0])
@@ -437,7 +438,7 @@ def resampler_quality() -> list[str]:
         "| stopband (>= 4.6 kHz) rejection dB | THD+N 1 kHz dB |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    passband = np.arange(100, 3401, 100)
+    passband = [float(f) for f in range(100, 3401, 100)]
     for in_rate, out_rate in ((8000, 16000), (16000, 8000)):
         for kind, label in kinds.items():
             gains = [
@@ -451,7 +452,7 @@ def resampler_quality() -> list[str]:
             if in_rate < out_rate:  # image of f lands at 8000 - f
                 probes = [(f, 8000 - f) for f in passband]
             else:  # a 4.6-7.9 kHz tone aliases to 8000 - f
-                probes = [(f, 8000 - f) for f in np.arange(4600, 7901, 100)]
+                probes = [(float(f), 8000.0 - f) for f in range(4600, 7901, 100)]
             leak = max(
                 _amplitude(_stream(kind, _tone(f, in_rate), in_rate, out_rate), g, out_rate)
                 for f, g in probes

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
@@ -35,7 +35,12 @@ class AsgiServer:
     """``await start()`` serves ``app`` on a socket; ``await stop()`` shuts it down gracefully."""
 
     def __init__(
-        self, app: Any, *, sock: socket.socket | None = None, lifespan: str = "off", **config: Any
+        self,
+        app: Any,
+        *,
+        sock: socket.socket | None = None,
+        lifespan: Literal["auto", "on", "off"] = "off",
+        **config: Any,
     ) -> None:
         self._sock = sock or bind()
         self.port: int = self._sock.getsockname()[1]

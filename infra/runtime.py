@@ -157,7 +157,7 @@ class StdoutTap:
 
     def install(self) -> None:
         self._original = sys.stdout
-        sys.stdout = self  # type: ignore[assignment]
+        sys.stdout = self
 
     def uninstall(self) -> None:
         if sys.stdout is self:

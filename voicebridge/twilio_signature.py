@@ -34,7 +34,7 @@ def is_valid(auth_token: str, url: str, params: Params, signature: str | None) -
     """True if ``signature`` is Twilio's for a request to ``url`` with form ``params``."""
     if not auth_token or not signature or len(signature) > MAX_SIGNATURE_LENGTH:
         return False
-    return RequestValidator(auth_token).validate(url, _as_params(params), signature)
+    return bool(RequestValidator(auth_token).validate(url, _as_params(params), signature))
 
 
 def is_valid_upgrade(auth_token: str, wss_url: str, signature: str | None) -> bool:
@@ -47,4 +47,4 @@ def is_valid_upgrade(auth_token: str, wss_url: str, signature: str | None) -> bo
 
 def sign(auth_token: str, url: str, params: Params | None = None) -> str:
     """The signature Twilio would send (for the simulated caller, tests and the README helper)."""
-    return RequestValidator(auth_token).compute_signature(url, _as_params(params or {}))
+    return str(RequestValidator(auth_token).compute_signature(url, _as_params(params or {})))

@@ -37,7 +37,8 @@ def design_lowpass(
     n = np.arange(taps) - (taps - 1) / 2
     h = np.sinc(2 * cutoff_hz / _FS_HIGH * n) * np.kaiser(taps, beta)
     h /= h.sum()
-    return np.round(h * (1 << _QUANT_BITS)) / (1 << _QUANT_BITS)
+    quantised: np.ndarray = np.round(h * (1 << _QUANT_BITS)) / (1 << _QUANT_BITS)
+    return quantised
 
 
 LOWPASS = design_lowpass()
@@ -118,4 +119,5 @@ class StreamingResampler:
         y = buf.take(self._gather_index(blocks, offset), mode="clip") @ self._matrix
         np.rint(y, out=y)
         y.clip(-32768.0, 32767.0, out=y)
-        return y.reshape(-1)[:n_out].astype(np.int16)
+        out: np.ndarray = y.reshape(-1)[:n_out].astype(np.int16)
+        return out
