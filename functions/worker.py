@@ -111,6 +111,12 @@ def _apply_twilio(store: Store, env: Envelope, now: float, expires_at: int) -> s
         if params.get("StreamError"):
             detail["error"] = str(params["StreamError"])[:500]
         store.put_event(sid, env.key, at, "twilio.stream", detail, expires_at)
+        if params.get("StreamEvent") == "stream-started":
+            # Twilio posts no in-progress callback for an inbound call (only the final one:
+            # https://www.twilio.com/docs/voice/twiml "Ending the call: callback requests"), but
+            # a <Connect><Stream> only starts on an answered call: the record shows it live.
+            # Ranked below every final status, so a late delivery never undoes "completed".
+            store.apply_status(sid, "in-progress", 0, at, expires_at)
         return "stream"
     status = params.get("CallStatus", "")
     try:

@@ -72,7 +72,10 @@ def main() -> int:
             print(render.latency_table(report))
             print(NOTES)
             print(render.summary(report))
-            print(f"what the caller heard: {HEARD_WAV}")
+            print(
+                f"what the caller heard: {HEARD_WAV} ({len(report.heard) / 8000:.1f} s, "
+                f"{HEARD_WAV.stat().st_size:,} bytes)"
+            )
             status, record = wait_for_record(stack, report.call_sid)
             print(f"\nStored call record: GET /calls/{report.call_sid} -> {status}")
             print(json.dumps(record, indent=2, sort_keys=True))

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from infra.asgi import AsgiServer, bind
+from voicebridge.identifiers import is_call_sid
 
 MAX_FORM_BYTES = 64 * 1024
 WAIT_SECONDS = 25.0
@@ -161,7 +162,7 @@ class TwilioEmulator:
         if not self._authorized(request):
             return self._denied()
         sid = (await self._form(request)).get("CallSid", "")
-        if not sid.startswith("CA"):
+        if not is_call_sid(sid):  # a SID Twilio could have issued: "CA" + 32 hex digits
             return _twilio_error(400, 21201, "CallSid required")
         self.calls[sid] = EmulatedTwilioCall(sid)
         return JSONResponse(self.calls[sid].resource(self.account_sid), 201)

@@ -45,13 +45,15 @@ def latency_table(report: CallReport) -> str:
 
 
 def summary(report: CallReport) -> str:
-    callbacks = ", ".join(f"{name}:{code}" for name, code in report.status_callbacks)
+    callbacks = ", ".join(f"{name}:{code}" for name, code in report.status_callbacks) or "-"
+    if report.call_duration_s is not None:
+        callbacks += f" (CallDuration {report.call_duration_s} s)"
     lines = [
         f"ended by: {report.ended_by} (stream close code {report.close_code})",
         f"heard: {report.heard_speech_ms() / 1000:.1f} s of assistant speech in "
         f"{len(report.heard) / 8000:.1f} s; marks echoed {report.marks_echoed}; clears "
         f"{report.clears} ({report.cleared_ms:.0f} ms of buffered audio dropped)",
-        f"status callbacks: {callbacks or '-'}",
+        f"status callbacks: {callbacks}",
     ]
     if report.protocol_errors:
         lines.append("PROTOCOL ERRORS: " + "; ".join(report.protocol_errors))

@@ -1,11 +1,13 @@
 """One simulated phone call, played the way Twilio plays it.
 
-Twilio's side of the call: it posts the signed voice webhook, runs the TwiML, opens the Media
-Stream with a signed upgrade, sends ``connected``/``start`` then one ``media`` frame every 20 ms
-in real time, plays what it is sent through a real-time buffer (marks echoed after playout,
-``clear`` drops the buffer and echoes pending marks), sends ``stop`` when the caller hangs up,
-and posts status callbacks. The caller's behaviour is a script of steps. Everything heard is
-kept, so latencies are measured on what a caller would actually hear.
+Twilio's side of an inbound call: it posts the signed voice webhook, runs the TwiML, opens the
+Media Stream with a signed upgrade, sends ``connected``/``start`` then one ``media`` frame every
+20 ms in real time, plays what it is sent through a real-time buffer (``playout.py``), checks
+what the edge sends (``edge_messages.py``), sends ``stop`` when the caller hangs up, posts the
+``<Stream statusCallback>`` events the TwiML asked for and, at the end, the one call status
+callback Twilio posts for an inbound call. The caller's behaviour is a script of steps.
+Everything heard is kept, so latencies are measured on what a caller would actually hear.
+Each Twilio behaviour names its source here or in ``infra/README.md``.
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from email.utils import formatdate
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 import httpx
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from infra.audio import FRAME_MS, level_dbfs, ulaw_decode, ulaw_encode, write_wav
+from infra.caller import edge_messages
 from infra.caller import twiml as twiml_parser
 from infra.caller.playout import FRAME_BYTES, Playout
 from infra.caller.script import Dtmf, Hangup, Pause, Say, Step, WaitForSilence, WaitForSpeech
@@ -47,7 +52,9 @@ class CallerConfig:
     from_number: str = "+15550100001"
     to_number: str = "+15550100002"
     voice_url: str | None = None  # default {api_url}/twilio/voice
-    status_callback_url: str | None = None  # default {api_url}/twilio/status
+    # The number's "Call status changes" URL (template output TwilioStatusCallbackUrl); default
+    # {api_url}/twilio/status.
+    status_callback_url: str | None = None
     twilio_emulator_url: str | None = None  # the local Twilio REST emulator (hang-ups, transfers)
     status_order: StatusOrder = "inorder"
     seed: int = 0
@@ -79,6 +86,7 @@ class CallReport:
     cleared_ms: float = 0.0
     protocol_errors: list[str] = field(default_factory=list)
     status_callbacks: list[tuple[str, int]] = field(default_factory=list)
+    call_duration_s: int | None = None  # CallDuration of the final status callback
     close_code: int | None = None
 
     def heard_pcm(self) -> np.ndarray:
@@ -88,8 +96,27 @@ class CallReport:
         return sum(self.heard_speech) * FRAME_MS
 
 
-class _Ended(Exception):
-    """Internal: the call is over (reason in args[0])."""
+@dataclass(frozen=True, slots=True)
+class _Callback:
+    """One webhook Twilio would post (or GET) on its own, apart from the media."""
+
+    url: str
+    params: dict[str, str]
+    label: str
+    method: str = "POST"
+
+
+def _rfc2822_now() -> str:
+    """Call status callbacks: "Timestamp ... given as UTC in RFC 2822 format", e.g.
+    ``Fri, 20 Aug 2010 01:13:42 +0000`` (https://www.twilio.com/docs/voice/api/call-resource
+    #statuscallbackevent; https://www.twilio.com/docs/voice/twiml "Dates and times")."""
+    return format_datetime(datetime.now(UTC))
+
+
+def _iso8601_now() -> str:
+    """Stream status callbacks: "The time of the event in ISO 8601 format"
+    (https://www.twilio.com/docs/voice/twiml/stream#statuscallback)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class SimulatedCall:
@@ -113,11 +140,10 @@ class SimulatedCall:
         self._heard_state = False
         self._says: list[tuple[int, int, bool]] = []  # (first frame, last frame, barge_in)
         self._clears: list[int] = []  # frame index of each clear
-        self._callbacks: list[tuple[str, dict[str, str]]] = []
-        self._outbox: asyncio.Queue[tuple[str, dict[str, str], str] | None] = asyncio.Queue()
-        self._callback_seq = 0
+        self._callbacks: list[_Callback] = []  # held back for shuffled/duplicated delivery
+        self._outbox: asyncio.Queue[_Callback | None] = asyncio.Queue()
         self._answered_at = 0.0
-        self._stream_callback: str | None = None
+        self._stream: twiml_parser.StreamInstruction | None = None
         self._heard = bytearray()
 
     # -- helpers ------------------------------------------------------------------------------
@@ -163,18 +189,17 @@ class SimulatedCall:
             finally:
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
+        self._measure()  # fills report.heard: the WAV is written from it
         if config.heard_wav is not None:
             write_wav(config.heard_wav, self.report.heard_pcm())
-        self._measure()
         return self.report
 
     async def _place_call(self) -> None:
         await self._register()
-        await self._status_callback("initiated")
-        await self._status_callback("ringing")
         document = await self._voice_webhook()
         instruction = None
         if document is not None:
+            self._answered_at = time.monotonic()  # running TwiML answers an inbound call
             try:
                 parsed = twiml_parser.parse(document)
             except twiml_parser.TwimlError as exc:
@@ -184,12 +209,10 @@ class SimulatedCall:
                 if instruction is None:
                     self._log(f"TwiML without <Connect><Stream>: says {parsed.say!r}")
         if instruction is not None:
-            self._answered_at = time.monotonic()
-            await self._status_callback("in-progress")
-            await self._stream(instruction)
+            await self._run_stream(instruction)
         self.report.ended_by = self.report.ended_by or "no-stream"
         await self._unregister()
-        await self._status_callback("completed")
+        await self._final_status_callback()
 
     async def _register(self) -> None:
         """Tell the local Twilio REST emulator this call exists (real Twilio just knows)."""
@@ -211,6 +234,8 @@ class SimulatedCall:
             )
 
     def _base_params(self, status: str) -> dict[str, str]:
+        """The voice request parameters ("Request parameters" in
+        https://www.twilio.com/docs/voice/twiml), which status callbacks repeat."""
         return {
             "AccountSid": self.config.account_sid,
             "ApiVersion": "2010-04-01",
@@ -239,80 +264,113 @@ class SimulatedCall:
         self.report.twiml = response.text
         return response.text
 
-    async def _status_callback(self, status: str) -> None:
-        params = self._base_params(status)
+    async def _final_status_callback(self) -> None:
+        """The only status callback Twilio posts for an inbound call: ``completed``, once the
+        call has ended, to the number's status callback URL ("Ending the call: callback
+        requests", https://www.twilio.com/docs/voice/twiml). ``StatusCallbackEvent`` (initiated,
+        ringing, answered) exists only for calls created through the REST API and for
+        ``<Dial>`` legs ("If no event is specified, we send the completed status",
+        https://www.twilio.com/docs/voice/api/call-resource#statuscallbackevent). Its extra
+        parameters are that page's: ``Duration`` (minutes, billed per minute) and
+        ``CallDuration`` (seconds) "only present in the completed event", ``Timestamp``,
+        ``CallbackSource=call-progress-events`` and ``SequenceNumber`` "starting from 0"."""
+        duration = round(time.monotonic() - self._answered_at) if self._answered_at else 0
+        self.report.call_duration_s = duration
+        params = self._base_params("completed")
         params.update(
             {
+                "CallDuration": str(duration),
+                "Duration": str(-(-duration // 60)),
+                "Timestamp": _rfc2822_now(),
                 "CallbackSource": "call-progress-events",
-                "SequenceNumber": str(self._callback_seq),
-                "Timestamp": formatdate(usegmt=True),
+                "SequenceNumber": "0",  # the first and only event of this call
             }
         )
-        self._callback_seq += 1
-        if status == "completed":
-            duration = round(time.monotonic() - self._answered_at) if self._answered_at else 0
-            params.update({"CallDuration": str(duration), "Duration": str(-(-duration // 60))})
         url = self.config.status_callback_url or f"{self.config.api_url}/twilio/status"
-        await self._callback(url, params, status)
+        self._callback(_Callback(url, params, "completed"))
 
-    async def _stream_status(self, event: str) -> None:
-        if not self._stream_callback:
+    def _stream_status(self, event: str, error: str | None = None) -> None:
+        """A ``<Stream statusCallback>`` event, only if the TwiML asked for them, with that
+        page's parameters and method (https://www.twilio.com/docs/voice/twiml/stream
+        #statuscallback): StreamName "defaults to the StreamSid", StreamError only on error."""
+        stream = self._stream
+        if stream is None or not stream.status_callback:
             return
         params = {
             "AccountSid": self.config.account_sid,
             "CallSid": self.call_sid,
             "StreamSid": self.stream_sid,
-            "StreamName": self.stream_sid,
+            "StreamName": stream.name or self.stream_sid,
             "StreamEvent": event,
-            "Timestamp": formatdate(usegmt=True),
+            "Timestamp": _iso8601_now(),
         }
-        await self._callback(self._stream_callback, params, event)
+        if error:
+            params["StreamError"] = error
+        self._callback(
+            _Callback(stream.status_callback, params, event, stream.status_callback_method)
+        )
 
-    async def _callback(self, url: str, params: dict[str, str], label: str) -> None:
+    def _callback(self, callback: _Callback) -> None:
         """Queue a callback: Twilio posts them on its own, never holding up the media."""
         if self.config.status_order == "inorder":
-            self._outbox.put_nowait((url, params, label))
+            self._outbox.put_nowait(callback)
         else:
-            self._callbacks.append((url, params))
+            self._callbacks.append(callback)
 
     async def _send_callbacks(self) -> None:
         while (item := await self._outbox.get()) is not None:
-            await self._post_callback(*item)
+            await self._post_callback(item)
 
-    async def _post_callback(self, url: str, params: dict[str, str], label: str) -> None:
+    async def _post_callback(self, callback: _Callback) -> None:
+        """Signed like every Twilio request: the full URL (query string included) followed by
+        the sorted POST parameters, so a GET signs its URL alone
+        (https://www.twilio.com/docs/usage/webhooks/webhooks-security)."""
         assert self._http is not None
-        headers = {SIGNATURE_HEADER: sign(self.config.auth_token, url, params)}
+        token = self.config.auth_token
         try:
-            response = await self._http.post(url, data=params, headers=headers)
+            if callback.method == "GET":
+                separator = "&" if "?" in callback.url else "?"
+                url = f"{callback.url}{separator}{urlencode(callback.params)}"
+                headers = {SIGNATURE_HEADER: sign(token, url, {})}
+                response = await self._http.get(url, headers=headers)
+            else:
+                headers = {SIGNATURE_HEADER: sign(token, callback.url, callback.params)}
+                response = await self._http.post(
+                    callback.url, data=callback.params, headers=headers
+                )
             code = response.status_code
         except httpx.HTTPError:
             code = 0
-        self.report.status_callbacks.append((label, code))
+        self.report.status_callbacks.append((callback.label, code))
 
     async def _flush_callbacks(self) -> None:
-        """Callbacks held back for ``shuffled``/``duplicated`` delivery (Twilio does both)."""
+        """Callbacks held back for ``shuffled``/``duplicated`` delivery. Twilio fires events in
+        order but "there is no guarantee they will arrive in the same order"
+        (call-resource#statuscallbackevent), and retries a request it considers failed when
+        the URL asks for it (https://www.twilio.com/docs/usage/webhooks/webhooks-connection-
+        overrides): both must leave the same record."""
         batch = list(self._callbacks)
         if self.config.status_order == "duplicated":
             batch = batch + batch
         random.Random(self.config.seed).shuffle(batch)
-        for url, params in batch:
-            label = params.get("CallStatus") if "StreamEvent" not in params else None
-            await self._post_callback(url, params, label or params["StreamEvent"])
+        for callback in batch:
+            await self._post_callback(callback)
         self._callbacks.clear()
 
     # -- the media stream ---------------------------------------------------------------------
 
-    async def _stream(self, instruction: twiml_parser.StreamInstruction) -> None:
-        self._stream_callback = instruction.status_callback
+    async def _run_stream(self, instruction: twiml_parser.StreamInstruction) -> None:
+        self._stream = instruction
         headers = {SIGNATURE_HEADER: sign(self.config.auth_token, instruction.url, {})}
         try:
             ws = await connect(
                 instruction.url, additional_headers=headers, open_timeout=10, max_size=1 << 20
             )
         except Exception as exc:  # Twilio: stream failed to connect, the call ends
-            self.report.protocol_errors.append(f"stream upgrade failed: {exc}")
+            error = _connect_error(exc)
+            self.report.protocol_errors.append(f"stream upgrade failed: {error}")
             self.report.ended_by = "stream-connect-failed"
-            await self._stream_status("stream-error")
+            self._stream_status("stream-error", error)
             return
         self._ws = ws
         await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
@@ -332,7 +390,7 @@ class SimulatedCall:
             }
         )
         self._log("stream started (connected + start sent)")
-        await self._stream_status("stream-started")
+        self._stream_status("stream-started")
         tasks = [
             asyncio.create_task(self._media_loop()),
             asyncio.create_task(self._receive()),
@@ -361,7 +419,7 @@ class SimulatedCall:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.report.close_code = ws.close_code
-        await self._stream_status("stream-stopped")
+        self._stream_status("stream-stopped")
 
     async def _media_loop(self) -> None:
         """Every 20 ms: one inbound frame out, one frame of playout heard (real time)."""
@@ -451,34 +509,22 @@ class SimulatedCall:
         self._end(*(outcome or ("edge-closed",)))
 
     async def _handle(self, message: str | bytes) -> None:
-        """Check what the edge sends like Twilio does (errors 31950/31951), then act on it."""
-        if isinstance(message, bytes):
-            self.report.protocol_errors.append("31950: binary frame on the media stream")
-            return
+        """Check what the edge sends like Twilio does (warnings 31950/31951: the message is
+        not acted on), then act on it."""
         try:
-            data = json.loads(message)
-            event = data["event"]
-        except (ValueError, KeyError, TypeError):
-            self.report.protocol_errors.append(f"31951: not a Twilio message: {message[:80]!r}")
+            command = edge_messages.read(message, self.stream_sid)
+        except edge_messages.StreamWarning as warning:
+            self.report.protocol_errors.append(str(warning))
             return
-        if event in ("media", "mark", "clear") and data.get("streamSid") != self.stream_sid:
-            self.report.protocol_errors.append(f"31951: {event} with a wrong streamSid")
-            return
-        if event == "media":
-            try:
-                payload = base64.b64decode(data["media"]["payload"], validate=True)
-            except (KeyError, TypeError, ValueError):
-                self.report.protocol_errors.append("31951: media without a base64 payload")
-                return
+        if isinstance(command, edge_messages.Media):
             if self.report.first_media_ms is None:
                 self.report.first_media_ms = self._now_ms()
                 self._log("first assistant media received")
-            self._playout.media(payload)
-        elif event == "mark":
-            name = str((data.get("mark") or {}).get("name", ""))
-            for echoed in self._playout.mark(name):
+            self._playout.media(command.payload)
+        elif isinstance(command, edge_messages.Mark):
+            for echoed in self._playout.mark(command.name):
                 await self._echo_mark(echoed)
-        elif event == "clear":
+        else:
             dropped, marks = self._playout.clear()
             self.report.clears += 1
             self.report.cleared_ms += dropped / 8
@@ -486,8 +532,6 @@ class SimulatedCall:
             self._log(f"clear received: {dropped / 8:.0f} ms of buffered audio dropped")
             for name in marks:
                 await self._echo_mark(name)
-        else:
-            self.report.protocol_errors.append(f"31951: unknown event {event!r}")
 
     async def _run_script(self) -> None:
         for step in self.steps:
@@ -590,6 +634,20 @@ class SimulatedCall:
                 reply = next((k for k in range(last + 1, len(speech)) if speech[k]), None)
                 if reply is not None:
                     self.report.response_ms.append((reply - last) * FRAME_MS)
+
+
+def _connect_error(exc: Exception) -> str:
+    """The StreamError Twilio reports when the upgrade fails: 31920 "responds ... with an HTTP
+    status other than 101", 31902 "refuses the connection request", 31901 "does not receive a
+    response" (https://www.twilio.com/docs/api/errors/31920, /31902, /31901)."""
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        return f"31920: Stream - WebSocket - Handshake Error (HTTP {status})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "31902: Stream - WebSocket - Connection Refused"
+    if isinstance(exc, TimeoutError | OSError):
+        return f"31901: Stream - WebSocket - Connection Timeout ({exc})"
+    return f"31920: Stream - WebSocket - Handshake Error ({exc})"
 
 
 def _first_quiet_run(speech: list[bool], start: int) -> int | None:

@@ -5,16 +5,20 @@ heard, what was stored, which metrics were emitted, and that nothing leaked."""
 import asyncio
 import uuid
 
+import numpy as np
 import pytest
 
+from infra.audio import load_wav, sample, ulaw_decode, ulaw_encode
 from infra.caller import Dtmf, Hangup, Pause, Say, WaitForSilence, WaitForSpeech
 from infra.vapi_emulator import Script, ToolScript
-from tests.e2e.helpers import UTTERANCE, call, eventually, record_when, talk
+from tests.audio_match import best_match
+from tests.e2e.helpers import FAST, UTTERANCE, call, eventually, record_when, talk
 from voicebridge import telemetry
 
 pytestmark = pytest.mark.e2e
 FRAME_MS = 20
 ENDED_BY_CALLER = ("customer-ended-call", "phone-call-provider-closed-websocket")
+GREETING_SENT = sample("assistant_greeting")[: 8 * FAST.greeting_ms]  # what the emulator says
 
 
 def sid():
@@ -35,9 +39,10 @@ def assert_clean(report):
     assert report.protocol_errors == [], report.protocol_errors
 
 
-async def test_normal_call(clean_stack):
+async def test_normal_call(clean_stack, tmp_path):
     stack = clean_stack
-    report = await call(stack, talk())
+    heard_wav = tmp_path / "heard.wav"
+    report = await call(stack, talk(), heard_wav=heard_wav)
     assert_clean(report)
     assert report.ended_by == "caller-hangup"
     # The caller heard the greeting (about 1 s of it) and then a reply to what it said.
@@ -45,6 +50,15 @@ async def test_normal_call(clean_stack):
     greeting = report.heard_speech[: (report.first_audio_ms + 1500) // FRAME_MS]
     assert sum(greeting) * FRAME_MS >= 500
     assert len(report.response_ms) == 1
+    # --heard wrote all of it: the whole call, the greeting where the caller heard it.
+    heard = load_wav(heard_wav)
+    assert heard.size == len(report.heard_speech) * 8 * FRAME_MS
+    level = np.abs(heard.reshape(-1, 8 * FRAME_MS)).mean(axis=1)
+    speech = np.array(report.heard_speech)
+    assert level[speech].mean() > 10 * level[~speech].mean()  # loud where the caller heard it
+    lag, correlation = best_match(heard, ulaw_decode(ulaw_encode(GREETING_SENT)))
+    assert correlation > 0.95, correlation
+    assert abs(lag / 8 - report.first_audio_ms) <= 200
     assert report.marks_echoed > 0
     emulated = vapi_call_for(stack, report.call_sid)
     eventually(lambda: emulated.machine.closed, what="Vapi call ended")
@@ -145,20 +159,33 @@ async def test_out_of_order_and_duplicate_status_callbacks(clean_stack, order):
     report = await call(stack, talk(), status_order=order)
     assert_clean(report)
     assert all(code == 204 for _, code in report.status_callbacks)
+    # What Twilio sends for an inbound call: the stream's events and one final status callback.
+    copies = 2 if order == "duplicated" else 1
+    sent = ["completed", "stream-started", "stream-stopped"] * copies
+    assert sorted(label for label, _ in report.status_callbacks) == sorted(sent)
 
-    def statuses(record):
-        return sorted(e["status"] for e in record["timeline"] if e["kind"] == "twilio.call-status")
+    def twilio_events(record):
+        return sorted(
+            (e["kind"], e.get("status") or e.get("event"))
+            for e in record["timeline"]
+            if e["kind"].startswith("twilio.")
+        )
 
     # Every delivered callback is folded in exactly once, whatever the order...
-    expected = sorted(["initiated", "ringing", "in-progress", "completed"])
-    # ...and the final state is the highest-ranked status, not the last to arrive.
+    expected = [
+        ("twilio.call-status", "completed"),
+        ("twilio.stream", "stream-started"),
+        ("twilio.stream", "stream-stopped"),
+    ]
+    # ...and the final state is "completed" even when stream-started (which marks the call
+    # in progress) arrives after it.
     record = record_when(
         stack,
         report.call_sid,
-        lambda r: len(statuses(r)) >= len(expected) and r.get("call_status") == "completed",
+        lambda r: len(twilio_events(r)) >= len(expected) and r.get("call_status") == "completed",
     )
-    assert statuses(record) == expected
-    assert record["status_seq"] == 3
+    assert twilio_events(record) == expected
+    assert record["status_seq"] == 0
 
 
 async def test_dtmf_tool_call_ends_the_call_through_twilio_rest(clean_stack):

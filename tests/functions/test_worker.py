@@ -330,6 +330,49 @@ def test_every_arrival_order_builds_the_identical_record(aws):
     assert records[0]["call_status"] == "completed"
 
 
+def _stream(event: str, seq: int, call_sid: str = CALL_SID) -> Envelope:
+    params = {
+        "AccountSid": "AC" + "1" * 32,
+        "CallSid": call_sid,
+        "StreamSid": "MZ" + "2" * 32,
+        "StreamName": "MZ" + "2" * 32,
+        "StreamEvent": event,
+        "Timestamp": f"2026-11-21T21:00:{seq:02d}.000Z",  # <Stream> callbacks: ISO 8601
+    }
+    return twilio_event(params, received_at=1_000.0 + seq)
+
+
+def test_stream_started_marks_the_call_in_progress(aws):
+    """Twilio posts no in-progress callback for an inbound call: stream-started says it."""
+    _run(_batch(_stream("stream-started", 1)))
+    call = _call(aws)
+    assert call["call_status"] == "in-progress"
+    assert [e["kind"] for e in call["timeline"]] == ["twilio.stream"]
+
+
+def test_what_a_real_inbound_call_sends_builds_one_record_in_any_order(aws):
+    """stream-started, stream-stopped, then the one final callback (SequenceNumber 0)."""
+    deliveries = [
+        _stream("stream-started", 1),
+        _stream("stream-stopped", 9),
+        _status("completed", 0),
+    ]
+    records = []
+    for n, order in enumerate(itertools.permutations(deliveries)):
+        sid = f"CA{n:032d}"
+        rebound = [twilio_event({**e.payload, "CallSid": sid}, e.received_at) for e in order]
+        _run(_batch(*rebound, rebound[0]))  # plus one retry in the same batch
+        records.append(_comparable(_call(aws, sid)))
+    assert all(record == records[0] for record in records)
+    assert records[0]["call_status"] == "completed"
+    assert records[0]["status_seq"] == 0
+    assert [e["kind"] for e in records[0]["timeline"]] == [
+        "twilio.call-status",  # its Timestamp (second 0) sorts first
+        "twilio.stream",
+        "twilio.stream",
+    ]
+
+
 def test_worker_log_lines_carry_the_call_sid(aws, log_lines):
     _run(_batch(_status("ringing", 1), _status("completed", 2, "CA" + "7" * 32)))
     applied = [line for line in log_lines() if line["message"] == "event applied"]

@@ -59,3 +59,11 @@ async def test_redirect_with_twiml_and_caller_hangup(twilio):
             url(twilio, account="AC" + "9" * 32), data={"Status": "completed"}
         )
         assert other.status_code == 404
+
+
+async def test_only_a_sid_twilio_could_issue_is_registered(twilio):
+    async with httpx.AsyncClient(auth=(AC, TOKEN)) as client:
+        for bad in ("CA1", CA + "CallStatusringing", "MZ" + "2" * 32):
+            answer = await client.post(f"{twilio.base_url}/_emulator/calls", data={"CallSid": bad})
+            assert answer.status_code == 400
+        assert twilio.calls == {}
