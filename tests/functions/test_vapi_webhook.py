@@ -377,6 +377,25 @@ def test_end_call_completes_the_call_and_20404_counts_as_done(aws, twilio_api):
     assert parse_qs(seen[0].content.decode()) == {"Status": ["completed"]}
 
 
+@pytest.mark.parametrize(
+    ("tool_call", "said"),
+    [
+        (("t1", "end_call", {}), "The call has ended."),
+        (("t1", "transfer_call", {"destination": "sales"}), "The call had already ended."),
+    ],
+)
+def test_a_call_no_longer_in_progress_is_done_not_an_error(
+    aws, twilio_api, capfd, log_lines, tool_call, said
+):
+    _, answers = twilio_api
+    # Twilio's answer for a known call that is over (https://www.twilio.com/docs/api/errors/21220)
+    answers.append(httpx.Response(400, json={"code": 21220, "message": "Call is not in-progress"}))
+    (result,) = _json(vapi_post(_tool_calls(tool_call)))["results"]
+    assert result == {"toolCallId": "t1", "name": tool_call[1], "result": said}
+    assert "ToolErrors" not in capfd.readouterr().out
+    assert [line for line in log_lines() if line["level"] in ("WARNING", "ERROR")] == []
+
+
 def test_end_call_twilio_refusal_is_an_error_result(aws, twilio_api):
     _, answers = twilio_api
     answers.append(httpx.Response(401, json={"code": 20003, "message": "Authenticate"}))

@@ -528,6 +528,21 @@ async def test_vapi_unreachable_dials_the_fallback_number(stack):
     )
 
 
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(400, 21220), (404, 20404)],  # twilio.com/docs/api/errors/21220 and /20404
+)
+async def test_fallback_to_a_call_already_over_counts_no_error(stack, capsys, status, code):
+    stack.twilio_rest.respond = lambda m, p, b: (status, {"code": code, "message": "over"})
+    edge = await stack.start(statuses=[400])
+    async with stack.caller() as caller:
+        await caller.start()
+        assert await caller.closed() == 1011
+    assert len(stack.twilio_rest.requests) == 1
+    assert edge.metrics._errors == {"vapi_unreachable": 1}  # no twilio_fallback_failed
+    assert "twilio fallback failed" not in capsys.readouterr().out
+
+
 # -- bad input: that call ends, the others do not notice ---------------------------------------
 
 
