@@ -152,6 +152,12 @@ def _vapi_error(exc: Any) -> HTTPException:
         return HTTPException(502, "Vapi rejected our API key (check VAPI_API_KEY)")
     if status is not None and 400 <= status < 500 and status != 429:
         return HTTPException(400, f"Vapi refused the request ({status}): {exc.detail}")
+    if exc.maybe_created:  # not retried: POST /assistant is not idempotent (voicebridge.vapi_api)
+        return HTTPException(
+            502,
+            f"Vapi failed mid-request ({exc.detail}); the assistant may have been created: "
+            "check Vapi's assistant list before trying again",
+        )
     return HTTPException(502, f"Vapi is unavailable: {exc.detail}")
 
 

@@ -149,12 +149,21 @@ def test_vapi_4xx_maps_to_a_clear_error_without_storing(aws, vapi, vapi_status, 
     assert _json(invoke(apigw_event("GET", "/assistants", headers=AUTH))) == {"assistants": []}
 
 
-def test_vapi_down_is_502_after_retries(aws, vapi, monkeypatch):
-    monkeypatch.setattr(admin, "VAPI_BUDGET_S", 0.5)
+def test_vapi_5xx_is_502_without_a_retry(aws, vapi):
     seen, answers = vapi
     answers.extend(
         httpx.Response(503, headers={"Retry-After": "0.1"}, text="down") for _ in range(20)
     )
+    result = _post(SPEC)
+    assert result["statusCode"] == 502
+    assert "may have been created" in _json(result)["error"]  # POST /assistant is not idempotent
+    assert len(seen) == 1
+
+
+def test_vapi_unreachable_is_502_after_retries(aws, vapi, monkeypatch):
+    monkeypatch.setattr(admin, "VAPI_BUDGET_S", 0.5)
+    seen, answers = vapi
+    answers.extend(httpx.Response(429, headers={"Retry-After": "0.1"}) for _ in range(20))
     result = _post(SPEC)
     assert result["statusCode"] == 502
     assert len(seen) >= 2

@@ -484,7 +484,7 @@ async def test_drain_returns_as_soon_as_calls_end(stack):
 
 
 async def test_vapi_unreachable_apologises_through_twilio_rest(stack):
-    await stack.start(statuses=[500, 503, 500, 500, 500, 500, 500, 500], connect_timeout_ms=800)
+    await stack.start(statuses=[503, 500], connect_timeout_ms=800)
     async with stack.caller() as caller:
         await caller.start()
         assert await caller.closed() == 1011
@@ -493,7 +493,8 @@ async def test_vapi_unreachable_apologises_through_twilio_rest(stack):
     form = httpx.QueryParams(body.decode())
     assert "<Say>" in form["Twiml"]
     assert "<Hangup/>" in form["Twiml"]
-    assert len(stack.vapi.http.requests) >= 2  # 5xx was retried within the budget
+    # Never retried: Vapi may have created the call before failing (POST /call is not idempotent).
+    assert len(stack.vapi.http.requests) == 1
 
 
 async def test_vapi_429_then_success_is_retried(stack):
