@@ -49,9 +49,9 @@ def _invalid(exc: ValidationError) -> JSONResponse:
         {"loc": [str(part) for part in e["loc"]], "msg": str(e["msg"])}
         for e in exc.errors(include_url=False, include_input=False, include_context=False)
     ]
-    first = errors[0]
-    where = ".".join(first["loc"]) or "body"
-    message = first["msg"].removeprefix("Value error, ")
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    message = str(first["msg"]).removeprefix("Value error, ")
     if not message.startswith(f"{where}."):  # our own rules already name the field
         message = f"{where}: {message}"
     return JSONResponse({"error": message, "detail": errors}, status_code=400)

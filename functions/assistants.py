@@ -143,9 +143,9 @@ class _Options(BaseModel):
 
 class ModelOptions(_Options):
     provider: ModelProvider = "openai"
-    model: str | None = Field(None, min_length=1, max_length=80)
-    temperature: float = Field(0.5, ge=0, le=2)  # every *Model.temperature
-    max_tokens: int | None = Field(None, ge=50, le=10_000)  # every *Model.maxTokens
+    model: str | None = Field(default=None, min_length=1, max_length=80)
+    temperature: float = Field(default=0.5, ge=0, le=2)  # every *Model.temperature
+    max_tokens: int | None = Field(default=None, ge=50, le=10_000)  # every *Model.maxTokens
 
     @model_validator(mode="after")
     def _vapi_rules(self) -> Self:
@@ -175,7 +175,7 @@ class ModelOptions(_Options):
 
 class VoiceOptions(_Options):
     provider: VoiceProvider = "vapi"
-    voice_id: str | None = Field(None, min_length=1, max_length=120)
+    voice_id: str | None = Field(default=None, min_length=1, max_length=120)
 
     @model_validator(mode="after")
     def _vapi_rules(self) -> Self:
@@ -192,10 +192,10 @@ class VoiceOptions(_Options):
 
 class TranscriberOptions(_Options):
     provider: TranscriberProvider = "deepgram"
-    model: str | None = Field(None, min_length=1, max_length=60)
-    language: str | None = Field(None, min_length=1, max_length=16)
+    model: str | None = Field(default=None, min_length=1, max_length=60)
+    language: str | None = Field(default=None, min_length=1, max_length=16)
     # DeepgramTranscriber.endpointing: 10-500 (ms of silence that ends a turn)
-    endpointing: int | None = Field(None, ge=10, le=500)
+    endpointing: int | None = Field(default=None, ge=10, le=500)
 
     @model_validator(mode="after")
     def _vapi_rules(self) -> Self:
@@ -234,9 +234,9 @@ class CreateAssistant(_Options):
     system_prompt: str = Field(min_length=1, max_length=20_000)
     first_message: str = Field("Hello! How can I help you today?", max_length=1000)
     first_message_mode: FirstMessageMode = "assistant-speaks-first"
-    model: ModelOptions = Field(default_factory=ModelOptions)
-    voice: VoiceOptions = Field(default_factory=VoiceOptions)
-    transcriber: TranscriberOptions = Field(default_factory=TranscriberOptions)
+    model: ModelOptions = Field(default_factory=lambda: ModelOptions())
+    voice: VoiceOptions = Field(default_factory=lambda: VoiceOptions())
+    transcriber: TranscriberOptions = Field(default_factory=lambda: TranscriberOptions())
     tools: Annotated[list[str], AfterValidator(_known_tools)] = Field(
         default_factory=list, max_length=16
     )

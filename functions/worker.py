@@ -100,9 +100,9 @@ def _recording_urls(message: dict[str, Any]) -> tuple[Any, Any]:
 
 def report_fields(message: dict[str, Any]) -> dict[str, Any]:
     """The call-record fields of an end-of-call-report, current and legacy (top-level) shapes."""
-    artifact = message.get("artifact") if isinstance(message.get("artifact"), dict) else {}
-    analysis = message.get("analysis") if isinstance(message.get("analysis"), dict) else {}
-    call = message.get("call") if isinstance(message.get("call"), dict) else {}
+    artifact = _dict(message.get("artifact"))
+    analysis = _dict(message.get("analysis"))
+    call = _dict(message.get("call"))
     started_at = message.get("startedAt") or call.get("startedAt")
     ended_at = message.get("endedAt") or call.get("endedAt")
     duration = message.get("durationSeconds")
@@ -154,7 +154,7 @@ def _apply_twilio(store: Store, env: Envelope, now: float, expires_at: int) -> s
 
 def _apply_vapi(store: Store, env: Envelope, now: float, expires_at: int) -> str:
     message = env.payload
-    call = message.get("call") if isinstance(message.get("call"), dict) else {}
+    call = _dict(message.get("call"))
     record_id = env.call_sid or call.get("id")
     if env.type not in TIMELINE_VAPI or not record_id:
         return "ignored"
