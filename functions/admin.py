@@ -1,37 +1,29 @@
 """Admin API (``Authorization: Bearer ADMIN_API_KEY``): create/list assistants, read call records.
 
-``POST /assistants`` turns a small validated request into Vapi's ``CreateAssistantDTO``: the
-server URL is our ``/vapi/webhook`` with the webhook secret as the ``x-vapi-secret`` header, and
-``serverMessages`` lists exactly what the control plane handles, so Vapi does not post traffic
-we would only drop (``assistant-request`` is not sent for an existing assistant).
+``POST /assistants`` turns a small request, validated as Vapi would (``functions.assistants``:
+a 400 naming the field), into Vapi's ``CreateAssistantDTO``: the server URL is our
+``/vapi/webhook``, authenticated with the ``x-vapi-secret`` header when ``VAPI_WEBHOOK_AUTH``
+accepts it and/or the Vapi credential ``VAPI_WEBHOOK_CREDENTIAL_ID``; ``serverMessages`` lists
+exactly what the control plane handles.
 """
 
 from __future__ import annotations
 
 import hmac
-import re
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import ValidationError
 
 from functions import clients, web
+from functions.assistants import CreateAssistant, vapi_assistant_body
 from voicebridge.config import Settings
+from voicebridge.vapi_credentials import LegacySecretPlan
 
 router = APIRouter()
 VAPI_BUDGET_S = 8.0
-SERVER_MESSAGES = (
-    "tool-calls",
-    "transfer-destination-request",
-    "status-update",
-    "end-of-call-report",
-    "hang",
-    "transfer-update",
-)
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
 def require_admin(request: Request) -> Settings:
@@ -51,91 +43,31 @@ def require_admin(request: Request) -> Settings:
 Admin = Annotated[Settings, Depends(require_admin)]
 
 
-def _e164(value: str) -> str:
-    if not _E164.match(value):
-        raise ValueError(f"{value!r} is not an E.164 number like +14155550123")
-    return value
+def _invalid(exc: ValidationError) -> JSONResponse:
+    """400, as Vapi answers a body it rejects: ``error`` names the first field, ``detail`` all."""
+    errors = [
+        {"loc": [str(part) for part in e["loc"]], "msg": str(e["msg"])}
+        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not message.startswith(f"{where}."):  # our own rules already name the field
+        message = f"{where}: {message}"
+    return JSONResponse({"error": message, "detail": errors}, status_code=400)
 
 
-class _Options(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-
-class ModelOptions(_Options):
-    provider: str = Field("openai", max_length=40)
-    model: str = Field("gpt-4o-mini", max_length=80)
-    temperature: float = Field(0.5, ge=0, le=2)
-    max_tokens: int = Field(250, ge=1, le=4096)
-
-
-class VoiceOptions(_Options):
-    provider: str = Field("vapi", max_length=40)
-    voice_id: str = Field("Elliot", max_length=120)
-
-
-class TranscriberOptions(_Options):
-    provider: str = Field("deepgram", max_length=40)
-    model: str = Field("nova-3", max_length=60)
-    language: str = Field("en", max_length=16)
-    endpointing: int = Field(300, ge=10, le=5000, description="ms of silence that ends a turn")
-
-
-class CreateAssistant(_Options):
-    """What an operator provides; everything else has a sensible phone-call default."""
-
-    name: str = Field(min_length=1, max_length=40)
-    system_prompt: str = Field(min_length=1, max_length=20_000)
-    first_message: str = Field("Hello! How can I help you today?", max_length=1000)
-    first_message_mode: Literal[
-        "assistant-speaks-first",
-        "assistant-waits-for-user",
-        "assistant-speaks-first-with-model-generated-message",
-    ] = "assistant-speaks-first"
-    model: ModelOptions = ModelOptions()
-    voice: VoiceOptions = VoiceOptions()
-    transcriber: TranscriberOptions = TranscriberOptions()
-    tools: list[str] = Field(default_factory=list, max_length=16)
-    max_duration_seconds: int = Field(600, ge=10, le=43_200)
-    phone_numbers: list[Annotated[str, AfterValidator(_e164)]] = Field(
-        default_factory=list, max_length=20
-    )
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=20)
-
-
-def _tool_definitions(names: list[str]) -> list[dict[str, Any]]:
-    from functions.tools import REGISTRY, SCHEMAS
-
-    unknown = [n for n in names if n not in REGISTRY]
-    if unknown:
+def _accepts_secret_header(config: Settings) -> bool:
+    """Whether the assistant should send ``x-vapi-secret``; without it and without a credential
+    id Vapi's requests could never authenticate, so creation is refused."""
+    legacy = any(isinstance(plan, LegacySecretPlan) for plan in config.vapi_webhook_auth)
+    if not (legacy or config.vapi_webhook_credential_id):
         raise HTTPException(
-            422, f"unknown tools: {', '.join(unknown)}; known: {', '.join(REGISTRY)}"
+            503,
+            "VAPI_WEBHOOK_AUTH does not accept x-vapi-secret: set VAPI_WEBHOOK_CREDENTIAL_ID to "
+            "the Vapi credential that signs for this server",
         )
-    return [SCHEMAS[n] for n in dict.fromkeys(names)]
-
-
-def vapi_assistant_body(spec: CreateAssistant, server_url: str, secret: str) -> dict[str, Any]:
-    """The CreateAssistantDTO for ``spec`` (field names as in Vapi's OpenAPI)."""
-    model: dict[str, Any] = {
-        "provider": spec.model.provider,
-        "model": spec.model.model,
-        "temperature": spec.model.temperature,
-        "maxTokens": spec.model.max_tokens,
-        "messages": [{"role": "system", "content": spec.system_prompt}],
-    }
-    if spec.tools:
-        model["tools"] = _tool_definitions(spec.tools)
-    return {
-        "name": spec.name,
-        "firstMessage": spec.first_message,
-        "firstMessageMode": spec.first_message_mode,
-        "model": model,
-        "voice": {"provider": spec.voice.provider, "voiceId": spec.voice.voice_id},
-        "transcriber": spec.transcriber.model_dump(),
-        "maxDurationSeconds": spec.max_duration_seconds,
-        "server": {"url": server_url, "timeoutSeconds": 20, "headers": {"x-vapi-secret": secret}},
-        "serverMessages": list(SERVER_MESSAGES),
-        "metadata": {**spec.metadata, "managedBy": "voicebridge"},
-    }
+    return legacy
 
 
 def _vapi_key(config: Settings) -> str:
@@ -152,6 +84,12 @@ def _vapi_error(exc: Any) -> HTTPException:
         return HTTPException(502, "Vapi rejected our API key (check VAPI_API_KEY)")
     if status is not None and 400 <= status < 500 and status != 429:
         return HTTPException(400, f"Vapi refused the request ({status}): {exc.detail}")
+    if exc.maybe_created:  # not retried: POST /assistant is not idempotent (voicebridge.vapi_api)
+        return HTTPException(
+            502,
+            f"Vapi failed mid-request ({exc.detail}); the assistant may have been created: "
+            "check Vapi's assistant list before trying again",
+        )
     return HTTPException(502, f"Vapi is unavailable: {exc.detail}")
 
 
@@ -164,13 +102,15 @@ async def create_assistant(request: Request, config: Admin) -> JSONResponse:
     try:
         spec = CreateAssistant.model_validate_json(body)
     except ValidationError as exc:
-        errors = [
-            {"loc": list(e["loc"]), "msg": e["msg"]}
-            for e in exc.errors(include_url=False, include_input=False)
-        ]
-        return JSONResponse({"detail": errors}, status_code=422)
-    server_url = web.public_url(request, config, "/vapi/webhook")
-    payload = vapi_assistant_body(spec, server_url, config.vapi_webhook_secret or "")
+        return _invalid(exc)
+    payload = vapi_assistant_body(
+        spec,
+        web.public_url(request, config, "/vapi/webhook"),
+        config.vapi_webhook_secret or "",
+        credential_id=config.vapi_webhook_credential_id,
+        secret_header=_accepts_secret_header(config),
+        transfer_allowlist=config.transfer_allowlist,
+    )
     try:
         async with clients.new_http_client() as client:
             created = await vapi_create(

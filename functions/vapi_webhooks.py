@@ -1,9 +1,10 @@
 """``POST /vapi/webhook``: Vapi's server-URL messages.
 
 Answered inline (Vapi waits for these): ``assistant-request``, ``tool-calls`` and the legacy
-``function-call``, ``transfer-destination-request``. Everything else is informational and goes
-to the queue for the worker, answered 200 at once. Authentication (``vapi_auth``) runs on the raw
-bytes before the body is parsed.
+``function-call``, ``transfer-destination-request``. ``phone-call-control`` is informational but
+carried out at once through Twilio (``phone_control``). Everything else is informational and
+goes to the queue for the worker, answered 200 at once. Authentication (``vapi_auth``) runs on
+the raw bytes before the body is parsed.
 """
 
 from __future__ import annotations
@@ -104,7 +105,15 @@ async def tool_calls(config: Settings, message: dict[str, Any], legacy: bool) ->
 async def webhook(request: Request) -> JSONResponse:
     config = web.settings()
     body = await web.read_body(request)
-    if not is_authentic(config.vapi_webhook_secret or "", request.headers, body, time.time()):
+    if not is_authentic(
+        config.vapi_webhook_secret or "",
+        request.headers,
+        body,
+        time.time(),
+        plans=config.vapi_webhook_auth,
+        method=request.method,
+        url=web.public_url(request, config),
+    ):
         web.count_auth_failure("/vapi/webhook", "vapi auth")
         return JSONResponse({"error": "unauthorized"}, status_code=401)
     try:
@@ -124,6 +133,10 @@ async def webhook(request: Request) -> JSONResponse:
         return JSONResponse(await tool_calls(config, message, legacy=kind == "function-call"))
     if kind == "transfer-destination-request":
         return JSONResponse(transfer_destination(config, message))
+    if kind == "phone-call-control":  # acted on now (see phone_control), then recorded
+        from functions.phone_control import carry_out
+
+        await carry_out(config, message)
     web.queue(config).send(vapi_event(message, time.time()))
     web.metrics.add_metric(name=telemetry.EVENTS_ENQUEUED, unit=MetricUnit.Count, value=1)
     return JSONResponse({"received": True})

@@ -48,7 +48,9 @@ IDEMPOTENCY = IdempotencyConfig(
     expires_after_seconds=24 * 3600,  # longer than any Twilio retry or SQS redelivery window
 )
 TERMINAL = frozenset(s for s, rank in STATUS_RANK.items() if rank == max(STATUS_RANK.values()))
-TIMELINE_VAPI = frozenset({"status-update", "hang", "transfer-update", "end-of-call-report"})
+TIMELINE_VAPI = frozenset(
+    {"status-update", "hang", "transfer-update", "end-of-call-report", "phone-call-control"}
+)
 
 
 def _epoch(value: Any) -> float | None:
@@ -73,11 +75,34 @@ def _vapi_time(stamp: Any) -> float | None:
         return None
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _recording_urls(message: dict[str, Any]) -> tuple[Any, Any]:
+    """(mono, stereo) recording URLs: ``artifact.recording`` (``#/components/schemas/Recording``:
+    ``mono.combinedUrl``, ``stereoUrl``), else the deprecated ``artifact.recordingUrl`` /
+    ``stereoRecordingUrl`` (``#/components/schemas/Artifact``), else older top-level ones."""
+    artifact = _dict(message.get("artifact"))
+    recording = _dict(artifact.get("recording"))
+    mono = (
+        _dict(recording.get("mono")).get("combinedUrl")
+        or artifact.get("recordingUrl")
+        or message.get("recordingUrl")
+    )
+    stereo = (
+        recording.get("stereoUrl")
+        or artifact.get("stereoRecordingUrl")
+        or message.get("stereoRecordingUrl")
+    )
+    return mono, stereo
+
+
 def report_fields(message: dict[str, Any]) -> dict[str, Any]:
     """The call-record fields of an end-of-call-report, current and legacy (top-level) shapes."""
-    artifact = message.get("artifact") if isinstance(message.get("artifact"), dict) else {}
-    analysis = message.get("analysis") if isinstance(message.get("analysis"), dict) else {}
-    call = message.get("call") if isinstance(message.get("call"), dict) else {}
+    artifact = _dict(message.get("artifact"))
+    analysis = _dict(message.get("analysis"))
+    call = _dict(message.get("call"))
     started_at = message.get("startedAt") or call.get("startedAt")
     ended_at = message.get("endedAt") or call.get("endedAt")
     duration = message.get("durationSeconds")
@@ -86,14 +111,14 @@ def report_fields(message: dict[str, Any]) -> dict[str, Any]:
         if start is not None and end is not None and end >= start:
             duration = round(end - start, 3)
     transcript = artifact.get("transcript") or message.get("transcript")
+    recording_url, stereo_recording_url = _recording_urls(message)
     return {
         "ended_reason": message.get("endedReason") or call.get("endedReason"),
         "transcript": transcript[:MAX_TEXT_CHARS] if isinstance(transcript, str) else None,
         "summary": analysis.get("summary") or message.get("summary"),
         "success_evaluation": analysis.get("successEvaluation"),
-        "recording_url": artifact.get("recordingUrl") or message.get("recordingUrl"),
-        "stereo_recording_url": artifact.get("stereoRecordingUrl")
-        or message.get("stereoRecordingUrl"),
+        "recording_url": recording_url,
+        "stereo_recording_url": stereo_recording_url,
         "cost": message.get("cost"),
         "started_at": started_at,
         "ended_at": ended_at,
@@ -135,12 +160,16 @@ def _apply_twilio(store: Store, env: Envelope, now: float, expires_at: int) -> s
 
 def _apply_vapi(store: Store, env: Envelope, now: float, expires_at: int) -> str:
     message = env.payload
-    call = message.get("call") if isinstance(message.get("call"), dict) else {}
+    call = _dict(message.get("call"))
     record_id = env.call_sid or call.get("id")
     if env.type not in TIMELINE_VAPI or not record_id:
         return "ignored"
     at = _vapi_time(message.get("timestamp")) or env.received_at
-    detail = {k: message[k] for k in ("status", "endedReason") if isinstance(message.get(k), str)}
+    detail = {
+        k: message[k]
+        for k in ("status", "endedReason", "request")  # request: phone-call-control's
+        if isinstance(message.get(k), str)
+    }
     store.put_event(record_id, env.key, at, f"vapi.{env.type}", detail, expires_at)
     if env.type == "end-of-call-report":
         store.apply_report(record_id, report_fields(message), expires_at)

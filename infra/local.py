@@ -220,7 +220,7 @@ class LocalStack:
 
     def _default_assistant(self, env: dict[str, str]) -> str:
         """What a user does once in Vapi's dashboard: an assistant whose server URL is us."""
-        from functions.admin import CreateAssistant, vapi_assistant_body
+        from functions.assistants import CreateAssistant, vapi_assistant_body
 
         spec = CreateAssistant.model_validate(ASSISTANT)
         body = vapi_assistant_body(

@@ -1,10 +1,11 @@
 """A tiny Twilio REST API: the one call-update endpoint our tools and edge use.
 
 ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with Basic auth (SID:token) and
-``Status=completed`` or ``Twiml=...`` updates a live call; an unknown or ended call is 404 with
-Twilio's error 20404. As on Twilio, completing or redirecting a call ends its Media Stream: the
-simulated caller long-polls ``/_emulator/calls/{CallSid}/wait`` (emulator-only) and then sends
-``stop`` and closes the stream, exactly what Twilio does to a ``<Connect><Stream>``.
+``Status=completed`` or ``Twiml=...`` updates a live call; an unknown call is 404 with Twilio's
+error 20404, a known call that is no longer in progress 400 with error 21220. As on Twilio,
+completing or redirecting a call ends its Media Stream: the simulated caller long-polls
+``/_emulator/calls/{CallSid}/wait`` (emulator-only) and then sends ``stop`` and closes the
+stream, exactly what Twilio does to a ``<Connect><Stream>``.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class TwilioEmulator:
             return self._denied()
         call = self._call(request)
         form = await self._form(request)
-        if call is None or call.status != "in-progress":
+        if call is None:  # https://www.twilio.com/docs/api/errors/20404
             sid = request.path_params["call"]
             return _twilio_error(
                 404,
@@ -139,6 +140,11 @@ class TwilioEmulator:
                 f"The requested resource /2010-04-01/Accounts/"
                 f"{request.path_params['account']}/Calls/{sid}.json was not found",
             )
+        if call.status != "in-progress":
+            # A known call that is over: 400 with 21220 "Invalid call state", "You attempted a
+            # realtime operation on a Call that was not in-progress. Calls that have completed
+            # cannot be recorded or redirected." (https://www.twilio.com/docs/api/errors/21220)
+            return _twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
         status, twiml = form.get("Status"), form.get("Twiml")
         if status not in (None, "completed", "canceled") or (status is None and not twiml):
             return _twilio_error(400, 21218, "Invalid call update: Status or Twiml required")
@@ -185,7 +191,7 @@ class TwilioEmulator:
         return JSONResponse({"status": call.status, "twiml": call.twiml})
 
     async def _hung_up(self, request: Request) -> JSONResponse:
-        """The caller's side ended the call: later updates get 20404, as on Twilio."""
+        """The caller's side ended the call: later updates get 21220, as on Twilio."""
         if not self._authorized(request):
             return self._denied()
         call = self.calls.get(request.path_params["call"])

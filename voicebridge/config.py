@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from voicebridge.vapi_credentials import DEFAULT_PLANS, Plan, parse_plans
+
 Role = Literal["api", "worker", "edge"]
 
 
@@ -112,6 +114,13 @@ def _text(value: str) -> str:
     return value
 
 
+def _credential_id(value: str) -> str:
+    """A Vapi credential id (a UUID, or ``cred_...`` in older docs)."""
+    if not (len(value) <= 100 and value.replace("-", "").replace("_", "").isalnum()):
+        raise ValueError(f"must be a Vapi credential id like a UUID, got {value[:40]!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class _Var:
     env: str
@@ -129,6 +138,8 @@ _VARS: tuple[_Var, ...] = (
     _Var("VAPI_BASE_URL", _url("https", "http"), "https://api.vapi.ai"),
     _Var("VAPI_ASSISTANT_ID"),
     _Var("VAPI_WEBHOOK_SECRET", secret=True),
+    _Var("VAPI_WEBHOOK_AUTH", parse_plans),
+    _Var("VAPI_WEBHOOK_CREDENTIAL_ID", _credential_id),
     _Var("PUBLIC_BASE_URL", _url("https", "http")),
     _Var("EDGE_PUBLIC_URL", _url("wss", "ws")),
     _Var("STREAM_TOKEN_SECRET", secret=True),
@@ -194,6 +205,8 @@ class Settings:
     vapi_base_url: str = "https://api.vapi.ai"
     vapi_assistant_id: str | None = None
     vapi_webhook_secret: str | None = None
+    vapi_webhook_auth: tuple[Plan, ...] = DEFAULT_PLANS
+    vapi_webhook_credential_id: str | None = None
     public_base_url: str | None = None
     edge_public_url: str | None = None
     stream_token_secret: str | None = None

@@ -1,9 +1,20 @@
 """Vapi REST client (``POST /assistant``, ``POST /call``) shared by the control plane and the edge.
 
-Vapi rate-limits (429, 10 concurrent calls per org by default) and has transient 5xx: those and
-connection failures are retried with exponential backoff and full jitter, honouring
-``Retry-After``, but never past the caller's time budget (an inbound call cannot wait long).
-Other 4xx are the caller's mistake and raised at once with Vapi's own message.
+Neither POST is idempotent: Vapi takes no idempotency key, so a request that reached Vapi and
+then failed on our side (a read or write timeout, a dropped connection, a 5xx after the work
+was done) may have created the call, and sending it again would start a second call, billed,
+talking to nobody (or a second assistant, orphaned). So a request is retried only when it
+provably did not reach Vapi, or Vapi provably refused it:
+
+- ``httpx.ConnectError``, ``httpx.ConnectTimeout``: no connection was made, nothing was sent;
+- ``httpx.PoolTimeout``: no connection was free, nothing was sent;
+- HTTP 429: Vapi refused (rate or concurrency limit); ``Retry-After`` is honoured.
+
+(httpx's hierarchy, https://www.python-httpx.org/exceptions: ``ReadTimeout``, ``WriteTimeout``,
+``ReadError``, ``WriteError`` and ``RemoteProtocolError`` can all happen after the request left.)
+Retries use exponential backoff with full jitter and never outlast the caller's budget (an
+inbound call cannot wait long). Everything else is raised at once: other 4xx with Vapi's own
+message; 5xx and mid-request failures marked ``maybe_created``.
 """
 
 from __future__ import annotations
@@ -11,22 +22,34 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 MAX_DETAIL_CHARS = 300
 _clock = time.monotonic  # the budget's clock (tests substitute a fake one)
+_wall = time.time  # for Retry-After dates
 _BASE_DELAY_S = 0.2
 _MAX_DELAY_S = 2.0
 
 
-class VapiApiError(Exception):
-    """Vapi refused or could not be reached; ``status`` is None when no HTTP answer arrived."""
+# Raised before the request left this process: safe to send again.
+NOT_SENT: tuple[type[httpx.TransportError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
 
-    def __init__(self, status: int | None, detail: str) -> None:
+
+class VapiApiError(Exception):
+    """Vapi refused or could not be reached; ``status`` is None when no HTTP answer arrived.
+    ``maybe_created``: the request may have reached Vapi, so the resource may exist."""
+
+    def __init__(self, status: int | None, detail: str, *, maybe_created: bool = False) -> None:
         self.status = status
         self.detail = detail[:MAX_DETAIL_CHARS]
+        self.maybe_created = maybe_created
         super().__init__(f"Vapi {status or 'unreachable'}: {self.detail}")
 
 
@@ -45,13 +68,19 @@ def _detail(response: httpx.Response) -> str:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait from ``Retry-After`` (delay-seconds or an HTTP-date, RFC 9110 10.2.3)."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # unreadable: fall back to our own backoff
+    return max(0.0, when.timestamp() - _wall())
 
 
 async def _post(
@@ -67,8 +96,14 @@ async def _post(
         hint: float | None = None
         try:
             response = await client.post(url, json=body, headers=headers, timeout=remaining)
-        except (httpx.TransportError, httpx.TimeoutException) as exc:
+        except NOT_SENT as exc:
             error = VapiApiError(None, f"{type(exc).__name__} calling Vapi")
+        except httpx.TransportError as exc:  # the request may have reached Vapi: never resend
+            raise VapiApiError(
+                None,
+                f"{type(exc).__name__} calling Vapi (not retried: it may have been created)",
+                maybe_created=True,
+            ) from None
         else:
             if response.status_code < 300:
                 try:
@@ -78,8 +113,12 @@ async def _post(
                 if not isinstance(data, dict):
                     raise VapiApiError(response.status_code, "response is not a JSON object")
                 return data
+            if response.status_code >= 500:  # Vapi may have done the work before failing
+                raise VapiApiError(
+                    response.status_code, _detail(response), maybe_created=True
+                ) from None
             error = VapiApiError(response.status_code, _detail(response))
-            if response.status_code != 429 and response.status_code < 500:
+            if response.status_code != 429:
                 raise error
             hint = _retry_after(response)
         attempt += 1
@@ -90,18 +129,18 @@ async def _post(
 
 
 def _backoff(attempt: int) -> float:
-    return min(_MAX_DELAY_S, _BASE_DELAY_S * 2 ** (attempt - 1))
+    return min(_MAX_DELAY_S, _BASE_DELAY_S * 2.0 ** (attempt - 1))
 
 
 async def create_assistant(
-    client: httpx.AsyncClient, base_url: str, api_key: str, body: dict, *, budget_s: float
-) -> dict:
+    client: httpx.AsyncClient, base_url: str, api_key: str, body: dict[str, Any], *, budget_s: float
+) -> dict[str, Any]:
     """``POST /assistant`` (CreateAssistantDTO) -> the created assistant (has ``id``)."""
     return await _post(client, f"{base_url.rstrip('/')}/assistant", api_key, body, budget_s)
 
 
 async def create_call(
-    client: httpx.AsyncClient, base_url: str, api_key: str, body: dict, *, budget_s: float
-) -> dict:
+    client: httpx.AsyncClient, base_url: str, api_key: str, body: dict[str, Any], *, budget_s: float
+) -> dict[str, Any]:
     """``POST /call`` (CreateCallDTO) -> the call (``id``, ``transport.websocketCallUrl``)."""
     return await _post(client, f"{base_url.rstrip('/')}/call", api_key, body, budget_s)

@@ -12,6 +12,9 @@ from typing import Any
 from functions.tools.registry import ToolContext, ToolError, tool
 from voicebridge.config import Settings
 
+ENDED = "The call has ended."
+ENDED_ALREADY = "The call had already ended."
+
 
 def resolve_destination(settings: Settings, wanted: str) -> tuple[str, str] | None:
     """(name, E.164 number) from the allow-list, matched by name (any case) or by number."""
@@ -31,16 +34,19 @@ def _twilio_ready(ctx: ToolContext) -> tuple[str, str, str]:
     return ctx.call_sid, settings.twilio_account_sid, settings.twilio_auth_token
 
 
-async def _update(ctx: ToolContext, **change: str) -> None:
-    from voicebridge.twilio_rest import TwilioRestError, update_call
+async def _update(ctx: ToolContext, **change: str) -> bool:
+    """Apply ``change`` to the live call; False when the call had already ended (not an error:
+    the caller is gone either way, so the assistant is told it is done)."""
+    from voicebridge.twilio_rest import CallUpdate, TwilioRestError, update_call
 
     call_sid, account_sid, auth_token = _twilio_ready(ctx)
     try:
-        await update_call(
+        outcome = await update_call(
             ctx.http(), ctx.settings.twilio_api_base, account_sid, auth_token, call_sid, **change
         )
     except (TwilioRestError, ValueError) as exc:
         raise ToolError(f"the phone system refused: {exc}") from None
+    return outcome is CallUpdate.UPDATED
 
 
 @tool(
@@ -63,7 +69,8 @@ async def transfer_call(ctx: ToolContext, args: dict[str, Any]) -> str:
 
     twiml = VoiceResponse()
     twiml.dial(match[1])
-    await _update(ctx, twiml=str(twiml))
+    if not await _update(ctx, twiml=str(twiml)):
+        return ENDED_ALREADY
     return f"Transferring the call to {match[0]}."
 
 
@@ -75,4 +82,4 @@ async def transfer_call(ctx: ToolContext, args: dict[str, Any]) -> str:
 async def end_call(ctx: ToolContext, args: dict[str, Any]) -> str:
     """No args: hang up (a call that already ended counts as done)."""
     await _update(ctx, status="completed")
-    return "The call has ended."
+    return ENDED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import secrets
 import signal
 
@@ -18,6 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--webhook-auth", choices=["hmac", "secret", "bearer", "none"], default="hmac"
     )
+    parser.add_argument(
+        "--webhook-credential",
+        help="an authenticationPlan as in Vapi's schema, JSON without the secret, e.g. "
+        '\'{"type": "hmac", "algorithm": "sha512", "signatureEncoding": "base64"}\'',
+    )
     parser.add_argument("--think-ms", type=int, default=300, help="turn end -> reply audio")
     parser.add_argument("--reply", choices=["parrot", "synth"], default="parrot")
     args = parser.parse_args(argv)
@@ -26,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         api_key,
         port=args.port,
         webhook_secret=args.webhook_secret,
-        webhook_auth=args.webhook_auth,
+        webhook_auth=json.loads(args.webhook_credential)
+        if args.webhook_credential
+        else args.webhook_auth,
         script=Script(think_ms=args.think_ms, reply=args.reply),
     )
     asyncio.run(_serve(emulator, api_key))

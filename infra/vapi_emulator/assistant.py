@@ -86,6 +86,8 @@ class Script:
     interrupt_after_ms: int | None = None  # None: assistant.stopSpeakingPlan.voiceSeconds or 200
     drop_after_ms: int | None = None  # Vapi dies: abort the socket with no goodbye
     end_after_turns: int | None = None  # assistant hangs up after this many replies
+    transfer_after_turns: int | None = None  # assistant transfers (transferCall) after these
+    transfer_number: str = "+15550100009"  # ... to this TransferDestinationNumber
     tool: ToolScript | None = None
 
 
@@ -175,6 +177,7 @@ class ScriptedCall:
         self._muted_customer = False
         self._end_after_speech: str | None = None
         self._tool_pending = False
+        self._handed_over = False  # phone-call-control sent: the server now owns hang-up
         # Report material.
         self.audio_in_bytes = 0
         self.turns = 0
@@ -442,11 +445,40 @@ class ScriptedCall:
         actions += self._transcript("assistant", self._out_text)
         if not interrupted:
             if self._end_after_speech:
-                return actions + self.end(self._end_after_speech, now_ms)
+                return actions + self._hang_up_or_forward(self._end_after_speech, now_ms)
             limit = self.script.end_after_turns
             if limit is not None and self.turns >= limit:
-                return actions + self.end("assistant-ended-call", now_ms)
+                return actions + self._hang_up_or_forward("assistant-ended-call", now_ms)
+            limit = self.script.transfer_after_turns
+            if limit is not None and self.turns >= limit:
+                number = {"type": "number", "number": self.script.transfer_number}
+                return actions + self._hang_up_or_forward(
+                    "assistant-forwarded-call", now_ms, number
+                )
         return actions
+
+    # -- phone-call-control -------------------------------------------------------------------
+
+    def _hang_up_or_forward(
+        self, reason: str, now_ms: float, destination: dict[str, Any] | None = None
+    ) -> list[Action]:
+        """The assistant ends the call (endCall) or transfers it (transferCall, ``destination``).
+
+        With ``phone-call-control`` in its ``serverMessages``, "the hangup and forwarding
+        responsibilities are delegated to your server. Vapi will no longer do the actual
+        transfer and hangup" (``#/components/schemas/ServerMessagePhoneCallControl``, ``type``):
+        Vapi posts ``{"type": "phone-call-control", "request": "hang-up" | "forward",
+        "destination"?}`` once and the call stays up until the server (through the phone
+        provider) ends it. Otherwise Vapi does it itself and the call ends with ``reason``."""
+        if "phone-call-control" not in self._server:
+            return self.end(reason, now_ms)
+        if self._handed_over:
+            return []
+        self._handed_over = True
+        message: dict[str, Any] = {"type": "phone-call-control", "request": "hang-up"}
+        if destination is not None:
+            message = {**message, "request": "forward", "destination": destination}
+        return [Webhook(self._envelope(message))]
 
     def _assistant_speech(self, status: str) -> dict[str, Any]:
         turn = self.replies

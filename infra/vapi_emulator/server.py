@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
@@ -44,6 +43,7 @@ from infra.vapi_emulator.assistant import (
     SendEvent,
     Webhook,
 )
+from infra.vapi_emulator.signing import check_plan, credential_headers
 from infra.vapi_emulator.validation import (
     ValidationFailed,
     audio_format,
@@ -56,7 +56,13 @@ MAX_BODY = 1 << 20
 ORG_ID = "org-emulator"
 TICK_S = 0.02
 HISTORY = 2000  # requests, webhooks and ended calls kept for inspection (bounded for make run)
-WebhookAuth = Literal["hmac", "secret", "bearer", "none"]
+# A preset, or a credential's authenticationPlan as Vapi's schema writes it (see signing.py).
+WebhookAuth = Literal["hmac", "secret", "bearer", "none"] | dict[str, Any]
+_PRESETS: dict[str, dict[str, Any]] = {
+    "hmac": {"type": "hmac", "algorithm": "sha256"},  # HMACAuthenticationPlan defaults
+    "bearer": {"type": "bearer"},  # BearerAuthenticationPlan defaults
+    "secret": {"type": "x-vapi-secret"},  # the legacy header
+}
 
 
 def _now_iso() -> str:
@@ -114,6 +120,8 @@ class VapiEmulator:
         self.api_key = api_key
         self.host = host
         self.webhook_secret = webhook_secret
+        if isinstance(webhook_auth, dict):
+            check_plan(webhook_auth)
         self.webhook_auth: WebhookAuth = webhook_auth if webhook_secret else "none"
         self.script = script or Script()
         self.scripts: dict[str, Script] = {}
@@ -287,7 +295,7 @@ class VapiEmulator:
                 "websocketCallUrl": f"ws://{self.host}:{ws_port}/{call_id}/transport",
             },
         }
-        for key in ("assistantId", "assistantOverrides", "metadata", "customer", "name"):
+        for key in ("assistantId", "assistantOverrides", "customer", "name"):
             if key in body:
                 record[key] = body[key]
         call = EmulatedCall(record, assistant, self._script_for(body))
@@ -316,11 +324,7 @@ class VapiEmulator:
 
     def _script_for(self, body: dict[str, Any]) -> Script:
         overrides = body.get("assistantOverrides") or {}
-        for holder in (
-            body.get("metadata"),
-            overrides.get("metadata"),
-            overrides.get("variableValues"),
-        ):
+        for holder in (overrides.get("metadata"), overrides.get("variableValues")):
             if isinstance(holder, dict) and str(holder.get("callSid")) in self.scripts:
                 return self.scripts[str(holder["callSid"])]
         return self.script
@@ -439,18 +443,22 @@ class VapiEmulator:
         server = call.assistant.get("server")
         return server if isinstance(server, dict) and server.get("url") else None
 
-    def sign(self, body: bytes) -> dict[str, str]:
-        """The auth headers Vapi would add for the configured credential."""
-        secret = self.webhook_secret or ""
-        if self.webhook_auth == "hmac":
-            timestamp = str(int(time.time() * 1000))
-            digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-            return {"x-signature": digest.hexdigest(), "x-timestamp": timestamp}
-        if self.webhook_auth == "secret":
-            return {"x-vapi-secret": secret}
-        if self.webhook_auth == "bearer":
-            return {"Authorization": f"Bearer {secret}"}
-        return {}
+    def sign(self, body: bytes, url: str = "") -> dict[str, str]:
+        """The auth headers Vapi would add for the configured credential (``url``: the server
+        URL the request goes to, which an HMAC ``payloadFormat`` may cover)."""
+        auth = self.webhook_auth
+        if not self.webhook_secret or auth == "none":
+            return {}
+        plan = _PRESETS[auth] if isinstance(auth, str) else auth
+        return credential_headers(
+            plan,
+            self.webhook_secret,
+            body,
+            method="POST",
+            url=url,
+            timestamp_ms=int(time.time() * 1000),
+            message_id=f"msg_{uuid.uuid4().hex}",
+        )
 
     async def _post(self, call: EmulatedCall, message: dict[str, Any]) -> httpx.Response | None:
         server = self._server(call)
@@ -460,7 +468,7 @@ class VapiEmulator:
         headers = {
             "Content-Type": "application/json",
             **{str(k): str(v) for k, v in (server.get("headers") or {}).items()},
-            **self.sign(body),
+            **self.sign(body, str(server["url"])),
         }
         timeout = float(server.get("timeoutSeconds") or 20)
         try:

@@ -234,3 +234,56 @@ async def test_twenty_concurrent_calls(clean_stack):
         assert emulated.machine.replies >= 1
     for report in reports:
         record_when(stack, report.call_sid, lambda r: r.get("call_status") == "completed")
+
+
+async def _assistant_with_phone_call_control(stack, number):
+    """What an operator does to let Vapi's own endCall/transferCall reach the phone call."""
+    import httpx
+
+    spec = {
+        "name": "phone-call-control",
+        "systemPrompt": "Be brief.",
+        "phoneCallControl": True,
+        "phoneNumbers": [number],
+    }
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(
+            f"{stack.api_url}/assistants", json=spec, headers=stack.admin_headers()
+        )
+    assert response.status_code == 201, response.text
+    assistant = stack.vapi.assistants[response.json()["id"]]
+    assert "phone-call-control" in assistant["serverMessages"]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "ended_by", "twilio_update"),
+    [
+        ({"end_after_turns": 1}, "rest-completed", "Status=completed"),
+        (
+            {"transfer_after_turns": 1, "transfer_number": "+15550100009"},
+            "rest-redirected",
+            "<Dial><Number>+15550100009</Number></Dial>",
+        ),
+    ],
+    ids=["end-call", "transfer-call"],
+)
+async def test_vapis_own_end_and_transfer_reach_twilio_through_phone_call_control(
+    clean_stack, behaviour, ended_by, twilio_update
+):
+    stack = clean_stack
+    number = "+15550100077"
+    await _assistant_with_phone_call_control(stack, number)
+    call_sid = sid()
+    stack.vapi.scripts[call_sid] = Script(
+        greeting_ms=800, think_ms=100, end_of_turn_ms=300, **behaviour
+    )
+    steps = [WaitForSilence(silence_ms=400), Say(UTTERANCE), Pause(10_000), Hangup()]
+    report = await call(stack, steps, call_sid=call_sid, to_number=number)
+    assert_clean(report)
+    assert report.ended_by == ended_by, report.timeline
+    (update,) = stack.twilio.calls[call_sid].updates
+    assert twilio_update in "&".join(f"{k}={v}" for k, v in update.items())
+    vapi_id = vapi_call_for(stack, call_sid).record["id"]
+    sent = [m["message"] for _, m in stack.vapi.webhooks_sent]
+    kinds = [m["type"] for m in sent if m["call"]["id"] == vapi_id]
+    assert kinds.count("phone-call-control") == 1

@@ -20,7 +20,15 @@ from tests.e2e.helpers import call
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
-SPEC = REPO.parent / "shared/reference/vapi-openapi.json"
+# ``shared/reference/`` beside the repo, or beside a folder holding it (a worktree); never needed.
+SPEC = next(
+    (
+        folder / "shared/reference/vapi-openapi.json"
+        for folder in REPO.parents
+        if (folder / "shared/reference/vapi-openapi.json").is_file()
+    ),
+    REPO.parent / "shared/reference/vapi-openapi.json",
+)
 URI = "urn:vapi-openapi"
 
 
@@ -129,4 +137,129 @@ async def test_requests_we_send_match_vapis_schema(stack, spec):
             f"{key}: Vapi answers 400 'property {path} should not exist'"
             for path in checker.undeclared(body, checker.ref(dto))
         ]
+    assert problems == []
+
+
+def _problems(checker, body, dto, label):
+    found = [f"{label} breaks {dto}: {error}" for error in checker.errors(body, dto)]
+    found += [
+        f"{label}: Vapi answers 400 'property {path} should not exist'"
+        for path in checker.undeclared(body, checker.ref(dto))
+    ]
+    return found
+
+
+ASSISTANT_VARIANTS = {
+    "defaults": {},
+    "tools, phone-call-control, plans": {
+        "tools": ["order_status", "transfer_call", "end_call"],
+        "phoneCallControl": True,
+        "firstMessageMode": "assistant-waits-for-user",
+        "transcriber": {"endpointing": 500, "language": "en-US", "model": "nova-2-phonecall"},
+        "model": {"maxTokens": 50, "temperature": 0},
+        "maxDurationSeconds": 43_200,
+    },
+    "other providers": {
+        "model": {"provider": "anthropic", "model": "claude-3-5-haiku-20241022"},
+        "voice": {"provider": "11labs", "voiceId": "burt"},
+        "transcriber": {"provider": "assembly-ai", "language": "en"},
+    },
+    "vapi model, google transcriber": {
+        "model": {"provider": "vapi"},
+        "transcriber": {"provider": "google"},
+    },
+}
+
+
+def test_every_assistant_variant_we_build_matches_vapis_schema(spec):
+    from functions.assistants import CreateAssistant, vapi_assistant_body
+
+    checker = Checker(spec)
+    problems = []
+    for label, changes in ASSISTANT_VARIANTS.items():
+        request = CreateAssistant.model_validate({"name": "Desk", "systemPrompt": "Hi", **changes})
+        for credential_id, header in (
+            (None, True),
+            ("550e8400-e29b-41d4-a716-446655440000", False),
+        ):
+            body = vapi_assistant_body(
+                request,
+                "https://api.example.com/vapi/webhook",
+                "s3cret",
+                credential_id=credential_id,
+                secret_header=header,
+                transfer_allowlist={"sales": "+14155550100", "support": "+442071838750"},
+            )
+            problems += _problems(checker, body, "CreateAssistantDTO", label)
+    assert problems == []
+
+
+def test_every_call_body_our_edge_builds_matches_vapis_schema(spec):
+    from media_edge.protocol.vapi import create_call_body
+
+    checker = Checker(spec)
+    problems = []
+    for audio in ("mulaw", "pcm16"):
+        for caller in ("+14155550123", None):
+            metadata = {"callSid": "CA" + "1" * 32, "to": "+15550100002"}
+            body = create_call_body("asst-1", audio, metadata, caller)
+            problems += _problems(checker, body, "CreateCallDTO", f"{audio}/{caller}")
+    assert problems == []
+
+
+async def test_our_webhook_answers_match_vapis_schema(stack, spec):
+    import httpx
+
+    checker = Checker(spec)
+    call = {"id": "vapi-1", "phoneCallProviderId": "CA" + "2" * 32}
+    tool_call = {"id": "t1", "type": "function", "function": {"name": "order_status"}}
+    cases = [
+        (
+            {"type": "assistant-request", "call": call, "phoneNumber": {"number": "+15550100002"}},
+            "ServerMessageResponseAssistantRequest",
+        ),
+        (
+            {
+                "type": "tool-calls",
+                "call": call,
+                "toolCallList": [
+                    {
+                        **tool_call,
+                        "function": {**tool_call["function"], "arguments": {"order_id": "1001"}},
+                    },
+                    {"id": "t2", "type": "function", "function": {"name": "nope", "arguments": {}}},
+                ],
+            },
+            "ServerMessageResponseToolCalls",
+        ),
+        (
+            {"type": "transfer-destination-request", "call": call},
+            "ServerMessageResponseTransferDestinationRequest",
+        ),
+    ]
+    problems = []
+    headers = {"x-vapi-secret": stack.env["VAPI_WEBHOOK_SECRET"]}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for message, dto in cases:
+            response = await client.post(
+                f"{stack.api_url}/vapi/webhook", json={"message": message}, headers=headers
+            )
+            assert response.status_code == 200, response.text
+            problems += _problems(checker, response.json(), dto, message["type"])
+    assert problems == []
+
+
+def test_the_emulators_phone_call_control_message_matches_vapis_schema(spec):
+    from infra.vapi_emulator import Script
+    from tests.infra.test_vapi_assistant import _one_turn_and_reply, hooks, make
+
+    checker = Checker(spec)
+    problems = []
+    for script in (Script(end_after_turns=1), Script(transfer_after_turns=1)):
+        server_messages = ["end-of-call-report", "phone-call-control"]
+        clock = _one_turn_and_reply(make(script, serverMessages=server_messages))
+        (message,) = hooks(clock.actions, "phone-call-control")
+        # ``call`` and ``assistant`` are the emulator's records, checked elsewhere.
+        claim = {k: v for k, v in message.items() if k not in ("call", "assistant")}
+        problems += _problems(checker, claim, "ServerMessagePhoneCallControl", claim["request"])
     assert problems == []

@@ -3,7 +3,7 @@ import json
 import httpx
 import pytest
 
-from functions import admin, clients
+from functions import admin, assistants, clients
 from tests.functions.conftest import (
     ADMIN_KEY,
     DOMAIN,
@@ -83,7 +83,7 @@ def test_create_assistant_sends_a_complete_dto_and_binds_numbers(aws, vapi):
         "timeoutSeconds": 20,
         "headers": {"x-vapi-secret": WEBHOOK_SECRET},
     }
-    assert dto["serverMessages"] == list(admin.SERVER_MESSAGES)
+    assert dto["serverMessages"] == list(assistants.SERVER_MESSAGES)
     assert "assistant-request" not in dto["serverMessages"]
     assert dto["model"]["provider"] == "openai"
     assert dto["model"]["model"] == "gpt-4o-mini"
@@ -149,12 +149,21 @@ def test_vapi_4xx_maps_to_a_clear_error_without_storing(aws, vapi, vapi_status, 
     assert _json(invoke(apigw_event("GET", "/assistants", headers=AUTH))) == {"assistants": []}
 
 
-def test_vapi_down_is_502_after_retries(aws, vapi, monkeypatch):
-    monkeypatch.setattr(admin, "VAPI_BUDGET_S", 0.5)
+def test_vapi_5xx_is_502_without_a_retry(aws, vapi):
     seen, answers = vapi
     answers.extend(
         httpx.Response(503, headers={"Retry-After": "0.1"}, text="down") for _ in range(20)
     )
+    result = _post(SPEC)
+    assert result["statusCode"] == 502
+    assert "may have been created" in _json(result)["error"]  # POST /assistant is not idempotent
+    assert len(seen) == 1
+
+
+def test_vapi_unreachable_is_502_after_retries(aws, vapi, monkeypatch):
+    monkeypatch.setattr(admin, "VAPI_BUDGET_S", 0.5)
+    seen, answers = vapi
+    answers.extend(httpx.Response(429, headers={"Retry-After": "0.1"}) for _ in range(20))
     result = _post(SPEC)
     assert result["statusCode"] == 502
     assert len(seen) >= 2
@@ -165,22 +174,106 @@ def test_vapi_down_is_502_after_retries(aws, vapi, monkeypatch):
     [
         ({**SPEC, "phoneNumbers": ["555-1234"]}, "phoneNumbers"),
         ({**SPEC, "name": ""}, "name"),
+        ({**SPEC, "name": "x" * 41}, "name"),  # CreateAssistantDTO.name maxLength 40
         ({k: v for k, v in SPEC.items() if k != "systemPrompt"}, "systemPrompt"),
-        ({**SPEC, "model": {"temperature": 9}}, "model"),
+        ({**SPEC, "model": {"temperature": 9}}, "model.temperature"),
         ({**SPEC, "surprise": 1}, "surprise"),
+        ({**SPEC, "tools": ["launch_rockets"]}, "launch_rockets"),
+        # What Vapi's schema rejects, caught before the request leaves:
+        ({**SPEC, "transcriber": {"endpointing": 501}}, "transcriber.endpointing"),
+        ({**SPEC, "transcriber": {"endpointing": 9}}, "transcriber.endpointing"),
+        ({**SPEC, "transcriber": {"provider": "whisper"}}, "transcriber.provider"),
+        ({**SPEC, "transcriber": {"provider": "google", "endpointing": 300}}, "endpointing"),
+        ({**SPEC, "transcriber": {"provider": "assembly-ai", "model": "best"}}, "model"),
+        ({**SPEC, "transcriber": {"provider": "openai"}}, "transcriber.model is required"),
+        ({**SPEC, "transcriber": {"provider": "speechmatics"}}, "customVocabulary"),
+        ({**SPEC, "model": {"provider": "gpt"}}, "model.provider"),
+        ({**SPEC, "model": {"maxTokens": 49}}, "model.maxTokens"),
+        ({**SPEC, "model": {"maxTokens": 10_001}}, "model.maxTokens"),
+        ({**SPEC, "model": {"provider": "anthropic"}}, "model.model is required"),
+        ({**SPEC, "model": {"provider": "vapi", "maxTokens": 100}}, "maxTokens"),
+        ({**SPEC, "model": {"provider": "custom-llm", "model": "m"}}, "model.url"),
+        ({**SPEC, "voice": {"provider": "polly", "voiceId": "Joanna"}}, "voice.provider"),
+        ({**SPEC, "voice": {"provider": "11labs"}}, "voice.voiceId is required"),
+        ({**SPEC, "voice": {"provider": "sesame", "voiceId": "x"}}, "voice.model"),
+        ({**SPEC, "firstMessageMode": "assistant-speaks-last"}, "firstMessageMode"),
+        ({**SPEC, "maxDurationSeconds": 9}, "maxDurationSeconds"),
+        ({**SPEC, "maxDurationSeconds": 43_201}, "maxDurationSeconds"),
     ],
 )
-def test_invalid_request_is_422_before_calling_vapi(aws, vapi, spec, field):
+def test_invalid_request_is_400_naming_the_field_before_calling_vapi(aws, vapi, spec, field):
     result = _post(spec)
-    assert result["statusCode"] == 422
-    assert field in json.dumps(_json(result)["detail"])
+    assert result["statusCode"] == 400
+    body = _json(result)
+    assert field in body["error"] or field in json.dumps(body["detail"]), body
     assert vapi[0] == []
 
 
-def test_unknown_tool_is_422(aws, vapi):
-    result = _post({**SPEC, "tools": ["launch_rockets"]})
-    assert result["statusCode"] == 422
-    assert "launch_rockets" in _json(result)["error"]
+@pytest.mark.parametrize("endpointing", [10, 500])
+def test_deepgram_endpointing_bounds_are_vapis(aws, vapi, endpointing):
+    assert _post({**SPEC, "transcriber": {"endpointing": endpointing}})["statusCode"] == 201
+    assert json.loads(vapi[0][0].content)["transcriber"]["endpointing"] == endpointing
+
+
+def test_providers_get_only_the_fields_their_schema_declares(aws, vapi):
+    spec = {
+        **SPEC,
+        "model": {"provider": "anthropic", "model": "claude-3-5-haiku-20241022"},
+        "voice": {"provider": "11labs", "voiceId": "burt"},
+        "transcriber": {"provider": "assembly-ai", "language": "en"},
+    }
+    assert _post(spec)["statusCode"] == 201
+    dto = json.loads(vapi[0][0].content)
+    assert dto["transcriber"] == {"provider": "assembly-ai", "language": "en"}
+    assert dto["voice"] == {"provider": "11labs", "voiceId": "burt"}
+    assert (dto["model"]["provider"], dto["model"]["maxTokens"]) == ("anthropic", 250)
+
+
+def test_vapi_model_gets_no_max_tokens(aws, vapi):
+    assert _post({**SPEC, "model": {"provider": "vapi"}})["statusCode"] == 201
+    model = json.loads(vapi[0][0].content)["model"]
+    assert "maxTokens" not in model
+    assert "model" not in model
+
+
+def test_phone_call_control_asks_vapi_to_delegate_hang_up_and_transfer(aws, vapi):
+    assert _post({**SPEC, "phoneCallControl": True})["statusCode"] == 201
+    dto = json.loads(vapi[0][0].content)
+    assert dto["serverMessages"] == [*assistants.SERVER_MESSAGES, "phone-call-control"]
+    builtin = [t for t in dto["model"]["tools"] if t["type"] != "function"]
+    assert builtin == [
+        {"type": "endCall"},
+        {
+            "type": "transferCall",
+            "destinations": [
+                {"type": "number", "number": "+14155550100", "description": "sales"},
+                {"type": "number", "number": "+14155550111", "description": "support"},
+            ],
+        },
+    ]
+
+
+def test_without_phone_call_control_vapi_keeps_hang_up_and_transfer(aws, vapi):
+    assert _post(SPEC)["statusCode"] == 201
+    dto = json.loads(vapi[0][0].content)
+    assert "phone-call-control" not in dto["serverMessages"]
+    assert all(t["type"] == "function" for t in dto["model"]["tools"])
+
+
+def test_a_vapi_credential_id_goes_to_the_server(aws, vapi, monkeypatch):
+    monkeypatch.setenv("VAPI_WEBHOOK_CREDENTIAL_ID", "550e8400-e29b-41d4-a716-446655440000")
+    monkeypatch.setenv("VAPI_WEBHOOK_AUTH", '{"type": "hmac", "algorithm": "sha512"}')
+    assert _post(SPEC)["statusCode"] == 201
+    server = json.loads(vapi[0][0].content)["server"]
+    assert server["credentialId"] == "550e8400-e29b-41d4-a716-446655440000"
+    assert "headers" not in server  # the secret header would not be accepted: not sent
+
+
+def test_no_way_for_vapi_to_authenticate_refuses_creation(aws, vapi, monkeypatch):
+    monkeypatch.setenv("VAPI_WEBHOOK_AUTH", "hmac")
+    result = _post(SPEC)
+    assert result["statusCode"] == 503
+    assert "VAPI_WEBHOOK_CREDENTIAL_ID" in _json(result)["error"]
     assert vapi[0] == []
 
 

@@ -12,6 +12,7 @@ from functions.tools import REGISTRY, ToolError, tool
 from tests.functions.conftest import (
     ACCOUNT_SID,
     CALL_SID,
+    DOMAIN,
     WEBHOOK_SECRET,
     FakeContext,
     apigw_event,
@@ -107,6 +108,45 @@ def test_auth_failures_are_401_and_counted(aws, capfd, case):
     assert result["statusCode"] == 401
     assert "AuthFailures" in capfd.readouterr().out
     assert aws.queued() == []
+
+
+CONFIGURED_AUTH = {
+    # VAPI_WEBHOOK_AUTH -> (a request Vapi would send, one it would not)
+    "hmac-sha512-base64-own-headers": (
+        '{"type": "hmac", "algorithm": "sha512", "signatureEncoding": "base64",'
+        ' "signatureHeader": "x-vapi-signature", "timestampHeader": "x-vapi-timestamp"}',
+        lambda plan: vapi_auth.sign(WEBHOOK_SECRET, BODY, _now_s(), plan),
+        lambda plan: _signed(BODY, _now_s()),  # the default HMAC no longer counts
+    ),
+    "hmac-url-and-method": (
+        '{"type": "hmac", "algorithm": "sha256", "payloadFormat": "{method}|{url}|{body}"}',
+        lambda plan: vapi_auth.sign(
+            WEBHOOK_SECRET, BODY, 0, plan, url=f"https://{DOMAIN}/vapi/webhook"
+        ),
+        lambda plan: vapi_auth.sign(WEBHOOK_SECRET, BODY, 0, plan, url="https://evil/vapi/webhook"),
+    ),
+    "bearer-own-header-no-prefix": (
+        '{"type": "bearer", "headerName": "x-api-key", "bearerPrefixEnabled": false}',
+        lambda plan: {"x-api-key": WEBHOOK_SECRET},
+        lambda plan: {"authorization": f"Bearer {WEBHOOK_SECRET}"},
+    ),
+    "legacy-only": (
+        "x-vapi-secret",
+        lambda plan: {"x-vapi-secret": WEBHOOK_SECRET},
+        lambda plan: _signed(BODY, _now_s()),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGURED_AUTH)
+def test_configured_credential_plan_through_the_api(aws, monkeypatch, name):
+    from voicebridge.vapi_credentials import parse_plans
+
+    value, valid, forged = CONFIGURED_AUTH[name]
+    monkeypatch.setenv("VAPI_WEBHOOK_AUTH", value)
+    (plan,) = parse_plans(value)
+    assert _raw_post(BODY, valid(plan))["statusCode"] == 200
+    assert _raw_post(BODY, forged(plan))["statusCode"] == 401
 
 
 def test_tampered_body_with_a_valid_signature_is_401(aws):
@@ -377,6 +417,25 @@ def test_end_call_completes_the_call_and_20404_counts_as_done(aws, twilio_api):
     assert parse_qs(seen[0].content.decode()) == {"Status": ["completed"]}
 
 
+@pytest.mark.parametrize(
+    ("tool_call", "said"),
+    [
+        (("t1", "end_call", {}), "The call has ended."),
+        (("t1", "transfer_call", {"destination": "sales"}), "The call had already ended."),
+    ],
+)
+def test_a_call_no_longer_in_progress_is_done_not_an_error(
+    aws, twilio_api, capfd, log_lines, tool_call, said
+):
+    _, answers = twilio_api
+    # Twilio's answer for a known call that is over (https://www.twilio.com/docs/api/errors/21220)
+    answers.append(httpx.Response(400, json={"code": 21220, "message": "Call is not in-progress"}))
+    (result,) = _json(vapi_post(_tool_calls(tool_call)))["results"]
+    assert result == {"toolCallId": "t1", "name": tool_call[1], "result": said}
+    assert "ToolErrors" not in capfd.readouterr().out
+    assert [line for line in log_lines() if line["level"] in ("WARNING", "ERROR")] == []
+
+
 def test_end_call_twilio_refusal_is_an_error_result(aws, twilio_api):
     _, answers = twilio_api
     answers.append(httpx.Response(401, json={"code": 20003, "message": "Authenticate"}))
@@ -524,3 +583,95 @@ async def test_concurrent_calls_keep_their_own_call_sid_on_log_lines(aws, scratc
     failures = [line for line in log_lines() if line["message"] == "tool failed"]
     assert len(failures) == 3
     assert all(line["error"] == f"failed for {line['callSid']}" for line in failures)
+
+
+# phone-call-control (#/components/schemas/ServerMessagePhoneCallControl) ----------------------
+
+
+def _control(request, destination=None, call=None):
+    message = {"type": "phone-call-control", "request": request, "call": call or _call()}
+    if destination is not None:
+        message["destination"] = destination
+    return message
+
+
+def _warnings(log_lines):
+    return [line for line in log_lines() if line["level"] == "WARNING"]
+
+
+def test_phone_call_control_hang_up_completes_the_call_and_is_recorded(aws, twilio_api, log_lines):
+    seen, _ = twilio_api
+    result = vapi_post(_control("hang-up"))
+    assert result["statusCode"] == 200
+    (request,) = seen
+    assert f"/Calls/{CALL_SID}.json" in str(request.url)
+    assert parse_qs(request.content.decode()) == {"Status": ["completed"]}
+    (envelope,) = aws.queued()
+    assert envelope["type"] == "phone-call-control"
+    assert envelope["payload"]["request"] == "hang-up"
+    assert _warnings(log_lines) == []
+
+
+@pytest.mark.parametrize(
+    ("destination", "dial"),
+    [
+        ({"type": "number", "number": "+14155550100"}, "<Number>+14155550100</Number>"),
+        (
+            {"type": "number", "number": "+14155550111", "extension": "42"},
+            '<Number sendDigits="ww42">+14155550111</Number>',
+        ),
+    ],
+)
+def test_phone_call_control_forward_dials_an_allow_listed_number(
+    aws, twilio_api, destination, dial
+):
+    seen, _ = twilio_api
+    assert vapi_post(_control("forward", destination))["statusCode"] == 200
+    (request,) = seen
+    twiml = parse_qs(request.content.decode())["Twiml"][0]
+    assert f"<Dial>{dial}</Dial>" in twiml
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (_control("forward", {"type": "number", "number": "+19005550000"}), "TRANSFER_ALLOWLIST"),
+        (_control("forward", {"type": "sip", "sipUri": "sip:x@evil.example"}), "'sip'"),
+        (_control("forward"), "allow-listed number"),
+        (
+            _control("forward", {"type": "number", "number": "+14155550100", "extension": "1;2"}),
+            "extension",
+        ),
+        (_control("transfer"), "unknown request"),
+        (_control("hang-up", call={"id": "web-call"}), "no Twilio CallSid"),
+    ],
+    ids=["not-allow-listed", "sip", "no-destination", "bad-extension", "unknown", "no-call-sid"],
+)
+def test_phone_call_control_refusals_are_logged_and_touch_nothing(
+    aws, twilio_api, capfd, log_lines, message, reason
+):
+    seen, _ = twilio_api
+    assert vapi_post(message)["statusCode"] == 200  # informational: Vapi ignores the answer
+    assert seen == []
+    (warning,) = _warnings(log_lines)
+    assert warning["message"] == "phone-call-control not carried out"
+    assert reason in warning["detail"]
+    assert "ToolErrors" in capfd.readouterr().out
+    assert [e["type"] for e in aws.queued()] == ["phone-call-control"]
+
+
+def test_phone_call_control_on_a_call_already_over_is_not_a_failure(aws, twilio_api, log_lines):
+    _, answers = twilio_api
+    answers.append(httpx.Response(400, json={"code": 21220, "message": "not in-progress"}))
+    assert vapi_post(_control("hang-up"))["statusCode"] == 200
+    assert _warnings(log_lines) == []
+    (info,) = [line for line in log_lines() if line["message"] == "phone-call-control carried out"]
+    assert info["detail"] == "the call had already ended"
+
+
+def test_phone_call_control_twilio_refusal_is_logged(aws, twilio_api, log_lines):
+    _, answers = twilio_api
+    answers.append(httpx.Response(401, json={"code": 20003, "message": "Authenticate"}))
+    assert vapi_post(_control("hang-up"))["statusCode"] == 200
+    (warning,) = _warnings(log_lines)
+    assert "20003" in warning["detail"]

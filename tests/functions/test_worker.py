@@ -140,8 +140,15 @@ def test_end_of_call_report_current_shape(aws):
         endedReason="customer-ended-call",
         artifact={
             "transcript": "AI: Hi\nUser: Bye",
-            "recordingUrl": "https://rec/mono.wav",
-            "stereoRecordingUrl": "https://rec/stereo.wav",
+            # #/components/schemas/Artifact.recording (Recording, Mono)
+            "recording": {
+                "stereoUrl": "https://rec/stereo.wav",
+                "mono": {
+                    "combinedUrl": "https://rec/mono.wav",
+                    "assistantUrl": "https://rec/assistant.wav",
+                    "customerUrl": "https://rec/customer.wav",
+                },
+            },
             "messages": [],
         },
         analysis={"summary": "Caller said bye.", "successEvaluation": "true"},
@@ -160,6 +167,40 @@ def test_end_of_call_report_current_shape(aws):
     assert call["duration_seconds"] == 90.5
     assert call["vapi_call_id"] == "vapi-1"
     assert call["timeline"][0]["kind"] == "vapi.end-of-call-report"
+
+
+def test_end_of_call_report_deprecated_artifact_urls(aws):
+    # Artifact.recordingUrl / stereoRecordingUrl are deprecated but still sent by some payloads.
+    message = _report(
+        artifact={
+            "recordingUrl": "https://rec/old-mono.wav",
+            "stereoRecordingUrl": "https://rec/old-stereo.wav",
+            "recording": {"mono": {"assistantUrl": "https://rec/assistant.wav"}},
+        }
+    )
+    _run(_batch(vapi_event(message, 2_000.0)))
+    call = _call(aws)
+    assert call["recording_url"] == "https://rec/old-mono.wav"
+    assert call["stereo_recording_url"] == "https://rec/old-stereo.wav"
+
+
+def test_end_of_call_report_prefers_the_current_recording_fields(aws):
+    message = _report(
+        artifact={
+            "recordingUrl": "https://rec/old-mono.wav",
+            "stereoRecordingUrl": "https://rec/old-stereo.wav",
+            "recording": {
+                "stereoUrl": "https://rec/stereo.wav",
+                "mono": {"combinedUrl": "https://rec/mono.wav"},
+            },
+        }
+    )
+    _run(_batch(vapi_event(message, 2_000.0)))
+    call = _call(aws)
+    assert (call["recording_url"], call["stereo_recording_url"]) == (
+        "https://rec/mono.wav",
+        "https://rec/stereo.wav",
+    )
 
 
 def test_end_of_call_report_legacy_top_level_shape(aws):
@@ -386,3 +427,17 @@ def test_expired_items_are_ignored_on_read(aws):
     assert store.get_call(CALL_SID, time.time()) is None
     store.put_session(CALL_SID, "+1", "+2", "asst", time.time(), 60)
     assert store.get_session(CALL_SID, time.time())["assistant_id"] == "asst"
+
+
+def test_phone_call_control_is_on_the_timeline(aws):
+    message = {
+        "type": "phone-call-control",
+        "request": "forward",
+        "destination": {"type": "number", "number": "+14155550100"},
+        "call": {"id": "vapi-1", "phoneCallProviderId": CALL_SID},
+        "timestamp": 1_795_000_000_000,
+    }
+    assert _run(_batch(vapi_event(message, 2_000.0))) == {"batchItemFailures": []}
+    (entry,) = _call(aws)["timeline"]
+    assert entry["kind"] == "vapi.phone-call-control"
+    assert entry["request"] == "forward"

@@ -1,4 +1,5 @@
-"""The Twilio REST emulator answers like Twilio: Basic auth, 20404, updates end the stream."""
+"""The Twilio REST emulator answers like Twilio: Basic auth, 20404 for an unknown call, 21220
+for a call no longer in progress, updates end the stream."""
 
 import asyncio
 
@@ -43,7 +44,9 @@ async def test_auth_unknown_calls_and_completion(twilio):
         assert done.json()["status"] == "completed"
         assert (await waiter).json() == {"status": "completed", "twiml": None}
         again = await client.post(url(twilio), data={"Status": "completed"})
-        assert again.json()["code"] == 20404  # already ended, as on Twilio
+        assert again.status_code == 400  # a known call no longer in progress, as on Twilio
+        assert again.json()["code"] == 21220
+        assert again.json()["more_info"] == "https://www.twilio.com/docs/errors/21220"
 
 
 async def test_redirect_with_twiml_and_caller_hangup(twilio):
@@ -54,7 +57,8 @@ async def test_redirect_with_twiml_and_caller_hangup(twilio):
         state = (await client.get(f"{twilio.base_url}/_emulator/calls/{CA}/wait")).json()
         assert state["twiml"] == twiml
         await client.post(f"{twilio.base_url}/_emulator/calls/{CA}/end")
-        assert (await client.post(url(twilio), data={"Status": "completed"})).status_code == 404
+        ended = await client.post(url(twilio), data={"Twiml": twiml})
+        assert (ended.status_code, ended.json()["code"]) == (400, 21220)
         other = await client.post(
             url(twilio, account="AC" + "9" * 32), data={"Status": "completed"}
         )

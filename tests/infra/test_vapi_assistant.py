@@ -189,3 +189,52 @@ def test_pcm16_calls_send_16_khz_little_endian():
         CALL, {"firstMessage": "Hi"}, ("pcm_s16le", 16000), Script(), now_ms=0.0, wall_ms=1e12
     )
     assert audio_bytes(call.start(0.0)) == 200 * 32  # 200 ms lead at 32 bytes/ms
+
+
+def _one_turn_and_reply(call):
+    """The caller speaks once and the assistant's reply plays to its end."""
+    clock = Clock(call)
+    clock.actions += call.start(0.0)
+    clock.silence(3000)  # the greeting
+    clock.feed(speech_frames(1.0))
+    clock.silence(4000)  # turn end, think, parrot reply, done
+    return clock
+
+
+PCC = ["status-update", "end-of-call-report", "phone-call-control"]
+
+
+def test_assistant_hang_up_without_phone_call_control_ends_the_call_itself():
+    call = make(Script(think_ms=100, end_of_turn_ms=200, end_after_turns=1))
+    clock = _one_turn_and_reply(call)
+    assert call.closed
+    assert call.ended_reason == "assistant-ended-call"
+    assert hooks(clock.actions, "phone-call-control") == []
+
+
+def test_with_phone_call_control_the_assistant_hands_hang_up_to_the_server():
+    # ServerMessagePhoneCallControl: Vapi "will no longer do the actual transfer and hangup".
+    call = make(Script(think_ms=100, end_of_turn_ms=200, end_after_turns=1), serverMessages=PCC)
+    clock = _one_turn_and_reply(call)
+    (control,) = hooks(clock.actions, "phone-call-control")
+    assert control["request"] == "hang-up"
+    assert "destination" not in control
+    assert control["call"]["id"] == "call-1"
+    assert not call.closed  # the call stays up until the server ends it
+    assert not any(isinstance(a, Close) for a in clock.actions)
+    clock.feed(speech_frames(1.0))
+    clock.silence(4000)  # another turn: asked once, not again
+    assert len(hooks(clock.actions, "phone-call-control")) == 1
+
+
+def test_with_phone_call_control_a_transfer_is_a_forward_request():
+    script = Script(think_ms=100, end_of_turn_ms=200, transfer_after_turns=1)
+    call = make(script, serverMessages=PCC)
+    clock = _one_turn_and_reply(call)
+    (control,) = hooks(clock.actions, "phone-call-control")
+    assert control["request"] == "forward"
+    assert control["destination"] == {"type": "number", "number": "+15550100009"}
+    assert not call.closed
+    plain = make(script)  # without it, Vapi forwards the call itself
+    _one_turn_and_reply(plain)
+    assert plain.ended_reason == "assistant-forwarded-call"

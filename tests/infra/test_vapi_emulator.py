@@ -97,7 +97,7 @@ async def test_rest_auth_and_vapi_like_rejections(emulator):
         )
         assert set(bad.json()["message"]) >= {
             "server.url must be a URL address",
-            "model.provider must be a string",
+            "model.provider must be one of the following values",
         }
         assistant_id = await make_assistant(client, emulator)
         got = await client.get(f"{base}/assistant/{assistant_id}", headers=AUTH)
@@ -204,7 +204,9 @@ async def test_conversation_barge_in_and_signed_webhooks(emulator, sink):
         assistant_id = await make_assistant(
             client, emulator, sink, firstMessageMode="assistant-waits-for-user"
         )
-        created = await make_call(client, emulator, assistant_id, metadata={"callSid": "CA1"})
+        created = await make_call(
+            client, emulator, assistant_id, assistantOverrides={"metadata": {"callSid": "CA1"}}
+        )
     url = created.json()["transport"]["websocketCallUrl"]
     speech = ulaw_encode(sample("caller_utterance")[:8000])
     silence = ulaw_encode(np.zeros(160 * 15, dtype=np.int16))
@@ -225,7 +227,8 @@ async def test_conversation_barge_in_and_signed_webhooks(emulator, sink):
         assert events[-1]["endedReason"] == "customer-ended-call"
     await _until(lambda: sink.messages("end-of-call-report"))
     report = sink.messages("end-of-call-report")[0]
-    assert report["call"]["metadata"] == {"callSid": "CA1"}
+    assert report["call"]["assistantOverrides"]["metadata"] == {"callSid": "CA1"}
+    assert report["assistant"]["metadata"] == {"callSid": "CA1"}  # the overrides applied
     assert report["analysis"]["summary"]
     assert "User: [caller speech" in report["artifact"]["transcript"]
     assert isinstance(report["cost"], float)
@@ -307,3 +310,113 @@ async def test_unconnected_call_expires_with_a_report(sink):
         await _until(lambda: sink.messages("end-of-call-report"))
         reason = sink.messages("end-of-call-report")[0]["endedReason"]
         assert reason == "call.in-progress.error-vapifault-transport-never-connected"
+
+
+# Every credential Vapi offers (#/components/schemas/HMACAuthenticationPlan,
+# BearerAuthenticationPlan, legacy x-vapi-secret): the emulator signs, our product verifies.
+# Two independent implementations of the same schema text must agree.
+
+B64 = "c2VjcmV0IGtleSBieXRlcw=="
+CREDENTIALS = {
+    "preset hmac": ("hmac", SECRET),
+    "preset bearer": ("bearer", SECRET),
+    "preset secret": ("secret", SECRET),
+    "sha512 base64": (
+        {"type": "hmac", "algorithm": "sha512", "signatureEncoding": "base64"},
+        SECRET,
+    ),
+    "sha1 prefix headers": (
+        {
+            "type": "hmac",
+            "algorithm": "sha1",
+            "signaturePrefix": "sha1=",
+            "signatureHeader": "X-Hub-Signature",
+            "timestampHeader": "X-Hub-Timestamp",
+        },
+        SECRET,
+    ),
+    "no timestamp": ({"type": "hmac", "algorithm": "sha256", "includeTimestamp": False}, SECRET),
+    "method url format": (
+        {
+            "type": "hmac",
+            "algorithm": "sha256",
+            "payloadFormat": "{method}:{url}:{timestamp}:{body}",
+        },
+        SECRET,
+    ),
+    "svix": (
+        {
+            "type": "hmac",
+            "algorithm": "sha256",
+            "signatureEncoding": "base64",
+            "secretIsBase64": True,
+            "signatureHeader": "svix-signature",
+            "signaturePrefix": "v1,",
+            "timestampHeader": "svix-timestamp",
+            "messageIdHeader": "svix-id",
+            "payloadFormat": "{svix-id}.{timestamp}.{body}",
+        },
+        B64,
+    ),
+    "bearer own header": ({"type": "bearer", "headerName": "X-Api-Key"}, SECRET),
+    "bearer no prefix": ({"type": "bearer", "bearerPrefixEnabled": False}, SECRET),
+}
+
+
+def _plans_for(auth):
+    from voicebridge.vapi_credentials import parse_plans
+
+    preset = {"hmac": "hmac", "bearer": "bearer", "secret": "x-vapi-secret"}
+    return parse_plans(preset[auth] if isinstance(auth, str) else json.dumps(auth))
+
+
+@pytest.mark.parametrize("name", CREDENTIALS)
+async def test_every_credential_signs_what_our_product_verifies(name):
+    import time
+
+    from functions.vapi_auth import is_authentic
+
+    auth, secret = CREDENTIALS[name]
+    emulator = VapiEmulator(KEY, webhook_secret=secret, webhook_auth=auth)
+    body, url = b'{"message":{"type":"hang"}}', "https://api.example.com/vapi/webhook"
+    headers = {k.lower(): v for k, v in emulator.sign(body, url).items()}
+    plans = _plans_for(auth)
+    assert is_authentic(secret, headers, body, time.time(), plans=plans, url=url)
+    if auth == "hmac" or (isinstance(auth, dict) and auth["type"] == "hmac"):  # body signed
+        assert not is_authentic(secret, headers, body + b" ", time.time(), plans=plans, url=url)
+    emulator.webhook_secret = secret.replace("e", "f") if secret != B64 else B64[:-4] + "ZQ=="
+    forged = {k.lower(): v for k, v in emulator.sign(body, url).items()}
+    assert not is_authentic(secret, forged, body, time.time(), plans=plans, url=url)
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        {"type": "hmac"},  # algorithm is required
+        {"type": "hmac", "algorithm": "md5"},
+        {"type": "hmac", "algorithm": "sha256", "signatureEncoding": "base32"},
+        {"type": "bearer", "prefix": "Token"},
+        {"type": "oauth2"},
+    ],
+)
+def test_credentials_vapi_would_refuse_are_refused(plan):
+    with pytest.raises(ValueError):
+        VapiEmulator(KEY, webhook_secret=SECRET, webhook_auth=plan)
+
+
+async def test_signed_url_is_the_assistants_server_url(emulator, sink):
+    emulator.webhook_auth = {"type": "hmac", "algorithm": "sha256", "payloadFormat": "{url}|{body}"}
+    async with httpx.AsyncClient() as client:
+        assistant_id = await make_assistant(client, emulator, sink)
+        url = (await make_call(client, emulator, assistant_id)).json()["transport"][
+            "websocketCallUrl"
+        ]
+    async with connect(url, additional_headers=AUTH) as ws:
+        await ws.send(json.dumps({"type": "end-call"}))
+        async for _ in ws:
+            pass
+    await _until(lambda: sink.messages("end-of-call-report"))
+    server_url = f"http://127.0.0.1:{sink.server.port}/hook"
+    for headers, raw in sink.received:
+        expected = hmac.new(SECRET.encode(), f"{server_url}|".encode() + raw, hashlib.sha256)
+        assert hmac.compare_digest(headers["x-signature"], expected.hexdigest())

@@ -484,7 +484,7 @@ async def test_drain_returns_as_soon_as_calls_end(stack):
 
 
 async def test_vapi_unreachable_apologises_through_twilio_rest(stack):
-    await stack.start(statuses=[500, 503, 500, 500, 500, 500, 500, 500], connect_timeout_ms=800)
+    await stack.start(statuses=[503, 500], connect_timeout_ms=800)
     async with stack.caller() as caller:
         await caller.start()
         assert await caller.closed() == 1011
@@ -493,7 +493,8 @@ async def test_vapi_unreachable_apologises_through_twilio_rest(stack):
     form = httpx.QueryParams(body.decode())
     assert "<Say>" in form["Twiml"]
     assert "<Hangup/>" in form["Twiml"]
-    assert len(stack.vapi.http.requests) >= 2  # 5xx was retried within the budget
+    # Never retried: Vapi may have created the call before failing (POST /call is not idempotent).
+    assert len(stack.vapi.http.requests) == 1
 
 
 async def test_vapi_429_then_success_is_retried(stack):
@@ -526,6 +527,21 @@ async def test_vapi_unreachable_dials_the_fallback_number(stack):
     assert httpx.QueryParams(body.decode())["Twiml"] == (
         "<Response><Dial>+14155550123</Dial></Response>"
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(400, 21220), (404, 20404)],  # twilio.com/docs/api/errors/21220 and /20404
+)
+async def test_fallback_to_a_call_already_over_counts_no_error(stack, capsys, status, code):
+    stack.twilio_rest.respond = lambda m, p, b: (status, {"code": code, "message": "over"})
+    edge = await stack.start(statuses=[400])
+    async with stack.caller() as caller:
+        await caller.start()
+        assert await caller.closed() == 1011
+    assert len(stack.twilio_rest.requests) == 1
+    assert edge.metrics._errors == {"vapi_unreachable": 1}  # no twilio_fallback_failed
+    assert "twilio fallback failed" not in capsys.readouterr().out
 
 
 # -- bad input: that call ends, the others do not notice ---------------------------------------

@@ -1,6 +1,7 @@
 import pytest
 
 from voicebridge.config import ConfigError, load_settings
+from voicebridge.vapi_credentials import DEFAULT_PLANS, BearerPlan, HmacPlan, LegacySecretPlan
 
 EDGE_ENV = {
     "TWILIO_AUTH_TOKEN": "tok",
@@ -36,11 +37,26 @@ def test_missing_required_variable_is_named_in_one_line(missing):
         ("EDGE_PORT", "99999"),
         ("EDGE_LOCAL_BARGE_IN", "maybe"),
         ("TRANSFER_ALLOWLIST", "sales=555-1234"),
+        ("VAPI_WEBHOOK_AUTH", '{"type": "hmac", "algorithm": "md5"}'),
+        ("VAPI_WEBHOOK_AUTH", '[{"type": "bearer", "token": "in-plain-env"}]'),
+        ("VAPI_WEBHOOK_CREDENTIAL_ID", "../../etc"),
     ],
 )
 def test_invalid_values_are_rejected_with_the_variable_name(name, value):
-    with pytest.raises(ConfigError, match=name):
+    with pytest.raises(ConfigError, match=name) as err:
         load_settings("edge", {**EDGE_ENV, name: value})
+    assert "\n" not in str(err.value)
+    assert "in-plain-env" not in str(err.value)
+
+
+def test_webhook_auth_defaults_to_every_form_accepted_before_it_existed():
+    assert load_settings("edge", EDGE_ENV).vapi_webhook_auth == DEFAULT_PLANS
+    assert [type(plan) for plan in DEFAULT_PLANS] == [LegacySecretPlan, BearerPlan, HmacPlan]
+    assert DEFAULT_PLANS[2] == HmacPlan(algorithm="sha256", signature_encoding="hex")
+    configured = load_settings(
+        "edge", {**EDGE_ENV, "VAPI_WEBHOOK_AUTH": '{"type":"hmac","algorithm":"sha1"}'}
+    )
+    assert configured.vapi_webhook_auth == (HmacPlan(algorithm="sha1"),)
 
 
 def test_allowlist_parses_named_and_bare_numbers():

@@ -3,7 +3,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from voicebridge.twilio_rest import TwilioRestError, update_call
+from voicebridge.twilio_rest import CallUpdate, TwilioRestError, update_call
 
 AC = "AC" + "0" * 32
 CA = "CA" + "1" * 32
@@ -22,7 +22,8 @@ def _client(response, seen):
 async def test_hangup_posts_status_form_with_basic_auth():
     seen = []
     async with _client(httpx.Response(200, json={"sid": CA}), seen) as client:
-        assert await update_call(client, "https://tw.test/", AC, "tok", CA, status="completed")
+        outcome = await update_call(client, "https://tw.test/", AC, "tok", CA, status="completed")
+    assert outcome is CallUpdate.UPDATED
     request = seen[0]
     assert str(request.url) == f"https://tw.test/2010-04-01/Accounts/{AC}/Calls/{CA}.json"
     assert request.headers["authorization"] == httpx.BasicAuth(AC, "tok")._auth_header
@@ -37,17 +38,28 @@ async def test_transfer_sends_twiml():
     assert parse_qs(seen[0].content.decode()) == {"Twiml": [twiml]}
 
 
-async def test_call_already_ended_counts_as_done():
-    body = {"code": 20404, "message": "The requested resource was not found", "status": 404}
-    async with _client(httpx.Response(404, json=body), []) as client:
-        assert await update_call(client, "https://tw.test", AC, "tok", CA, status="completed")
+@pytest.mark.parametrize(
+    ("status", "code", "message"),
+    [
+        (404, 20404, "The requested resource was not found"),  # no such call
+        (400, 21220, "Call is not in-progress. Cannot redirect."),  # a known call that is over
+    ],
+)
+@pytest.mark.parametrize("change", [{"status": "completed"}, {"twiml": "<Response/>"}])
+async def test_call_already_ended_counts_as_done(status, code, message, change):
+    body = {"code": code, "message": message, "status": status}
+    async with _client(httpx.Response(status, json=body), []) as client:
+        outcome = await update_call(client, "https://tw.test", AC, "tok", CA, **change)
+    assert outcome is CallUpdate.ALREADY_ENDED
 
 
 @pytest.mark.parametrize(
     ("response", "status"),
     [
         (httpx.Response(401, json={"code": 20003, "message": "Authenticate"}), 401),
-        (httpx.Response(400, json={"code": 21220, "message": "Call is not in-progress"}), 400),
+        (httpx.Response(400, json={"code": 21218, "message": "Invalid call update"}), 400),
+        (httpx.Response(404, json={"code": 21220, "message": "mismatched status"}), 404),
+        (httpx.Response(404, text="<html>no such route</html>"), 404),  # a wrong API base URL
         (httpx.Response(500, text="oops"), 500),
         (httpx.ConnectError("refused"), None),
     ],

@@ -63,17 +63,67 @@ async def test_429_then_201_honours_retry_after(slept):
     assert slept == [1.5]
 
 
-async def test_5xx_and_connect_errors_are_retried_with_backoff(slept):
+NOT_SENT = [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow"), httpx.PoolTimeout("full")]
+MAYBE_SENT = [
+    httpx.ReadTimeout("no answer"),
+    httpx.WriteTimeout("half sent"),
+    httpx.ReadError("reset"),
+    httpx.WriteError("broken pipe"),
+    httpx.RemoteProtocolError("server disconnected"),
+]
+CREATE = {"call": create_call, "assistant": create_assistant}
+
+
+@pytest.mark.parametrize("create", list(CREATE))
+async def test_failures_before_sending_are_retried_with_backoff(slept, create):
     seen = []
-    responses = [
-        httpx.ConnectError("refused"),
-        httpx.Response(503, text="down"),
-        httpx.Response(201, json={"id": "x"}),
-    ]
+    async with _client([*NOT_SENT, httpx.Response(201, json={"id": "x"})], seen) as client:
+        assert (await CREATE[create](client, "https://v", "k", {}, budget_s=10))["id"] == "x"
+    assert len(seen) == 4
+    assert slept == [0.2, 0.4, 0.8]  # exponential: base 0.2 s, doubling
+
+
+@pytest.mark.parametrize("create", list(CREATE))
+@pytest.mark.parametrize("failure", MAYBE_SENT, ids=lambda e: type(e).__name__)
+async def test_failures_after_sending_are_never_retried(slept, create, failure):
+    # The request may have reached Vapi: a retry could create a second call (or assistant).
+    seen = []
+    async with _client([failure, httpx.Response(201, json={"id": "dup"})], seen) as client:
+        with pytest.raises(VapiApiError) as info:
+            await CREATE[create](client, "https://v", "k", {}, budget_s=10)
+    assert len(seen) == 1
+    assert slept == []
+    assert info.value.status is None
+    assert info.value.maybe_created
+    assert type(failure).__name__ in info.value.detail
+
+
+@pytest.mark.parametrize("create", list(CREATE))
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+async def test_5xx_is_never_retried(slept, create, status):
+    seen = []
+    responses = [httpx.Response(status, json={"message": "boom"}), httpx.Response(201, json={})]
     async with _client(responses, seen) as client:
-        assert (await create_call(client, "https://v", "k", {}, budget_s=10))["id"] == "x"
-    assert len(seen) == 3
-    assert slept == [0.2, 0.4]  # exponential: base 0.2 s, doubling
+        with pytest.raises(VapiApiError) as info:
+            await CREATE[create](client, "https://v", "k", {}, budget_s=10)
+    assert len(seen) == 1
+    assert (info.value.status, info.value.maybe_created, info.value.detail) == (
+        status,
+        True,
+        "boom",
+    )
+
+
+async def test_retry_after_as_an_http_date_is_honoured(slept, monkeypatch):
+    monkeypatch.setattr(vapi_api, "_wall", lambda: 1_795_000_000.0)
+    later = "Wed, 18 Nov 2026 11:06:43 GMT"  # 3 s after the pinned wall clock
+    responses = [
+        httpx.Response(429, headers={"Retry-After": later}, json={"message": "slow down"}),
+        httpx.Response(201, json={"id": "call_1"}),
+    ]
+    async with _client(responses, []) as client:
+        await create_call(client, "https://v", "k", {}, budget_s=10)
+    assert slept == [3.0]
 
 
 async def test_4xx_is_raised_at_once_with_vapis_message():
