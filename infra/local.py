@@ -267,8 +267,11 @@ class LocalStack:
             if child is not None and not child.alive():
                 raise StackError(f"{child.name} exited:\n" + "\n".join(list(child.lines)[-20:]))
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2).status_code == 200:
+                response = httpx.get(url, timeout=2)
+                if response.status_code == 200:
                     return
+                if response.status_code == 503 and "misconfigured" in response.text:
+                    raise StackError(f"{url} answers 503: {response.text}")
             time.sleep(0.05)
         raise StackError(f"{url} not healthy after {limit_s:.0f} s")
 
