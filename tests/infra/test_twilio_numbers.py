@@ -86,7 +86,8 @@ async def test_a_bad_update_is_refused_and_changes_nothing(twilio, form, code):
     async with httpx.AsyncClient(auth=(AC, TOKEN)) as client:
         refused = await client.post(number_url(twilio, number.sid), data=form)
     assert (refused.status_code, refused.json()["code"]) == (400, code)
-    assert number.voice_url == "" and number.voice_method == "POST"
+    assert number.voice_url == ""
+    assert number.voice_method == "POST"
     assert twilio.number_updates == []
 
 

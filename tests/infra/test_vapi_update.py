@@ -38,7 +38,8 @@ async def test_patch_replaces_server_and_keeps_the_rest(vapi):
     assert patched.status_code == 200
     body = patched.json()
     assert body["server"] == server  # the whole object: timeoutSeconds is gone, as with Vapi
-    assert body["name"] == "a" and body["createdAt"] == assistant["createdAt"]
+    assert body["name"] == "a"
+    assert body["createdAt"] == assistant["createdAt"]
     assert vapi.assistants[assistant["id"]]["server"] == server
 
 
