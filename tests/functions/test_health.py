@@ -27,4 +27,3 @@ def test_health_recovers_once_the_configuration_is_fixed(aws, monkeypatch):
     assert invoke(apigw_event("GET", "/health"))["statusCode"] == 503
     monkeypatch.setenv("STREAM_TOKEN_SECRET", "back-again")
     assert invoke(apigw_event("GET", "/health"))["statusCode"] == 200
-

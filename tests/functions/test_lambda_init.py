@@ -30,7 +30,8 @@ def test_missing_config_fails_the_lambda_init(module, variable):
     )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    first = next(i for i, line in enumerate(lines) if line.startswith("voicebridge.config.ConfigError:"))
+    marker = "voicebridge.config.ConfigError:"
+    first = next(i for i, line in enumerate(lines) if line.startswith(marker))
     problems = [lines[first].split(": ", 1)[1], *lines[first + 1 :]]
     assert any(line.startswith(f"{variable} is required") for line in problems)
     if module == "functions.api":  # every missing variable at once, not only the first

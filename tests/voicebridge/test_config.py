@@ -89,5 +89,10 @@ def test_every_bad_variable_is_listed_at_once_one_line_each():
     lines = str(err.value).splitlines()
     assert err.value.problems == lines
     named = [line.split()[0] for line in lines]
-    assert sorted(named) == ["EDGE_AUDIO_FORMAT", "EDGE_PORT", "STREAM_TOKEN_SECRET", "VAPI_API_KEY"]
+    assert sorted(named) == [
+        "EDGE_AUDIO_FORMAT",
+        "EDGE_PORT",
+        "STREAM_TOKEN_SECRET",
+        "VAPI_API_KEY",
+    ]
     assert "opus" in str(err.value)  # the bad value of a non-secret helps; a secret is never shown
