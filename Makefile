@@ -41,8 +41,8 @@ format: $(TESTS)  ## apply ruff fixes and formatting
 test: lint  ## lint, then the whole test suite (unit, socket, end-to-end, template checks)
 	$(BIN)/python -m pytest -q
 
-run: $(LOCAL)  ## the whole local stack in the foreground, one line per call event (--json: raw logs)
-	$(BIN)/python -m infra.local $(RUN_ARGS)
+run: $(LOCAL)  ## the whole local stack in the foreground, one line per call event (JSON=1: raw logs)
+	$(BIN)/python -m infra.local $(if $(JSON),--json)
 
 demo: $(LOCAL)  ## a simulated call end to end, then a latency report
 	$(BIN)/python -m infra.demo
