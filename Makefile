@@ -2,72 +2,89 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# One install stamp per extra: make demo/run install only what the local stack runs ([local]),
+# make test what the suite needs ([test]), make bench* adds the benchmark-only packages ([bench]).
+LOCAL  := $(VENV)/.installed-local
+TESTS  := $(VENV)/.installed-test
+BENCH  := $(VENV)/.installed-bench
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Silences setuptools' "editable installation" banner from the build of voicebridge itself.
+PIP    := PYTHONWARNINGS=ignore $(BIN)/python -m pip
 
-.PHONY: help install test lint format run demo bench bench-api bench-dsp bench-edge build deploy image push clean
+.PHONY: help install test lint format run demo bench bench-api bench-dsp bench-edge build deploy \
+        image push setup logs delete clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+$(BIN)/python:
+	@echo "==> creating $(VENV) with $$($(PYTHON) --version)"
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
 
-install: $(STAMP)  ## create .venv and install voicebridge with its dev extras
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	@echo "==> installing voicebridge[$*] into $(VENV) (the first time takes a minute or two; pip lists each package)"
+	$(PIP) install --progress-bar on -e '.[$*]'
+	@touch $@
+	@echo "==> voicebridge[$*] installed"
 
-lint: $(STAMP)  ## ruff (lint + format check)
+install: $(VENV)/.installed-dev  ## create .venv with everything (local stack, tests, benchmarks)
+
+lint: $(TESTS)  ## ruff (lint + format check)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: $(STAMP)  ## apply ruff fixes and formatting
+format: $(TESTS)  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 test: lint  ## lint, then the whole test suite (unit, socket, end-to-end, template checks)
 	$(BIN)/python -m pytest -q
 
-run: $(STAMP)  ## the whole local stack in the foreground (embedded AWS, API, worker, edge, Vapi emulator)
-	$(BIN)/python -m infra.local
+run: $(LOCAL)  ## the whole local stack in the foreground, one line per call event (JSON=1: raw logs)
+	$(BIN)/python -m infra.local $(if $(JSON),--json)
 
-demo: $(STAMP)  ## a simulated call end to end, then a latency report
+demo: $(LOCAL)  ## a simulated call end to end, then a latency report
 	$(BIN)/python -m infra.demo
 
 bench: bench-api bench-dsp bench-edge  ## all benchmarks; results go to BENCHMARKS.md by hand
 
-bench-api: $(STAMP)  ## control-plane handler latency and import time
+bench-api: $(BENCH)  ## control-plane handler latency and import time
 	$(BIN)/python -m benchmarks.api
 
-bench-dsp: $(STAMP)  ## per-frame DSP cost, resampler quality, VAD accuracy
+bench-dsp: $(BENCH)  ## per-frame DSP cost, resampler quality, VAD accuracy
 	@# silero-vad only for its packaged ONNX model: --no-deps keeps torch out (onnxruntime runs it)
-	$(BIN)/python -m pip install --quiet --no-deps 'silero-vad>=5,<7'
+	$(PIP) install --quiet --no-deps 'silero-vad>=5,<7'
 	$(BIN)/python -m benchmarks.dsp
 
-bench-edge: $(STAMP)  ## edge CPU and added latency at 100/250/500 concurrent calls
+bench-edge: $(BENCH)  ## edge CPU and added latency at 100/250/500 concurrent calls
 	$(BIN)/python -m benchmarks.edge
 
 clean:  ## remove the virtualenv and build output
 	rm -rf $(VENV) .aws-sam .pytest_cache .ruff_cache
 
 # ---- AWS deploy (README.md#deploy). Variables are evaluated only by the targets that use them.
-STACK       ?= voicebridge
+ENV         ?= default
+STACK       ?= $(shell $(PYTHON) -c "import tomllib; print(tomllib.load(open('samconfig.toml', 'rb'))['$(ENV)']['global']['parameters']['stack_name'])")
 AWS_REGION  ?= $(or $(shell aws configure get region 2>/dev/null),us-east-1)
 # The commit, plus a timestamp when the edge's sources differ from it (ECR tags are immutable).
 IMAGE_TAG   ?= $(shell git rev-parse --short=12 HEAD)$(shell git diff --quiet HEAD -- \
                  voicebridge media_edge infra/Dockerfile pyproject.toml || date +-dirty%s)
 IMAGE_NAME  ?= voicebridge-edge
-ECR_REPO    ?= $(shell aws cloudformation describe-stacks --region $(AWS_REGION) --stack-name $(STACK) \
-                 --query "Stacks[0].Outputs[?OutputKey=='EdgeRepositoryUri'].OutputValue" --output text)
+STACK_OUTPUT = $(shell aws cloudformation describe-stacks --region $(AWS_REGION) --stack-name $(STACK) \
+                 --query "Stacks[0].Outputs[?OutputKey=='$(1)'].OutputValue" --output text)
+ECR_REPO    ?= $(call STACK_OUTPUT,EdgeRepositoryUri)
+STACK_LOG_GROUP = $(shell aws cloudformation describe-stack-resource --region $(AWS_REGION) \
+                 --stack-name $(STACK) --logical-resource-id $(1) \
+                 --query StackResourceDetail.PhysicalResourceId --output text)
 EDGE_IMAGE  ?=
-SAM         := $(BIN)/sam
+SAM         := SAM_CLI_TELEMETRY=0 $(BIN)/sam
 # Lambda runs python3.12 on arm64 (glibc 2.34): wheels for that platform, never a local compiler.
 LAMBDA_PIP  := --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 \
                --python-version 3.12 --implementation cp --only-binary=:all:
 
-build: $(STAMP)  ## sam build: both Lambda bundles into .aws-sam/ (no Docker, no local python3.12)
-	SAM_CLI_TELEMETRY=0 $(SAM) build --parallel --template-file template.yaml
+build: $(TESTS)  ## sam build: both Lambda bundles into .aws-sam/ (no Docker, no local python3.12)
+	$(SAM) build --parallel --template-file template.yaml
 
 # sam build calls these (via infra/lambda/Makefile) with ARTIFACTS_DIR; they are not for humans.
 # Any python >= 3.11 with pip will do (sam build --parallel runs both at once: no venv setup here).
@@ -80,13 +97,20 @@ build-ApiFunction build-WorkerFunction:
 	cp -R voicebridge functions "$(ARTIFACTS_DIR)/"
 	find "$(ARTIFACTS_DIR)" -name __pycache__ -type d -prune -exec rm -rf {} +
 
-deploy: build  ## sam deploy (--guided until samconfig.toml exists); EDGE_IMAGE=<uri> rolls the edge
-	SAM_CLI_TELEMETRY=0 $(SAM) deploy --stack-name $(STACK) --region $(AWS_REGION) \
-		$(if $(wildcard samconfig.toml),,--guided) \
-		$(if $(EDGE_IMAGE),--parameter-overrides EdgeImageUri=$(EDGE_IMAGE))
+deploy: build  ## sam deploy with samconfig.toml [ENV]; the first deploy asks what only you know
+	$(BIN)/python -m infra.deploy --env $(ENV) --region $(AWS_REGION) \
+		$(if $(EDGE_IMAGE),--edge-image $(EDGE_IMAGE))
 
-image:  ## build the edge image for linux/arm64 (needs Docker with buildx/QEMU on x86 hosts)
-	docker build --platform linux/arm64 -f infra/Dockerfile -t $(IMAGE_NAME):$(IMAGE_TAG) .
+# docker buildx builds for another CPU through QEMU: Docker Desktop ships it; a Linux x86 host
+# registers it once with tonistiigi/binfmt (the command Docker's multi-platform guide gives).
+image:  ## build the edge image for linux/arm64 with docker buildx (x86 hosts: QEMU set up first)
+	@docker buildx version >/dev/null 2>&1 || { echo "make image needs docker buildx (Docker Desktop has it; on Linux install the docker-buildx-plugin package)"; exit 1; }
+	@case "$$(uname -m)" in aarch64|arm64) ;; *) \
+	  if ! docker buildx inspect --bootstrap 2>/dev/null | grep -q 'linux/arm64'; then \
+	    echo "==> registering QEMU arm64 emulation: docker run --privileged --rm tonistiigi/binfmt --install arm64"; \
+	    docker run --privileged --rm tonistiigi/binfmt --install arm64; \
+	  fi;; esac
+	docker buildx build --platform linux/arm64 --load -f infra/Dockerfile -t $(IMAGE_NAME):$(IMAGE_TAG) .
 
 push: image  ## push the edge image to the stack's ECR repository; prints EDGE_IMAGE for make deploy
 	@test -n "$(ECR_REPO)" && test "$(ECR_REPO)" != None || { echo "no stack $(STACK) in $(AWS_REGION): make deploy first"; exit 1; }
@@ -95,3 +119,15 @@ push: image  ## push the edge image to the stack's ECR repository; prints EDGE_I
 	docker tag $(IMAGE_NAME):$(IMAGE_TAG) $(ECR_REPO):$(IMAGE_TAG)
 	docker push $(ECR_REPO):$(IMAGE_TAG)
 	@echo "next: make deploy EDGE_IMAGE=$(ECR_REPO):$(IMAGE_TAG)"
+
+setup: $(LOCAL)  ## NUMBER=+1... [ASSISTANT=id]: point a Twilio number and a Vapi assistant at the stack
+	@test -n "$(NUMBER)" || { echo "usage: make setup NUMBER=+14155550123 [ASSISTANT=<vapi assistant id>] [DRY_RUN=1]"; exit 2; }
+	$(BIN)/voicebridge setup --stack $(STACK) --region $(AWS_REGION) --number $(NUMBER) \
+		$(if $(ASSISTANT),--assistant-id $(ASSISTANT)) $(if $(DRY_RUN),--dry-run)
+
+logs: $(TESTS)  ## follow the API, worker and edge logs of the stack (Ctrl-C stops)
+	$(SAM) logs --region $(AWS_REGION) --tail \
+		$(foreach group,ApiLogGroup WorkerLogGroup EdgeLogGroup,--cw-log-group $(call STACK_LOG_GROUP,$(group)))
+
+delete: $(TESTS)  ## delete the stack (asks first); README.md#teardown lists what is kept
+	$(SAM) delete --stack-name $(STACK) --region $(AWS_REGION)

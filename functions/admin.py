@@ -15,11 +15,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from functions import clients, web
-from functions.assistants import CreateAssistant, vapi_assistant_body
+from functions.assistants import CamelModel, CreateAssistant, vapi_assistant_body
 from voicebridge.config import Settings
+from voicebridge.identifiers import is_e164
 from voicebridge.vapi_credentials import LegacySecretPlan
 
 router = APIRouter()
@@ -143,6 +144,41 @@ async def create_assistant(request: Request, config: Admin) -> JSONResponse:
 @router.get("/assistants")
 async def list_assistants(config: Admin) -> JSONResponse:
     return JSONResponse({"assistants": web.store(config).list_assistants()})
+
+
+class BindNumber(CamelModel):
+    """``PUT /numbers/{e164}``: which existing Vapi assistant answers this number."""
+
+    assistant_id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-fA-F-]{36}$")
+
+
+def _number(request: Request) -> str:
+    number = request.path_params["number"]
+    if not is_e164(number):
+        raise HTTPException(400, f"{number[:20]!r} is not an E.164 number like +14155550123")
+    return number
+
+
+@router.put("/numbers/{number}")
+async def bind_number(request: Request, config: Admin) -> JSONResponse:
+    """Bind a number to an assistant that already exists in Vapi (e.g. made in its dashboard);
+    ``POST /assistants`` binds the numbers of the assistants it creates. Idempotent."""
+    number = _number(request)
+    try:
+        spec = BindNumber.model_validate_json(await web.read_body(request))
+    except ValidationError as exc:
+        return _invalid(exc)
+    web.store(config).put_binding(number, spec.assistant_id, time.time())
+    return JSONResponse({"phoneNumber": number, "assistantId": spec.assistant_id})
+
+
+@router.get("/numbers/{number}")
+async def get_number(request: Request, config: Admin) -> JSONResponse:
+    number = _number(request)
+    assistant_id = web.store(config).get_binding(number)
+    if assistant_id is None:
+        raise HTTPException(404, f"{number} is not bound (calls use VAPI_ASSISTANT_ID)")
+    return JSONResponse({"phoneNumber": number, "assistantId": assistant_id})
 
 
 @router.get("/calls/{call_sid}")

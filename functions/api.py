@@ -28,6 +28,14 @@ app.include_router(admin.router)
 
 @app.get("/health")
 async def health() -> JSONResponse:
+    """200 only when the configuration loads: a misconfigured API (under uvicorn, or a Lambda
+    whose secret lost a key) answers 503 naming the bad variables, never their values."""
+    try:
+        web.settings()
+    except ConfigError as exc:
+        web.logger.error("configuration invalid", extra={"problems": exc.problems})
+        variables = sorted({problem.split()[0].rstrip(":") for problem in exc.problems})
+        return JSONResponse({"status": "misconfigured", "variables": variables}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 

@@ -137,11 +137,13 @@ def _e164(value: str) -> str:
     return value
 
 
-class _Options(BaseModel):
+class CamelModel(BaseModel):
+    """An admin request body: camelCase on the wire (as Vapi's own fields), unknown keys refused."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-class ModelOptions(_Options):
+class ModelOptions(CamelModel):
     provider: ModelProvider = "openai"
     model: str | None = Field(default=None, min_length=1, max_length=80)
     temperature: float = Field(default=0.5, ge=0, le=2)  # every *Model.temperature
@@ -173,7 +175,7 @@ class ModelOptions(_Options):
         return body
 
 
-class VoiceOptions(_Options):
+class VoiceOptions(CamelModel):
     provider: VoiceProvider = "vapi"
     voice_id: str | None = Field(default=None, min_length=1, max_length=120)
 
@@ -190,7 +192,7 @@ class VoiceOptions(_Options):
         return {"provider": self.provider, "voiceId": self.voice_id}
 
 
-class TranscriberOptions(_Options):
+class TranscriberOptions(CamelModel):
     provider: TranscriberProvider = "deepgram"
     model: str | None = Field(default=None, min_length=1, max_length=60)
     language: str | None = Field(default=None, min_length=1, max_length=16)
@@ -227,7 +229,7 @@ class TranscriberOptions(_Options):
         }
 
 
-class CreateAssistant(_Options):
+class CreateAssistant(CamelModel):
     """What an operator provides; everything else has a sensible phone-call default."""
 
     name: str = Field(min_length=1, max_length=40)  # CreateAssistantDTO.name maxLength 40

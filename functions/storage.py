@@ -182,6 +182,17 @@ class Store:
         for number in numbers:
             self._bindings.pop(number, None)
 
+    def put_binding(self, number: str, assistant_id: str, now: float) -> None:
+        """Bind ``number`` to an existing assistant (replacing any earlier binding)."""
+        item = {
+            "pk": f"NUMBER#{number}",
+            "sk": "BINDING",
+            "assistant_id": assistant_id,
+            "bound_at": int(now),
+        }
+        self.client.put_item(TableName=self.table, Item=self._serialize(item))
+        self._bindings.pop(number, None)
+
     def list_assistants(self, limit: int = 100) -> list[dict[str, Any]]:
         response = self.client.query(
             TableName=self.table,

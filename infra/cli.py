@@ -1,8 +1,9 @@
-"""``voicebridge`` command line (dev tools): ``voicebridge call`` places a simulated call.
+"""``voicebridge`` command line: ``call`` places a simulated call; ``setup`` points a Twilio
+number and a Vapi assistant at a deployed stack; ``numbers`` lists numbers and binds them.
 
-Against the local stack, ``make run`` prints the exact command with this run's URLs and keys;
-against a deployment, pass its API URL and your Twilio credentials (the caller signs requests
-like Twilio, so the API cannot tell the difference).
+Against the local stack, ``make run`` prints the exact ``call`` command with this run's URLs and
+keys; against a deployment, pass its API URL and your Twilio credentials (the caller signs
+requests like Twilio, so the API cannot tell the difference).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import wave
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -27,6 +30,9 @@ from infra.caller import (
     run_call,
 )
 from infra.caller import report as render
+from infra.setup import SetupError
+from infra.setup import add_parsers as add_setup_parsers
+from infra.setup import main as run_setup
 
 
 def conversation(
@@ -83,11 +89,41 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voicebridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _call_parser(sub)
+    add_setup_parsers(sub)
     args = parser.parse_args(argv)
+    try:
+        if args.command in ("setup", "numbers"):
+            return run_setup(args)
+        return _call(args)
+    except (SetupError, AudioFileError) as exc:
+        print(f"voicebridge {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:
+        print(f"voicebridge {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+class AudioFileError(Exception):
+    """The caller's WAV cannot be used (message: one line naming the file)."""
+
+
+def _caller_audio(args: argparse.Namespace) -> Any:
     if args.synth:
-        audio = synth_speech(args.synth, seed=1)
-    else:
-        audio = load_wav(args.audio) if args.audio else sample("caller_utterance")
+        return synth_speech(args.synth, seed=1)
+    if not args.audio:
+        return sample("caller_utterance")
+    try:
+        return load_wav(args.audio)
+    except FileNotFoundError:
+        raise AudioFileError(f"--audio {args.audio}: no such file") from None
+    except OSError as exc:
+        raise AudioFileError(f"--audio {args.audio}: {exc.strerror}") from None
+    except (ValueError, EOFError, wave.Error) as exc:
+        raise AudioFileError(f"--audio {args.audio}: not a usable WAV ({exc})") from None
+
+
+def _call(args: argparse.Namespace) -> int:
+    audio = _caller_audio(args)
     config = CallerConfig(
         api_url=args.api_url.rstrip("/"),
         auth_token=args.auth_token,

@@ -12,10 +12,13 @@ per run; ``VAPI_API_KEY`` in the environment switches to the real Vapi (no emula
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import errno
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -26,6 +29,7 @@ import httpx
 
 from infra.asgi import bind
 from infra.local_aws import embedded_aws
+from infra.local_output import render as render_line
 from infra.runtime import ChildProcess, EmfHook, EmfSink, LoopThread, StdoutTap
 from infra.twilio_emulator import TwilioEmulator
 from infra.vapi_emulator import Script, VapiEmulator
@@ -47,6 +51,7 @@ class StackOptions:
     edge_port: int = 8080
     script: Script = field(default_factory=Script)
     quiet: bool = False  # don't echo component logs (tests, the demo)
+    json_logs: bool = False  # echo the raw JSON logs and EMF lines instead of one line per event
     environ: dict[str, str] | None = None  # voicebridge settings; None: this environment's
     overrides: dict[str, str] = field(default_factory=dict)  # e.g. EDGE_IDLE_TIMEOUT_SECONDS
     aws_prefix: str = "voicebridge"  # table/queue names; moto's state is per process, so two
@@ -71,7 +76,8 @@ class LocalStack:
         self.loop: LoopThread | None = None
         self._exit = contextlib.ExitStack()
         self._children: list[ChildProcess] = []
-        self._tap = StdoutTap(self.options.quiet)
+        self._render = None if self.options.json_logs else render_line
+        self._tap = StdoutTap(self.options.quiet, self._render)
         self._emf_hook = EmfHook(self.emf)
 
     # -- what callers need --------------------------------------------------------------------
@@ -163,9 +169,10 @@ class LocalStack:
         env["TWILIO_API_BASE"] = self.loop.run(self.twilio.start())
 
         api_port = int(env.get("API_PORT", options.api_port))
-        api_sock = bind("127.0.0.1", api_port)
+        api_sock = _bind_or_explain("API_PORT", api_port)
         api_sock.listen(128)
         edge_port = int(env.get("EDGE_PORT", options.edge_port)) or _free_port()
+        _bind_or_explain("EDGE_PORT", edge_port).close()  # fail here, in these words
         env.update(
             {
                 "API_PORT": str(api_sock.getsockname()[1]),
@@ -200,6 +207,7 @@ class LocalStack:
             self.emf,
             quiet=options.quiet,
             pass_fds=[api_sock.fileno()],
+            render=self._render,
         )
         self._children.append(api)
         api_sock.close()  # the child holds it now
@@ -211,6 +219,7 @@ class LocalStack:
                 child_env,
                 self.emf,
                 quiet=options.quiet,
+                render=self._render,
             )
         )
         self._wait_healthy(api, f"{self.api_url}/health")
@@ -267,8 +276,11 @@ class LocalStack:
             if child is not None and not child.alive():
                 raise StackError(f"{child.name} exited:\n" + "\n".join(list(child.lines)[-20:]))
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2).status_code == 200:
+                response = httpx.get(url, timeout=2)
+                if response.status_code == 200:
                     return
+                if response.status_code == 503 and "misconfigured" in response.text:
+                    raise StackError(f"{url} answers 503: {response.text}")
             time.sleep(0.05)
         raise StackError(f"{url} not healthy after {limit_s:.0f} s")
 
@@ -299,6 +311,18 @@ class LocalStack:
     def stack_tasks(self) -> int:
         """Live tasks on the in-process loop (servers' own plus any per-call leftovers)."""
         return len(self.loop.tasks()) if self.loop is not None else 0
+
+
+def _bind_or_explain(variable: str, port: int) -> socket.socket:
+    """Bind 127.0.0.1:``port``, or a StackError that names the variable choosing it."""
+    try:
+        return bind("127.0.0.1", port)
+    except OSError as exc:
+        why = "is in use (another make run?)" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise StackError(
+            f"{variable}={port}: 127.0.0.1:{port} {why}; "
+            f"pick another port, e.g. {variable}={port + 1} make run"
+        ) from None
 
 
 def _free_port() -> int:
@@ -332,11 +356,25 @@ def banner(stack: LocalStack) -> str:
         f"  .venv/bin/voicebridge call --api-url {stack.api_url} --account-sid "
         f"{env['TWILIO_ACCOUNT_SID']} --auth-token {env['TWILIO_AUTH_TOKEN']} --twilio-api "
         f"{env['TWILIO_API_BASE']} --barge-in-after 0.8 --heard heard.wav",
+        "",
+        "Call events, one line each (make run JSON=1 for the raw JSON logs and metrics):",
     ]
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.local",
+        description="The whole voicebridge stack on this machine (make run): embedded AWS, the "
+        "API, the worker, the media edge and the Vapi and Twilio emulators, in the foreground "
+        "until Ctrl-C. Prints one line per call event.",
+        epilog="Environment: API_PORT (default 8000), EDGE_PORT (default 8080); VAPI_API_KEY "
+        "switches from the Vapi emulator to the real Vapi.",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the raw JSON logs and EMF metric lines"
+    )
+    args = parser.parse_args(argv)
     stop = threading.Event()
 
     def on_signal(*_: object) -> None:
@@ -345,7 +383,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        with LocalStack() as stack:
+        with LocalStack(StackOptions(json_logs=args.json)) as stack:
             sys.stdout.write(banner(stack) + "\n")  # one write: no log line lands inside it
             sys.stdout.flush()
             while not stop.wait(0.5):

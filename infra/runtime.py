@@ -11,12 +11,13 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TextIO, TypeVar
 
 from voicebridge.process import die_with_parent
 
 T = TypeVar("T")
+Render = Callable[[str, str], list[str]]  # (component, output line) -> lines for the console
 
 
 class LoopThread:
@@ -148,8 +149,9 @@ class StdoutTap:
     or dropped when ``quiet`` (plain text, e.g. the demo's own output, always passes); recent
     log lines are kept for debugging."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, render: Render | None = None) -> None:
         self._quiet = quiet
+        self._render = render
         self._original: TextIO = sys.stdout
         self._partial = ""
         self._lock = threading.Lock()
@@ -175,8 +177,13 @@ class StdoutTap:
                     continue
                 if parse_emf(line) is None:
                     self.lines.append(line)
-                if not self._quiet:  # quiet drops JSON logs and metrics; else label them
+                if self._quiet:  # quiet drops JSON logs and metrics
+                    continue
+                if self._render is None:  # raw: label them
                     self._original.write(f"[edge] {line}\n")
+                else:
+                    for shown in self._render("edge", line):
+                        self._original.write(shown + "\n")
         return len(text)
 
     def flush(self) -> None:
@@ -202,8 +209,10 @@ class ChildProcess:
         *,
         quiet: bool,
         pass_fds: Sequence[int] = (),
+        render: Render | None = None,
     ) -> None:
         self.name = name
+        self._render = render
         self.lines: deque[str] = deque(maxlen=2000)
         self._sink = sink
         self._quiet = quiet
@@ -230,8 +239,13 @@ class ChildProcess:
             record = parse_emf(line)
             if record is not None:
                 self._sink.add(record)
-            if not self._quiet:
-                sys.stdout.write(f"[{self.name}] {line}\n")  # one write: lines stay whole
+            if self._quiet:
+                continue
+            shown = (
+                [f"[{self.name}] {line}"] if self._render is None else self._render(self.name, line)
+            )
+            if shown:
+                sys.stdout.write("".join(f"{text}\n" for text in shown))  # one write: whole lines
                 sys.stdout.flush()
 
     def alive(self) -> bool:

@@ -24,10 +24,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from infra.asgi import AsgiServer, bind
+from infra.twilio_numbers import EmulatedNumber, NumberRequestError, page, update_form
 from voicebridge.identifiers import is_call_sid
 
 MAX_FORM_BYTES = 64 * 1024
 WAIT_SECONDS = 25.0
+NUMBERS_PATH = "/2010-04-01/Accounts/{account}/IncomingPhoneNumbers.json"
+NUMBER_PATH = "/2010-04-01/Accounts/{account}/IncomingPhoneNumbers/{sid}.json"
 
 
 @dataclass(slots=True)
@@ -68,6 +71,8 @@ class TwilioEmulator:
         self.auth_token = auth_token
         self.host = host
         self.calls: dict[str, EmulatedTwilioCall] = {}
+        self.numbers: dict[str, EmulatedNumber] = {}  # IncomingPhoneNumbers by PN sid
+        self.number_updates: list[dict[str, str]] = []  # every accepted update form, in order
         self._server: AsgiServer | None = None
 
     @property
@@ -86,6 +91,9 @@ class TwilioEmulator:
                 Route(
                     "/2010-04-01/Accounts/{account}/Calls/{call}.json", self._fetch, methods=["GET"]
                 ),
+                Route(NUMBERS_PATH, self._list_numbers, methods=["GET"]),
+                Route(NUMBER_PATH, self._fetch_number, methods=["GET"]),
+                Route(NUMBER_PATH, self._update_number, methods=["POST"]),
                 Route("/_emulator/calls", self._register, methods=["POST"]),
                 Route("/_emulator/calls/{call}/wait", self._wait, methods=["GET"]),
                 Route("/_emulator/calls/{call}/end", self._hung_up, methods=["POST"]),
@@ -201,3 +209,55 @@ class TwilioEmulator:
             call.status = "completed"
             call.changed.set()
         return JSONResponse(call.resource(self.account_sid))
+
+    # -- IncomingPhoneNumbers (infra/twilio_numbers.py has the rules and their sources) --------
+
+    def add_number(self, phone_number: str, **fields: str) -> EmulatedNumber:
+        """Provision a number on this account (what buying one in Twilio's console does)."""
+        number = EmulatedNumber.new(self.account_sid, phone_number, **fields)
+        self.numbers[number.sid] = number
+        return number
+
+    def _number(self, request: Request) -> EmulatedNumber | None:
+        if request.path_params["account"] != self.account_sid:
+            return None
+        return self.numbers.get(request.path_params["sid"])
+
+    def _number_not_found(self, request: Request) -> JSONResponse:
+        return _twilio_error(404, 20404, f"The requested resource {request.url.path} was not found")
+
+    async def _list_numbers(self, request: Request) -> JSONResponse:
+        if not self._authorized(request):
+            return self._denied()
+        if request.path_params["account"] != self.account_sid:
+            return self._number_not_found(request)
+        try:
+            body = page(list(self.numbers.values()), request.url.path, dict(request.query_params))
+        except NumberRequestError as exc:
+            return _twilio_error(400, exc.code, str(exc))
+        return JSONResponse(body)
+
+    async def _fetch_number(self, request: Request) -> JSONResponse:
+        if not self._authorized(request):
+            return self._denied()
+        number = self._number(request)
+        if number is None:
+            return self._number_not_found(request)
+        return JSONResponse(number.resource())
+
+    async def _update_number(self, request: Request) -> JSONResponse:
+        if not self._authorized(request):
+            return self._denied()
+        number = self._number(request)
+        if number is None:
+            return self._number_not_found(request)
+        body = await request.body()
+        if len(body) > MAX_FORM_BYTES:
+            return _twilio_error(400, 20001, "request body too large")
+        form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        try:
+            update_form(number, form)
+        except NumberRequestError as exc:
+            return _twilio_error(400, exc.code, str(exc))
+        self.number_updates.append(form)
+        return JSONResponse(number.resource())

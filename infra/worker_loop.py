@@ -122,7 +122,10 @@ class WorkerLoop:
             self.poll_once()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv)[:1] in (["-h"], ["--help"]):
+        print("usage: python -m infra.worker_loop\n\n" + (__doc__ or ""), end="")
+        return 0
     try:
         settings = load_settings("worker")
     except ConfigError as exc:

@@ -53,12 +53,28 @@ def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]
     return uvloop.new_event_loop
 
 
+USAGE = """usage: python -m media_edge [--help]
+
+The voicebridge media edge: bridges Twilio Media Streams to Vapi's websocket transport on
+EDGE_HOST:EDGE_PORT (/media, /health, /ready). Configured only by the environment: required
+TWILIO_AUTH_TOKEN, TWILIO_ACCOUNT_SID, VAPI_API_KEY, EDGE_PUBLIC_URL, STREAM_TOKEN_SECRET; the
+rest (EDGE_PORT, EDGE_WORKERS, EDGE_MAX_CALLS, ...) is listed in README.md#configuration.
+SIGTERM drains (DRAIN_SECONDS), a second signal ends the calls. With EDGE_WORKERS > 1 this
+process supervises workers it starts as `python -m media_edge --worker ...` (internal).
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["-h"], ["--help"]):
+        print(USAGE, end="")
+        return 0
     try:
         settings = load_settings("edge")
-        worker = supervisor.parse_worker_args(sys.argv[1:] if argv is None else argv)
+        worker = supervisor.parse_worker_args(args)
     except ConfigError as exc:
-        print(f"media_edge: {exc}", file=sys.stderr)
+        for problem in exc.problems:  # every bad variable, one line each
+            print(f"media_edge: {problem}", file=sys.stderr)
         return 2
     if worker is not None:
         settings = supervisor.worker_settings(settings, worker)

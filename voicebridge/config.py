@@ -1,7 +1,8 @@
 """Configuration: every environment variable the code reads is declared here, once.
 
-Each deployable loads :class:`Settings` for its *role* at start; a missing or invalid variable
-raises :class:`ConfigError` whose message is one line naming the variable. In AWS, secrets are
+Each deployable loads :class:`Settings` for its *role* at start; missing or invalid variables
+raise one :class:`ConfigError` listing every problem, one line per variable, so a misconfigured
+deployment is fixed in one round instead of one variable per restart. In AWS, secrets are
 not in the environment: ``SECRETS_ID`` names a Secrets Manager secret (a JSON object keyed by the
 variable names below) that is read through Powertools parameters and cached for
 ``SECRETS_MAX_AGE`` seconds, so a rotated secret is picked up without a redeploy.
@@ -24,7 +25,12 @@ Role = Literal["api", "worker", "edge"]
 
 
 class ConfigError(RuntimeError):
-    """A configuration variable is missing or invalid (the message is one line)."""
+    """Configuration variables are missing or invalid: one line per problem, each naming its
+    variable (never its value)."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 def _url(*schemes: str) -> Callable[[str], str]:
@@ -263,7 +269,8 @@ def _secrets_from_manager(secret_id: str, max_age: int) -> Mapping[str, str]:
 
 
 def load_settings(role: Role, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate the settings ``role`` needs; raise ConfigError on the first problem."""
+    """Read and validate the settings ``role`` needs; raise one ConfigError naming every bad
+    variable (missing required ones and invalid values alike)."""
     env = dict(os.environ if environ is None else environ)
     secret_id = env.get("SECRETS_ID")
     if secret_id:
@@ -271,20 +278,24 @@ def load_settings(role: Role, environ: Mapping[str, str] | None = None) -> Setti
         for name, value in _secrets_from_manager(secret_id, max_age).items():
             env.setdefault(name, value)
     values: dict[str, object] = {}
+    problems: list[str] = []
     for var in _VARS:
         raw = env.get(var.env)
         if raw is None or raw == "":
             raw = var.default
         if raw is None:
             if var.env in _REQUIRED[role]:
-                raise ConfigError(f"{var.env} is required for the {role} but is not set")
+                problems.append(f"{var.env} is required for the {role} but is not set")
             continue
         try:
             values[var.env.lower()] = var.parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"{var.env} is invalid: {exc}") from None
+            problems.append(f"{var.env} is invalid: {exc}")
+            continue
         if var.env in _REQUIRED[role] and values[var.env.lower()] in ("", None):
-            raise ConfigError(f"{var.env} is required for the {role} but is empty")
+            problems.append(f"{var.env} is required for the {role} but is empty")
+    if problems:
+        raise ConfigError(problems)
     return Settings(**values)  # type: ignore[arg-type]
 
 

@@ -44,6 +44,7 @@ from infra.vapi_emulator.assistant import (
     Webhook,
 )
 from infra.vapi_emulator.signing import check_plan, credential_headers
+from infra.vapi_emulator.update import apply_update, parse_assistant_id, validate_update
 from infra.vapi_emulator.validation import (
     ValidationFailed,
     audio_format,
@@ -173,6 +174,7 @@ class VapiEmulator:
                 Route("/assistant", self._create_assistant, methods=["POST"]),
                 Route("/assistant", self._list_assistants, methods=["GET"]),
                 Route("/assistant/{id}", self._get_assistant, methods=["GET"]),
+                Route("/assistant/{id}", self._update_assistant, methods=["PATCH"]),
                 Route("/call", self._create_call, methods=["POST"]),
                 Route("/call/{id}", self._get_call, methods=["GET"]),
             ]
@@ -267,6 +269,23 @@ class VapiEmulator:
         if assistant is None:
             return _error(404, "Couldn't Get Assistant. Assistant Not Found.")
         return JSONResponse(assistant)
+
+    async def _update_assistant(self, request: Request) -> JSONResponse:
+        """``PATCH /assistant/{id}`` (infra/vapi_emulator/update.py has the rules' sources)."""
+        if not self._authorized(request.headers.get("authorization")):
+            return self._unauthorized()
+        assistant_id = parse_assistant_id(request.path_params["id"])
+        if assistant_id is None:
+            return _error(400, "Validation failed (uuid is expected)")
+        if assistant_id not in self.assistants:
+            return _error(404, "Couldn't Get Assistant. Assistant Not Found.")
+        try:
+            update = validate_update(await self._body(request))
+        except ValidationFailed as exc:
+            return JSONResponse(exc.body(), 400)
+        updated = apply_update(self.assistants[assistant_id], update, _now_iso())
+        self.assistants[assistant_id] = updated
+        return JSONResponse(updated)
 
     async def _create_call(self, request: Request) -> JSONResponse:
         if not self._authorized(request.headers.get("authorization")):

@@ -204,3 +204,71 @@ def dockerfile() -> list[tuple[str, str]]:
         (word.upper(), rest.strip())
         for word, _, rest in (line.partition(" ") for line in lines if line and line[0] != "#")
     ]
+
+
+def parameter_values(**given: str) -> dict[str, Any]:
+    """Every parameter at its default (or a sample when it has none), with ``given`` on top."""
+    values: dict[str, Any] = {}
+    for name, spec in TEMPLATE["Parameters"].items():
+        default = spec.get("Default", "")
+        if spec["Type"] == "CommaDelimitedList":
+            default = [item for item in str(default).split(",") if item]
+        values[name] = default
+    values.update(given)
+    return values
+
+
+def evaluate(node: Any, params: dict[str, Any]) -> Any:
+    """The value of a condition, rule assertion or ``Fn::If`` for these parameter values (the
+    intrinsics the template's conditions and rules use)."""
+    if not isinstance(node, dict):
+        return [evaluate(n, params) for n in node] if isinstance(node, list) else node
+    ((fn, arg),) = node.items()
+    if fn == "Ref":
+        return params.get(arg, {"Ref": arg})  # resources stay symbolic
+    if fn in ("Condition", "Fn::Condition"):  # the loader spells !Condition the long way
+        return evaluate(TEMPLATE["Conditions"][arg], params)
+    if fn == "Fn::Equals":
+        left, right = (evaluate(a, params) for a in arg)
+        return str(left) == str(right)
+    if fn == "Fn::Not":
+        return not evaluate(arg[0], params)
+    if fn == "Fn::And":
+        return all(evaluate(a, params) for a in arg)
+    if fn == "Fn::Or":
+        return any(evaluate(a, params) for a in arg)
+    if fn == "Fn::Contains":
+        values, value = evaluate(arg[0], params), evaluate(arg[1], params)
+        return str(value) in [str(v) for v in values]
+    if fn == "Fn::Join":
+        separator, items = arg
+        return separator.join(str(i) for i in evaluate(items, params))
+    if fn == "Fn::If":
+        condition, when_true, when_false = arg
+        chosen = when_true if evaluate(TEMPLATE["Conditions"][condition], params) else when_false
+        return evaluate(chosen, params)
+    if fn in ("Fn::GetAtt", "Fn::Sub"):
+        return node  # resolved by CloudFormation at deploy time: symbolic here
+    raise ValueError(f"evaluate() does not know {fn}")
+
+
+def failed_rules(params: dict[str, Any]) -> list[str]:
+    """The names of the template's Rules these parameter values break (what CloudFormation
+    refuses before creating anything)."""
+    failed = []
+    for name, rule in TEMPLATE.get("Rules", {}).items():
+        if "RuleCondition" in rule and not evaluate(rule["RuleCondition"], params):
+            continue
+        if not all(evaluate(a["Assert"], params) for a in rule["Assertions"]):
+            failed.append(name)
+    return failed
+
+
+def created_resources(params: dict[str, Any]) -> set[str]:
+    """The resources a deploy with these parameter values creates."""
+    return {
+        name
+        for name, resource in RESOURCES.items()
+        if "Condition" not in resource
+        or evaluate(TEMPLATE["Conditions"][resource["Condition"]], params)
+    }

@@ -169,7 +169,11 @@ def test_alb_keeps_websockets_open_for_an_hour_over_http11_and_tls() -> None:
     assert cfn.props("EdgeTargetGroup")["ProtocolVersion"] == "HTTP1"
     listener = cfn.props("EdgeHttpsListener")
     assert listener["Protocol"] == "HTTPS"
-    assert listener["Certificates"] == [{"CertificateArn": {"Ref": "EdgeCertificateArn"}}]
+    (certificate,) = listener["Certificates"]  # which one: tests/deploy/test_certificate.py
+    assert certificate["CertificateArn"]["Fn::If"][1:] == [
+        {"Ref": "EdgeCertificate"},
+        {"Ref": "EdgeCertificateArn"},
+    ]
 
 
 def test_edge_runs_on_demand_fargate_arm64() -> None:

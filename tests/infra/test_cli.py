@@ -48,3 +48,33 @@ def test_unreachable_api_is_one_line_and_status_2(capsys):
     )
     assert code == 2
     assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def _call_with_audio(path):
+    return main(
+        [
+            "call",
+            "--api-url",
+            "http://127.0.0.1:9",
+            "--auth-token",
+            "t",
+            "--account-sid",
+            "AC1",
+            "--audio",
+            str(path),
+        ]
+    )
+
+
+def test_a_missing_or_unusable_wav_is_one_line_and_status_1(tmp_path, capsys):
+    not_wav = tmp_path / "notes.wav"
+    not_wav.write_text("not audio")
+    for path, message in [
+        (tmp_path / "missing.wav", "no such file"),
+        (not_wav, "not a usable WAV"),
+        (tmp_path, "Is a directory"),
+    ]:
+        assert _call_with_audio(path) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"voicebridge call: --audio {path}: {message}"), err
+        assert len(err.strip().splitlines()) == 1

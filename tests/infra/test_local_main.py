@@ -22,13 +22,13 @@ def free_ports(count):
             sock.close()
 
 
-def start_stack(stderr):
+def start_stack(stderr, *args):
     """``python -m infra.local`` on two free ports; returns it with its banner once ready."""
     api_port, edge_port = free_ports(2)
     env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
     env.update({"API_PORT": str(api_port), "EDGE_PORT": str(edge_port), "PYTHONUNBUFFERED": "1"})
     process = subprocess.Popen(
-        [sys.executable, "-m", "infra.local"],
+        [sys.executable, "-m", "infra.local", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=stderr,

@@ -92,3 +92,23 @@ def test_secrets_manager_fills_secret_variables(monkeypatch):
         env = {k: v for k, v in EDGE_ENV.items() if k != "STREAM_TOKEN_SECRET"}
         settings = load_settings("edge", {**env, "SECRETS_ID": arn})
     assert settings.stream_token_secret == "from-sm"
+
+
+def test_every_bad_variable_is_listed_at_once_one_line_each():
+    env = {
+        **{k: v for k, v in EDGE_ENV.items() if k not in {"VAPI_API_KEY", "STREAM_TOKEN_SECRET"}},
+        "EDGE_PORT": "99999",
+        "EDGE_AUDIO_FORMAT": "opus",
+    }
+    with pytest.raises(ConfigError) as err:
+        load_settings("edge", env)
+    lines = str(err.value).splitlines()
+    assert err.value.problems == lines
+    named = [line.split()[0] for line in lines]
+    assert sorted(named) == [
+        "EDGE_AUDIO_FORMAT",
+        "EDGE_PORT",
+        "STREAM_TOKEN_SECRET",
+        "VAPI_API_KEY",
+    ]
+    assert "opus" in str(err.value)  # the bad value of a non-secret helps; a secret is never shown
