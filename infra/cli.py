@@ -27,6 +27,7 @@ from infra.caller import (
     run_call,
 )
 from infra.caller import report as render
+from infra.caller.script import backchannel
 
 
 def conversation(
@@ -36,15 +37,20 @@ def conversation(
     barge_in_after: float | None = None,
     hangup_mid_reply: bool = False,
     dtmf: str | None = None,
+    backchannel_after: float | None = None,
 ) -> list[Step]:
-    """Listen to the greeting, speak ``turns`` times (hearing each reply), optionally barge in
-    ``barge_in_after`` seconds into the last reply, then hang up (mid-reply if asked)."""
+    """Listen to the greeting, speak ``turns`` times (hearing each reply), optionally say
+    "mm-hmm" ``backchannel_after`` seconds into the last reply and/or barge in
+    ``barge_in_after`` seconds into it (after the "mm-hmm", if both), then hang up (mid-reply
+    if asked)."""
     steps: list[Step] = [WaitForSilence()]
     for turn in range(turns):
         steps.append(Say(audio, f"caller speaks (turn {turn + 1})"))
         if dtmf and turn == 0:
             steps.append(Dtmf(dtmf))
         steps.append(WaitForSpeech())
+        if backchannel_after is not None and turn == turns - 1:
+            steps += [Pause(int(backchannel_after * 1000)), backchannel()]
         if barge_in_after is not None and turn == turns - 1:
             steps += [
                 Pause(int(barge_in_after * 1000)),
@@ -70,6 +76,9 @@ def _call_parser(sub: argparse._SubParsersAction) -> None:
     voice.add_argument("--synth", type=float, metavar="S", help="generated speech-like audio, S s")
     call.add_argument("--turns", type=int, default=1, help="caller utterances (default 1)")
     call.add_argument("--barge-in-after", type=float, help="talk over the last reply after S s")
+    call.add_argument(
+        "--backchannel-after", type=float, metavar="S", help='say "mm-hmm" S s into the last reply'
+    )
     call.add_argument("--hangup-mid-reply", action="store_true", help="hang up while it talks")
     call.add_argument("--dtmf", help="press this key after the first utterance")
     call.add_argument(
@@ -105,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         barge_in_after=args.barge_in_after,
         hangup_mid_reply=args.hangup_mid_reply,
         dtmf=args.dtmf,
+        backchannel_after=args.backchannel_after,
     )
     try:
         report = asyncio.run(run_call(config, steps))
