@@ -166,10 +166,12 @@ async def test_a_real_interruption_leaves_at_most_a_frame_of_assistant_audio(
     after = heard_after(caller, report, interrupted_at)
     barge_in = frame_of(report, "caller barges in")
     decided_ms = interrupted_at - caller.heard_at[barge_in]
+    meanwhile = heard_after(caller, report, caller.heard_at[barge_in]) - after
     print(
         f"\ninterruption ({transcript or 'default'}, plan {plan or 'default'}): Vapi decided "
-        f"{decided_ms:.0f} ms into the barge-in; assistant heard after it: {after:.0f} ms; "
-        f"caller talks over -> silence {report.barge_in_to_silence_ms[0]} ms"
+        f"{decided_ms:.0f} ms into the barge-in; assistant heard after it: {after:.0f} ms, "
+        f"before it {meanwhile:.0f} ms; caller talks over -> silence "
+        f"{report.barge_in_to_silence_ms[0]} ms"
     )
     assert report.clears >= 1  # the edge got user-interrupted and cleared
     if plan is None:  # the pause had silenced it long before Vapi decided
