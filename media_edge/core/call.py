@@ -92,6 +92,7 @@ MAX_HELD_DIGITS = 32  # DTMF pressed while Vapi connects, replayed after the hel
 # never-sent "stopped" cannot silence the assistant for the rest of the call. It covers a
 # backchannel (~0.2-0.6 s), Vapi's endpointing after it (0.3-0.5 s) and a transcript-based
 # decision of a few words (numWords ~2-3 at ~2.5 words/s); a later interruption still clears.
+# What Vapi sends meanwhile waits in the playout queue (30 s deep: 2 s always fits).
 PAUSE_LIMIT_MS = 2_000
 
 

@@ -560,6 +560,19 @@ BAD_INPUTS: dict[str, Callable[[str], str | bytes]] = {
 }
 
 
+async def test_unknown_twilio_event_types_are_counted_and_the_call_goes_on(stack):
+    edge = await stack.start()
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+        for _ in range(2):
+            await caller.send({"event": "brand-new", "streamSid": caller.stream_sid})
+        await caller.media(b"\x42" * 160, 0)
+        await until(lambda: b"\x42" * 160 in bytes(stack.vapi.audio))
+        assert caller.ws.close_code is None
+    assert edge.metrics._counts[telemetry.UNKNOWN_TWILIO_EVENTS] == 2
+    assert edge.metrics._errors == {}
+
+
 @pytest.mark.parametrize("name", list(BAD_INPUTS))
 async def test_bad_input_ends_only_that_call(stack, name):
     edge = await stack.start()
