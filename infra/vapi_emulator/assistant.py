@@ -357,7 +357,8 @@ class ScriptedCall:
         if (
             not isinstance(inner, dict)
             or inner.get("role") not in OPENAI_ROLES
-            or not isinstance(inner.get("content"), str | None)
+            or "content" not in inner
+            or not isinstance(inner["content"], str | None)
             or not isinstance(trigger, bool)
         ):
             self.rejected += 1

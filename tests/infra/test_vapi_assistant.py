@@ -364,6 +364,7 @@ def test_add_message_while_the_assistant_speaks_answers_after_it():
         {"message": {"role": "robot", "content": "x"}},
         {"message": {"role": "system", "content": 5}},
         {"message": {"content": "x"}},
+        {"message": {"role": "system"}},
         {"triggerResponseEnabled": "yes"},
     ],
 )
