@@ -49,17 +49,23 @@ def conversation(
         if dtmf and turn == 0:
             steps.append(Dtmf(dtmf))
         steps.append(WaitForSpeech())
-        if backchannel_after is not None and turn == turns - 1:
+        last = turn == turns - 1
+        if backchannel_after is not None and last:
             steps += [Pause(int(backchannel_after * 1000)), backchannel()]
-        if barge_in_after is not None and turn == turns - 1:
+        if barge_in_after is not None and last:
             steps += [
                 Pause(int(barge_in_after * 1000)),
                 Say(audio, "caller barges in", barge_in=True),
                 WaitForSpeech(),
             ]
-        if hangup_mid_reply and turn == turns - 1:
+        if hangup_mid_reply and last:
             return [*steps, Pause(400), Hangup()]
-        steps.append(WaitForSilence())
+        if backchannel_after is not None and barge_in_after is None and last:
+            # After "mm-hmm" the edge pauses playout until Vapi's verdict (2 s at most): that
+            # silence is not the end of the reply.
+            steps.append(WaitForSilence(silence_ms=2500))
+        else:
+            steps.append(WaitForSilence())
     return [*steps, Hangup()]
 
 
