@@ -30,6 +30,7 @@ from infra.caller import (
     run_call,
 )
 from infra.caller import report as render
+from infra.caller.script import backchannel
 from infra.setup import SetupError
 from infra.setup import add_parsers as add_setup_parsers
 from infra.setup import main as run_setup
@@ -42,24 +43,35 @@ def conversation(
     barge_in_after: float | None = None,
     hangup_mid_reply: bool = False,
     dtmf: str | None = None,
+    backchannel_after: float | None = None,
 ) -> list[Step]:
-    """Listen to the greeting, speak ``turns`` times (hearing each reply), optionally barge in
-    ``barge_in_after`` seconds into the last reply, then hang up (mid-reply if asked)."""
+    """Listen to the greeting, speak ``turns`` times (hearing each reply), optionally say
+    "mm-hmm" ``backchannel_after`` seconds into the last reply and/or barge in
+    ``barge_in_after`` seconds into it (after the "mm-hmm", if both), then hang up (mid-reply
+    if asked)."""
     steps: list[Step] = [WaitForSilence()]
     for turn in range(turns):
         steps.append(Say(audio, f"caller speaks (turn {turn + 1})"))
         if dtmf and turn == 0:
             steps.append(Dtmf(dtmf))
         steps.append(WaitForSpeech())
-        if barge_in_after is not None and turn == turns - 1:
+        last = turn == turns - 1
+        if backchannel_after is not None and last:
+            steps += [Pause(int(backchannel_after * 1000)), backchannel()]
+        if barge_in_after is not None and last:
             steps += [
                 Pause(int(barge_in_after * 1000)),
                 Say(audio, "caller barges in", barge_in=True),
                 WaitForSpeech(),
             ]
-        if hangup_mid_reply and turn == turns - 1:
+        if hangup_mid_reply and last:
             return [*steps, Pause(400), Hangup()]
-        steps.append(WaitForSilence())
+        if backchannel_after is not None and barge_in_after is None and last:
+            # After "mm-hmm" the edge pauses playout until Vapi's verdict (2 s at most): that
+            # silence is not the end of the reply.
+            steps.append(WaitForSilence(silence_ms=2500))
+        else:
+            steps.append(WaitForSilence())
     return [*steps, Hangup()]
 
 
@@ -76,6 +88,9 @@ def _call_parser(sub: argparse._SubParsersAction) -> None:
     voice.add_argument("--synth", type=float, metavar="S", help="generated speech-like audio, S s")
     call.add_argument("--turns", type=int, default=1, help="caller utterances (default 1)")
     call.add_argument("--barge-in-after", type=float, help="talk over the last reply after S s")
+    call.add_argument(
+        "--backchannel-after", type=float, metavar="S", help='say "mm-hmm" S s into the last reply'
+    )
     call.add_argument("--hangup-mid-reply", action="store_true", help="hang up while it talks")
     call.add_argument("--dtmf", help="press this key after the first utterance")
     call.add_argument(
@@ -141,6 +156,7 @@ def _call(args: argparse.Namespace) -> int:
         barge_in_after=args.barge_in_after,
         hangup_mid_reply=args.hangup_mid_reply,
         dtmf=args.dtmf,
+        backchannel_after=args.backchannel_after,
     )
     try:
         report = asyncio.run(run_call(config, steps))

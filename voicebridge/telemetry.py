@@ -32,5 +32,6 @@ VAPI_CONNECT_TIME = "VapiConnectTime"  # ms, POST /call + websocket open
 ACTIVE_CALLS = "ActiveCalls"  # count, gauge sampled at each flush
 FRAMES_DROPPED = "FramesDropped"  # count, duplicate or late inbound frames
 FRAMES_FILLED = "FramesFilled"  # count, silence frames inserted for timestamp gaps
+UNKNOWN_TWILIO_EVENTS = "UnknownTwilioEvents"  # count, media-stream event types we ignored
 CALL_ERRORS = "CallErrors"  # count; emitted twice: with service only, and with service+reason
 WORKER_EXITS = "WorkerExits"  # count, EDGE_WORKERS > 1: workers that died unexpectedly (restarted)

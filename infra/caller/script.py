@@ -6,6 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from infra.audio import synth_speech
+
+# A backchannel ("mm-hmm") is short: the emulated Vapi's transcriber hears an utterance that
+# ends within ACK_MAX_MS (600 ms) of voice as one (infra/vapi_emulator/assistant.py).
+BACKCHANNEL_MS = 400
+
 
 @dataclass(frozen=True, slots=True)
 class WaitForSpeech:
@@ -37,6 +43,12 @@ class Say:
     label: str = "caller speaks"
     barge_in: bool = False
     wait: bool = True
+
+
+def backchannel(label: str = "caller says mm-hmm") -> Say:
+    """The caller acknowledges while the assistant talks: 0.4 s of speech-like sound, spoken
+    over the assistant but not a barge-in (the report's barge-in figures leave it out)."""
+    return Say(synth_speech(BACKCHANNEL_MS / 1000, seed=3), label)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,36 @@ ticks; it returns actions (audio and events to send, webhooks to post, close/abo
 like Vapi where our bridge can tell the difference: it speaks the first message, finds the end
 of each caller turn with an energy VAD, answers after a think time with speech-like audio sent
 a little ahead of real time (so audio is already buffered downstream when the caller barges in),
-stops and emits ``user-interrupted`` when the caller talks over it, and reports the call at
-the end (``status-update`` + ``end-of-call-report``).
+decides interruptions the way ``stopSpeakingPlan`` says (below), and reports the call at the
+end (``status-update`` + ``end-of-call-report``). The assistant it runs is the stored one with
+the call's ``assistantOverrides`` applied (``clientMessages``, ``stopSpeakingPlan``, ...).
+
+Interruptions (schema ``#/components/schemas/StopSpeakingPlan``;
+https://docs.vapi.ai/customization/voice-pipeline-configuration):
+
+- ``speech-update`` (user, started) goes out on any caller sound (VAD onset), "mm-hmm" too.
+- ``user-interrupted`` (and the assistant stops) only when the caller's words so far contain an
+  ``interruptionPhrases`` entry ("always interrupt immediately", whatever ``numWords``), or when
+  they are not (the start of) an ``acknowledgementPhrases`` entry ("never interrupt the
+  assistant, even if numWords threshold is met") and the threshold is met: ``numWords`` words,
+  or with ``numWords`` 0, ``voiceSeconds`` of voice (the "VAD spike"; only loud frames count,
+  not the silence of the VAD's hangover).
+- After an acknowledgement the assistant keeps speaking and its audio keeps flowing; the
+  acknowledgement is transcribed but is not a turn (no reply to "mm-hmm"). After an
+  interruption the next reply waits at least ``backoffSeconds``.
+
+The emulator has no speech recogniser, so its transcriber is a model, decided per caller
+utterance (VAD onset to offset): ``Script.transcripts[n]`` is what it "hears" for the n-th
+utterance, one word per ``WORD_MS`` of voice (a recogniser needs the words before it can tell
+"mm-hmm" from "stop", so the decision waits for them); without a scripted transcript, an
+utterance that ends within ``ACK_MAX_MS`` of voice is heard as "mm-hmm" (decided at its end),
+and a longer one as ordinary words (decided once it reaches ``ACK_MAX_MS``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +46,7 @@ from infra.audio import (
     FRAME_MS,
     EnergyVad,
     frame_bytes,
+    level_dbfs,
     resample,
     sample,
     synth_speech,
@@ -60,6 +84,37 @@ DEFAULT_CLIENT_MESSAGES = frozenset(
 )
 COST_PER_MINUTE = 0.05
 
+# The transcriber model (see the module docstring). ~200 words a minute is the fast end of
+# conversational speech; streaming recognisers deliver each word a few hundred ms after it.
+WORD_MS = 300
+ACK_MAX_MS = 600  # "mm-hmm", "yeah", "okay" take 0.2-0.5 s; an utterance past this is words
+OPENAI_ROLES = frozenset({"assistant", "function", "user", "system", "tool"})  # OpenAIMessage.role
+BACKCHANNEL = "mm-hmm"  # what the default transcriber hears in a short utterance
+SPEECH_WORD = "(word)"  # a word of a long utterance without a scripted transcript
+# A few of StopSpeakingPlan's default phrases, used when the assistant sets no list of its own
+# (the schema's description names "okay", "yeah", "right" as never interrupting and "stop",
+# "actually", "no" as always interrupting; its full default lists are longer).
+DEFAULT_ACKNOWLEDGEMENTS = (
+    "mm-hmm",
+    "mhmm",
+    "uh-huh",
+    "yeah",
+    "yes",
+    "okay",
+    "ok",
+    "right",
+    "sure",
+    "i see",
+    "got it",
+)
+DEFAULT_INTERRUPTIONS = ("stop", "wait", "no", "actually", "but", "hold", "nope", "dont")
+
+
+def _words(text: str) -> list[str]:
+    """Lower case, punctuation dropped, apostrophes too ("don't" -> "dont", as Vapi's lists
+    spell it), hyphens kept ("mm-hmm")."""
+    return re.sub(r"[^a-z0-9\s-]", "", text.lower()).split()
+
 
 @dataclass(frozen=True, slots=True)
 class ToolScript:
@@ -78,17 +133,28 @@ class Script:
 
     greeting_ms: int | None = None  # cut the first message's audio to this length
     think_ms: int = 300  # caller turn end -> first reply audio
-    reply: str = "parrot"  # "parrot" replays the caller's utterance, "synth" speaks a synth signal
-    reply_max_ms: int = 2500
+    reply: str = "parrot"  # "parrot" replays the caller's utterance, "synth" a synth signal
+    reply_max_ms: int = 2500  # the longest parrot reply; a synth reply is this long
     lead_ms: int = 200  # how far ahead of real time assistant audio is sent
     end_of_turn_ms: int = 500  # caller silence that ends a turn (endpointing)
     vad_threshold_dbfs: float = -40.0
-    interrupt_after_ms: int | None = None  # None: assistant.stopSpeakingPlan.voiceSeconds or 200
+    # What the transcriber hears for the caller's 1st, 2nd, ... utterance (None, or past the
+    # end: the default rule, see the module docstring).
+    transcripts: tuple[str | None, ...] = ()
     drop_after_ms: int | None = None  # Vapi dies: abort the socket with no goodbye
     end_after_turns: int | None = None  # assistant hangs up after this many replies
     transfer_after_turns: int | None = None  # assistant transfers (transferCall) after these
     transfer_number: str = "+15550100009"  # ... to this TransferDestinationNumber
     tool: ToolScript | None = None
+
+
+@dataclass(slots=True)
+class Spoken:
+    """One thing the assistant said: its text, its audio (8 kHz), whether it was cut off."""
+
+    text: str
+    pcm_8k: np.ndarray
+    interrupted: bool = False
 
 
 @dataclass(slots=True)
@@ -149,21 +215,35 @@ class ScriptedCall:
         self.script = script
         self._frame = frame_bytes(self.format, self.rate)
         self._mono0, self._wall0 = now_ms, wall_ms
-        self._server = frozenset(assistant.get("serverMessages") or DEFAULT_SERVER_MESSAGES)
-        self._client = frozenset(assistant.get("clientMessages") or DEFAULT_CLIENT_MESSAGES)
-        plan = assistant.get("stopSpeakingPlan") or {}
-        voice_ms = int(float(plan.get("voiceSeconds", 0.2)) * 1000)
-        self._interrupt_ms = (
-            script.interrupt_after_ms if script.interrupt_after_ms is not None else voice_ms
-        )
-        max_s = float(assistant.get("maxDurationSeconds") or 600)
+        # Vapi runs the assistant with the call's assistantOverrides applied (CreateCallDTO).
+        effective = self._resolved_assistant()
+        self._effective = effective
+        server, client = effective.get("serverMessages"), effective.get("clientMessages")
+        self._server = frozenset(DEFAULT_SERVER_MESSAGES if server is None else server)
+        self._client = frozenset(DEFAULT_CLIENT_MESSAGES if client is None else client)
+        plan = effective.get("stopSpeakingPlan") or {}  # schema defaults below
+        self._num_words = int(plan.get("numWords", 0))
+        self._voice_ms = float(plan.get("voiceSeconds", 0.2)) * 1000
+        self._backoff_ms = float(plan.get("backoffSeconds", 1)) * 1000
+        acks = plan.get("acknowledgementPhrases", DEFAULT_ACKNOWLEDGEMENTS)
+        self._acks = frozenset(" ".join(_words(p)) for p in acks) - {""}
+        stops = plan.get("interruptionPhrases", DEFAULT_INTERRUPTIONS)
+        self._stops = [w for w in (tuple(_words(p)) for p in stops) if w]
+        max_s = float(effective.get("maxDurationSeconds") or 600)
         self._max_at = now_ms + max_s * 1000
         self._drop_at = None if script.drop_after_ms is None else now_ms + script.drop_after_ms
         self.vad = EnergyVad(script.vad_threshold_dbfs, 3, script.end_of_turn_ms)
         self._inbound = bytearray()
         self._utterance: list[np.ndarray] = []
         self._preroll: list[np.ndarray] = []
-        self._voiced_ms = 0  # caller audio since the current onset (audio time, not wall)
+        self._voiced_ms = 0  # loud caller audio since the current onset (audio time, not wall)
+        # The current caller utterance, for the interruption decision.
+        self.utterances = 0
+        self._script_words: list[str] | None = None  # its scripted transcript, if any
+        self._over_assistant = False  # it began while the assistant was speaking
+        self._interrupting = False  # it interrupted the assistant
+        self._interrupted_at: float | None = None
+        self._owed_reply = False  # an add-message asked for a response mid-utterance
         # Outbound speech in flight.
         self._out = b""
         self._out_sent = 0
@@ -183,6 +263,10 @@ class ScriptedCall:
         self.turns = 0
         self.replies = 0
         self.interruptions = 0
+        self.interrupted_at: list[float] = []  # when each user-interrupted went out (now_ms)
+        self.backchannels = 0
+        self.rejected = 0  # client messages ignored as invalid
+        self.spoken: list[Spoken] = []
         self.messages: list[dict[str, Any]] = []
         self.ended_reason: str | None = None
         self.started_ms = now_ms
@@ -195,8 +279,8 @@ class ScriptedCall:
         """The transport socket is open: the call is live."""
         self._now = now_ms
         actions = self._status("in-progress", now_ms)
-        mode = self.assistant.get("firstMessageMode", "assistant-speaks-first")
-        first = self.assistant.get("firstMessage")
+        mode = self._effective.get("firstMessageMode", "assistant-speaks-first")
+        first = self._effective.get("firstMessage")
         if first and mode != "assistant-waits-for-user":
             audio = sample("assistant_greeting")
             if self.script.greeting_ms is not None:
@@ -241,16 +325,7 @@ class ScriptedCall:
                 self._end_after_speech = "assistant-ended-call-after-message-spoken"
             return actions
         if kind == "add-message":
-            inner = message.get("message") or {}
-            self.messages.append(
-                {"role": str(inner.get("role", "system")), "message": str(inner.get("content", ""))}
-            )
-            tool = self.script.tool
-            if tool and tool.on_add_message and not self._tool_pending:
-                return self._call_tool(now_ms)
-            if message.get("triggerResponseEnabled", True):
-                self._schedule_reply(now_ms, None)
-            return []
+            return self._add_message(message, now_ms)
         if kind == "control":
             control = message.get("control")
             if control == "mute-assistant":
@@ -265,6 +340,47 @@ class ScriptedCall:
             return self.end("assistant-forwarded-call", now_ms)
         return []
 
+    def _add_message(self, message: dict[str, Any], now_ms: float) -> list[Action]:
+        """``add-message`` (schema ``ClientInboundMessageAddMessage``): ``message`` is an
+        ``OpenAIMessage`` (``role`` one of its enum, ``content`` a string or null, both
+        required); one that is not is ignored. The message joins the history and, unless
+        ``triggerResponseEnabled`` is false (default true), the assistant responds: "adds a
+        message to the conversation history and optionally triggers a response"
+        (https://docs.vapi.ai/calls/call-features).
+
+        The response is the assistant's own, never the caller's half-heard utterance: this
+        emulator used to answer a key press pressed at the end of a caller turn by parroting
+        the unfinished utterance, then let the tail of that turn (VAD hangover silence)
+        "interrupt" it, and answer the turn with the empty rest: one ``clear``, then silence
+        (the ``--dtmf`` dead air). While the caller's turn is open, the reply to that turn
+        answers both (the message is in the history by then); while the assistant speaks,
+        the response follows its current speech."""
+        inner = message.get("message")
+        trigger = message.get("triggerResponseEnabled", True)
+        if (
+            not isinstance(inner, dict)
+            or inner.get("role") not in OPENAI_ROLES
+            or "content" not in inner
+            or not isinstance(inner["content"], str | None)
+            or not isinstance(trigger, bool)
+        ):
+            self.rejected += 1
+            return []
+        self.messages.append({"role": inner["role"], "message": inner.get("content") or ""})
+        tool = self.script.tool
+        if tool and tool.on_add_message and not self._tool_pending:
+            return self._call_tool(now_ms)
+        if trigger and self.vad.speech:
+            self._owed_reply = True  # answered with the caller's turn (or after it)
+        elif trigger:
+            self._answer_message(now_ms)
+        return []
+
+    def _answer_message(self, now_ms: float) -> None:
+        self._owed_reply = False
+        self._reply_audio = synth_speech(1.0, 8000, seed=self.replies + 101)
+        self._schedule_reply(now_ms, "Noted.")
+
     def tool_result(self, results: list[dict[str, Any]], now_ms: float) -> list[Action]:
         """The server answered the tool-calls webhook: tell the client, then speak the result."""
         self._tool_pending = False
@@ -275,8 +391,7 @@ class ScriptedCall:
         actions = self._client_event({"type": "tool-calls-result", "toolCallResult": results})
         self.messages.append({"role": "tool_call_result", "message": text})
         self._reply_audio = synth_speech(1.0, 8000, seed=11)
-        self._reply_text = f"The tool said: {text}"
-        self._reply_at = now_ms + self.script.think_ms
+        self._schedule_reply(now_ms, f"The tool said: {text}")
         return actions
 
     def tick(self, now_ms: float) -> list[Action]:
@@ -289,8 +404,8 @@ class ScriptedCall:
         if now_ms >= self._max_at:
             return self.end("exceeded-max-duration", now_ms)
         actions: list[Action] = []
-        if self._reply_at is not None and now_ms >= self._reply_at:
-            self._reply_at = None
+        if self._reply_at is not None and now_ms >= self._reply_at and not self._speaking:
+            self._reply_at = None  # (a reply never cuts the assistant's own speech short)
             audio = self._reply_audio if self._reply_audio is not None else self._parrot()
             actions += self._speak(audio, self._reply_text or "(reply)", now_ms)
             self._reply_audio, self._reply_text = None, ""
@@ -340,23 +455,88 @@ class ScriptedCall:
                 del self._utterance[0]
         else:
             self._preroll = [*self._preroll[-2:], pcm]
-        self._voiced_ms = self._voiced_ms + FRAME_MS if self.vad.speech else 0
         if edge.onset:
-            self._voiced_ms = self.vad.onset_frames * FRAME_MS
+            self._begin_utterance()
             self._utterance = [*self._preroll, *self._utterance]
             self._reply_at = None  # the caller kept talking: the pending reply waits
+            self._reply_audio = None
             actions += self._both({"type": "speech-update", "status": "started", "role": "user"})
-        if self.vad.speech and self._speaking and self._voiced_ms >= self._interrupt_ms:
-            actions += self._stop_speaking(now_ms, interrupted=True)
+        elif self.vad.speech and level_dbfs(pcm) > self.vad.threshold_dbfs:
+            self._voiced_ms += FRAME_MS  # voice, not the hangover's silence
+        if self.vad.speech and self._speaking and self._interrupts(final=False):
+            actions += self._interrupt(now_ms)
         if edge.offset:
-            actions += self._turn_end(now_ms)
+            actions += self._utterance_end(now_ms)
         return actions
+
+    def _begin_utterance(self) -> None:
+        scripted = self.script.transcripts
+        text = scripted[self.utterances] if self.utterances < len(scripted) else None
+        self.utterances += 1
+        self._script_words = None if text is None else _words(text)
+        self._voiced_ms = self.vad.onset_frames * FRAME_MS
+        self._over_assistant = self._speaking
+        self._interrupting = False
+
+    def _heard_words(self, final: bool) -> list[str]:
+        """What the transcriber has recognised of the current utterance so far."""
+        words = self._script_words
+        if words is not None:
+            return words if final else words[: self._voiced_ms // WORD_MS]
+        if self._voiced_ms >= ACK_MAX_MS:
+            return [SPEECH_WORD] * (self._voiced_ms // WORD_MS)
+        return [BACKCHANNEL] if final else []
+
+    def _interrupts(self, *, final: bool) -> bool:
+        """Would Vapi stop the assistant for the current utterance now? (StopSpeakingPlan)"""
+        words = self._heard_words(final)
+        if not words:  # nothing recognised yet: only a VAD-only plan can decide
+            return not self._acks and not self._num_words and self._voiced_ms >= self._voice_ms
+        for phrase in self._stops:  # "always interrupt immediately, regardless of numWords"
+            size = len(phrase)
+            if any(tuple(words[i : i + size]) == phrase for i in range(len(words) - size + 1)):
+                return True
+        text = " ".join(words)
+        if text in self._acks:  # "never interrupt the assistant, even if numWords ... is met"
+            return False
+        if not final and any(ack.startswith(text + " ") for ack in self._acks):
+            return False  # may still become an acknowledgement: wait for the next word
+        if self._num_words:
+            return len(words) >= self._num_words
+        return self._voiced_ms >= self._voice_ms
+
+    def _interrupt(self, now_ms: float) -> list[Action]:
+        self._interrupting = True
+        self._interrupted_at = now_ms
+        self.interrupted_at.append(now_ms)
+        return self._stop_speaking(now_ms, interrupted=True)
+
+    def _utterance_end(self, now_ms: float) -> list[Action]:
+        """The caller stopped: an interruption decided only now, a backchannel (transcribed,
+        no reply: the assistant talks on), or a turn to answer."""
+        actions: list[Action] = []
+        if self._speaking and self._interrupts(final=True):
+            actions += self._interrupt(now_ms)
+        words = self._heard_words(final=True)
+        over = self._over_assistant or self._speaking
+        if over and not self._interrupting and " ".join(words) in self._acks:
+            self.backchannels += 1
+            self._utterance = []
+            if self._owed_reply:
+                self._answer_message(now_ms)
+            actions += self._both({"type": "speech-update", "status": "stopped", "role": "user"})
+            return actions + self._transcript("user", " ".join(words))
+        return actions + self._turn_end(now_ms)
 
     def _turn_end(self, now_ms: float) -> list[Action]:
         self.turns += 1
-        heard = sum(len(p) for p in self._utterance) / self.rate
-        seconds = max(0.0, heard - self.script.end_of_turn_ms / 1000)  # without the end pause
-        text = f"[caller speech {seconds:.1f} s]"
+        self._owed_reply = False  # this turn's reply answers any message added during it
+        if self._script_words is not None or self._voiced_ms < ACK_MAX_MS:
+            text = " ".join(self._heard_words(final=True))
+        else:
+            heard = sum(len(p) for p in self._utterance) / self.rate
+            seconds = max(0.0, heard - self.script.end_of_turn_ms / 1000)  # without the pause
+            text = f"[caller speech {seconds:.1f} s]"
         self.messages.append({"role": "user", "message": text})
         actions = self._both({"type": "speech-update", "status": "stopped", "role": "user"})
         actions += self._transcript("user", text)
@@ -364,19 +544,25 @@ class ScriptedCall:
         tool = self.script.tool
         if tool and tool.after_turn == self.turns and not self._tool_pending:
             return actions + self._call_tool(now_ms)
-        self._schedule_reply(now_ms, f"You said something for {seconds:.1f} seconds.")
+        self._schedule_reply(now_ms, f"You said: {text}")
         return actions
 
-    def _schedule_reply(self, now_ms: float, text: str | None) -> None:
-        self._reply_text = text or "Noted."
-        self._reply_at = now_ms + self.script.think_ms
+    def _schedule_reply(self, now_ms: float, text: str) -> None:
+        """Answer after the think time, and never sooner than ``backoffSeconds`` after an
+        interruption (StopSpeakingPlan: "seconds to wait before the assistant will start
+        talking again after being interrupted")."""
+        self._reply_text = text
+        at = now_ms + self.script.think_ms
+        if self._interrupted_at is not None:
+            at = max(at, self._interrupted_at + self._backoff_ms)
+        self._reply_at = at
 
     def _parrot(self) -> np.ndarray:
         if self.script.reply == "parrot" and self._utterance:
             pcm = np.concatenate(self._utterance)
             pcm8 = resample(pcm, self.rate, 8000)
         else:
-            pcm8 = synth_speech(1.5, 8000, seed=self.replies + 1)
+            pcm8 = synth_speech(self.script.reply_max_ms / 1000, 8000, seed=self.replies + 1)
         self._utterance = []
         return pcm8[: 8 * self.script.reply_max_ms]
 
@@ -414,6 +600,7 @@ class ScriptedCall:
         self._out_text = text
         self._speaking = True
         self.replies += 1
+        self.spoken.append(Spoken(text, pcm_8k))
         self.messages.append({"role": "bot", "message": text})
         actions = self._both(self._assistant_speech("started"))
         actions += self._client_event({"type": "model-output", "output": text})
@@ -440,6 +627,7 @@ class ScriptedCall:
         actions: list[Action] = []
         if interrupted:
             self.interruptions += 1
+            self.spoken[-1].interrupted = True
             actions += self._both({"type": "user-interrupted"})
         actions += self._both(self._assistant_speech("stopped"))
         actions += self._transcript("assistant", self._out_text)

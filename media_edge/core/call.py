@@ -8,6 +8,15 @@ fallback ``<Dial>`` if Vapi dropped without ending the call) -> ``closed``. Any 
 
 ``feed(event, now)`` takes the shell's monotonic clock in ms and returns actions to run in
 order. The machine never reads a clock: token expiry uses ``now / 1000 + epoch_offset_s``.
+
+Barge-in follows Vapi's decision, not the first sound. ``speech-update`` (user, started) fires on
+any caller sound, "mm-hmm" included; Vapi's ``stopSpeakingPlan`` then decides whether it is an
+interruption and says so with ``user-interrupted`` (schema ``StopSpeakingPlan``:
+``acknowledgementPhrases`` never interrupt). So the first sound only *pauses* our playout: we
+stop feeding Twilio, whose small lead (``lead_ms``) drains while Vapi decides. On
+``user-interrupted`` what we hold is dropped and Twilio told to ``clear`` (nothing of it is
+heard); on ``speech-update`` (user, stopped) without one, playout resumes where it paused, so
+a backchannel costs the caller no assistant audio, only a pause the length of the "mm-hmm".
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ from media_edge.protocol.twilio import (
     TwilioMedia,
     TwilioStart,
     TwilioStop,
+    TwilioUnknown,
     TwilioWriter,
     apology_twiml,
 )
@@ -78,6 +88,12 @@ ENDING_GRACE_MS = 500  # after our estimate of the last frame playing, wait this
 LOCAL_BARGE_IN_FRAMES = 10  # 200 ms of loud caller speech over the assistant
 LOCAL_BARGE_IN_MIN_DBFS = -35.0  # line echo of our own playout sits well below this
 MAX_HELD_DIGITS = 32  # DTMF pressed while Vapi connects, replayed after the held audio
+# A paused playout resumes by itself after this long without Vapi's verdict, so a lost or
+# never-sent "stopped" cannot silence the assistant for the rest of the call. It covers a
+# backchannel (~0.2-0.6 s), Vapi's endpointing after it (0.3-0.5 s) and a transcript-based
+# decision of a few words (numWords ~2-3 at ~2.5 words/s); a later interruption still clears.
+# What Vapi sends meanwhile waits in the playout queue (30 s deep: 2 s always fits).
+PAUSE_LIMIT_MS = 2_000
 
 
 class State(enum.Enum):
@@ -141,9 +157,12 @@ class Call:
         "_loud_frames",
         "_outbound",
         "_overflow_logged",
+        "_paused_at",
+        "_paused_until",
         "_playout",
         "_speech_end",
         "_start",
+        "_unknown_logged",
         "_vad_factory",
         "_vapi_lost",
         "call_sid",
@@ -187,6 +206,9 @@ class Call:
         self._speech_end: float | None = None
         self._loud_frames = 0
         self._overflow_logged = False
+        self._paused_until = 0.0  # playout paused until then (0: playing); see the docstring
+        self._paused_at = 0.0
+        self._unknown_logged = False
         self._vapi_lost = False  # Vapi dropped mid-call: the way out apologises (or dials)
         self.frames_in = 0
         self.frames_filled = 0
@@ -224,10 +246,13 @@ class Call:
             return min(deadline, self._start + cfg.connect_timeout_ms)
         playout = self._playout
         assert playout is not None
-        pacing = playout.next_deadline()
-        if not playout.queued and self._outbound is not None and self._outbound.pending:
-            tail = self._tail_due(playout.play_end)
-            pacing = tail if pacing is None else min(pacing, tail)
+        if self._paused_until:
+            pacing: float | None = self._paused_until  # nothing is sent before then
+        else:
+            pacing = playout.next_deadline()
+            if not playout.queued and self._outbound is not None and self._outbound.pending:
+                tail = self._tail_due(playout.play_end)
+                pacing = tail if pacing is None else min(pacing, tail)
         if state is _ENDING:
             deadline = min(self._ending_deadline, playout.play_end + ENDING_GRACE_MS)
         return deadline if pacing is None else min(deadline, pacing)
@@ -349,12 +374,14 @@ class Call:
 
     def _local_barge_in(self, speech: bool, level: float, now: float, out: list[Action]) -> None:
         """Echo-safe local barge-in: only sustained, loud caller speech over the assistant counts
-        (line echo of our own audio is quieter and does not last 200 ms above the gate)."""
+        (line echo of our own audio is quieter and does not last 200 ms above the gate). Like
+        Vapi's ``speech-update`` it only pauses playout: our VAD cannot tell "mm-hmm" from
+        "stop", so dropping audio stays Vapi's decision (``user-interrupted``)."""
         playout = self._playout
         if speech and level >= LOCAL_BARGE_IN_MIN_DBFS and playout and playout.pending:
             self._loud_frames += 1
-            if self._loud_frames >= LOCAL_BARGE_IN_FRAMES:
-                self._barge_in("local_vad", now, out)
+            if self._loud_frames >= LOCAL_BARGE_IN_FRAMES and not self._paused_until:
+                self._pause("local_vad", now, out)
         else:
             self._loud_frames = 0
 
@@ -371,6 +398,16 @@ class Call:
                 self._held_digits.append(event.digit)
             else:
                 out.append(Log("warning", "dtmf dropped: too many while vapi connects"))
+
+    def _on_unknown(self, event: TwilioUnknown, now: float, out: list[Action]) -> None:
+        """An event type Twilio added after this edge was written: counted, logged once per
+        call (a new type arrives on every call, so one line each is enough), ignored."""
+        if not self._rx(now, out):
+            return
+        out.append(Metric(telemetry.UNKNOWN_TWILIO_EVENTS, 1))
+        if not self._unknown_logged:
+            self._unknown_logged = True
+            out.append(Log("info", "unknown twilio event ignored", {"event": event.event}))
 
     def _on_mark(self, event: TwilioMark, now: float, out: list[Action]) -> None:
         if not self._rx(now, out) or not self._sid_ok(event.stream_sid, now, out):
@@ -457,16 +494,11 @@ class Call:
     def _on_user_interrupted(
         self, event: VapiUserInterrupted, now: float, out: list[Action]
     ) -> None:
-        self._barge_in("user-interrupted", now, out)
-
-    def _on_speech_update(self, event: VapiSpeechUpdate, now: float, out: list[Action]) -> None:
-        if event.role == "user" and event.status == "started":
-            self._barge_in("speech-update", now, out)
-
-    def _barge_in(self, source: str, now: float, out: list[Action]) -> None:
+        """Vapi decided the caller interrupted: drop what is queued or held, clear Twilio."""
         playout = self._playout
         if self.state is not _BRIDGING or playout is None:
             return
+        self._paused_until = 0.0
         clear = playout.clear(now)
         if clear is None:
             return  # nothing of the assistant's is playing: nothing to interrupt
@@ -475,7 +507,36 @@ class Call:
         self._loud_frames = 0
         out.append(SendToTwilio(clear))
         out.append(Latency(telemetry.BARGE_IN_LATENCY, now))
-        out.append(Log("info", "barge-in: cleared playout", {"source": source}))
+        out.append(Log("info", "barge-in: cleared playout", {"source": "user-interrupted"}))
+
+    def _on_speech_update(self, event: VapiSpeechUpdate, now: float, out: list[Action]) -> None:
+        if event.role != "user" or self.state is not _BRIDGING:
+            return
+        if event.status == "started":
+            self._pause("speech-update", now, out)
+        elif event.status == "stopped" and self._paused_until:
+            self._resume("speech-update", now, out)
+
+    def _pause(self, source: str, now: float, out: list[Action]) -> None:
+        """The caller made a sound: stop feeding Twilio until Vapi decides (or the limit)."""
+        playout = self._playout
+        assert playout is not None
+        if not self._paused_until:
+            self._paused_at = now
+            playout.mark_sent(out)  # its echo accounts for what Twilio still plays out
+            if playout.pending:
+                out.append(Log("info", "barge-in: playout paused", {"source": source}))
+        self._paused_until = now + PAUSE_LIMIT_MS
+
+    def _resume(self, why: str, now: float, out: list[Action]) -> None:
+        """No interruption after all: play on from where playout paused (the next pump)."""
+        self._paused_until = 0.0
+        playout = self._playout
+        assert playout is not None
+        if playout.pending:
+            self._speech_end = None  # the rest of a reply is not a new response
+            held = round(now - self._paused_at)
+            out.append(Log("info", "barge-in: playout resumed", {"why": why, "pausedMs": held}))
 
     def _on_vapi_ended(self, event: VapiCallEnded, now: float, out: list[Action]) -> None:
         self._begin_ending("vapi_ended", now, out, detail=event.reason)
@@ -537,6 +598,7 @@ class Call:
         assert self._playout is not None
         assert self._outbound is not None
         self.state = _ENDING
+        self._paused_until = 0.0  # no verdict can come now: the last words play out
         self.end_reason = reason
         self._ending_deadline = now + self.config.end_drain_ms
         tail = self._outbound.flush()
@@ -552,6 +614,10 @@ class Call:
         outbound = self._outbound
         assert playout is not None
         assert outbound is not None
+        if self._paused_until:
+            if now < self._paused_until:
+                return
+            self._resume("limit", now, out)
         if not playout.queued:
             if self.state is _BRIDGING and not outbound.pending and not playout.unmarked:
                 return  # the common case while the caller talks: nothing to play
@@ -638,6 +704,7 @@ _HANDLERS: dict[type, Callable[[Call, Any, float, list[Action]], None]] = {
     TwilioConnected: Call._on_connected,
     TwilioStart: Call._on_start,
     TwilioStop: Call._on_stop,
+    TwilioUnknown: Call._on_unknown,
     VapiUserInterrupted: Call._on_user_interrupted,
     VapiSpeechUpdate: Call._on_speech_update,
     VapiCallEnded: Call._on_vapi_ended,

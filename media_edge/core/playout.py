@@ -110,6 +110,12 @@ class Playout:
             self._mark_due = now + END_MARK_DELAY_MS
         return n
 
+    def mark_sent(self, out: list[Action]) -> None:
+        """Mark what was sent so far now, rather than with the next batch: playout is about to
+        pause, and the echo is what says the audio Twilio still holds really played."""
+        if self._since_mark:
+            self._mark(out)
+
     def _mark(self, out: list[Action]) -> None:
         self._seq += 1
         name = f"m{self._seq}"

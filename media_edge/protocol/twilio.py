@@ -1,8 +1,10 @@
 """Twilio Media Streams messages: strict parsing in, compact serialisation out.
 
-Everything Twilio sends is untrusted until parsed here: size-capped, JSON, known ``event``,
-required fields typed, base64 validated. A violation raises :class:`ProtocolError` whose
-``reason`` is a short metric label; the call then ends (one caller's garbage ends one call).
+Everything Twilio sends is untrusted until parsed here: size-capped, JSON, an ``event`` string,
+required fields of known events typed, base64 validated. A violation raises
+:class:`ProtocolError` whose ``reason`` is a short metric label; the call then ends (one
+caller's garbage ends one call). An ``event`` we do not know is not a violation: it becomes
+:class:`TwilioUnknown`, which the call counts and ignores (see :func:`parse`).
 Incoming JSON goes through orjson (~5x cheaper than ``json.loads`` on a media message); outgoing
 messages are built by string concatenation with a per-stream prefix because this runs 50+ times
 per second per call.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import binascii
 import json
 from dataclasses import dataclass, field
+from typing import Any
 from xml.sax.saxutils import escape
 
 import orjson
@@ -69,24 +72,39 @@ class TwilioStop:
     stream_sid: str
 
 
-TwilioEvent = TwilioConnected | TwilioStart | TwilioMedia | TwilioDtmf | TwilioMark | TwilioStop
+@dataclass(slots=True)
+class TwilioUnknown:
+    """A well-formed message whose ``event`` this edge does not know (name cut to 32 chars)."""
+
+    event: str
 
 
-def _obj(parent: dict, key: str) -> dict:
+TwilioEvent = (
+    TwilioConnected
+    | TwilioStart
+    | TwilioMedia
+    | TwilioDtmf
+    | TwilioMark
+    | TwilioStop
+    | TwilioUnknown
+)
+
+
+def _obj(parent: dict[str, Any], key: str) -> dict[str, Any]:
     value = parent.get(key)
     if not isinstance(value, dict):
         raise ProtocolError("missing_field", key)
     return value
 
 
-def _str(parent: dict, key: str, limit: int = MAX_SID_CHARS) -> str:
+def _str(parent: dict[str, Any], key: str, limit: int = MAX_SID_CHARS) -> str:
     value = parent.get(key)
     if not isinstance(value, str) or not value or len(value) > limit:
         raise ProtocolError("missing_field", key)
     return value
 
 
-def _uint(parent: dict, key: str) -> int:
+def _uint(parent: dict[str, Any], key: str) -> int:
     """Twilio sends numbers as strings ("5"); accept non-negative ints in either form."""
     value = parent.get(key)
     if isinstance(value, str) and value.isdigit() and len(value) <= 12:
@@ -96,7 +114,7 @@ def _uint(parent: dict, key: str) -> int:
     raise ProtocolError("missing_field", key)
 
 
-def _media(message: dict) -> TwilioMedia:
+def _media(message: dict[str, Any]) -> TwilioMedia:
     media = _obj(message, "media")
     payload = media.get("payload")
     if not isinstance(payload, str) or len(payload) > MAX_PAYLOAD_CHARS:
@@ -110,7 +128,7 @@ def _media(message: dict) -> TwilioMedia:
     return TwilioMedia(_str(message, "streamSid"), _uint(media, "timestamp"), audio)
 
 
-def _start(message: dict) -> TwilioStart:
+def _start(message: dict[str, Any]) -> TwilioStart:
     start = _obj(message, "start")
     stream_sid = _str(message, "streamSid")
     if start.get("streamSid", stream_sid) != stream_sid:
@@ -134,7 +152,14 @@ def _start(message: dict) -> TwilioStart:
 
 
 def parse(raw: str | bytes) -> TwilioEvent:
-    """One WebSocket message from Twilio -> a typed event, or ProtocolError."""
+    """One WebSocket message from Twilio -> a typed event, or ProtocolError.
+
+    The bounds (text frame, size, JSON object) apply to every message before its ``event`` is
+    looked at. Twilio's "WebSocket messages from Twilio" list (connected, start, media, dtmf,
+    stop, mark: https://www.twilio.com/docs/voice/media-streams/websocket-messages) has grown
+    over time (``dtmf`` came with bidirectional streams), so a type outside it is a newer
+    message, not garbage: :class:`TwilioUnknown`, never an error. A known event with bad
+    fields, or a message with no ``event`` string at all, is still a violation."""
     if not isinstance(raw, str):
         raise ProtocolError("binary_frame")
     if len(raw) > MAX_MESSAGE_CHARS:
@@ -161,7 +186,9 @@ def parse(raw: str | bytes) -> TwilioEvent:
         return TwilioStop(_str(message, "streamSid"))
     if event == "connected":
         return TwilioConnected(str(message.get("protocol", ""))[:32])
-    raise ProtocolError("unknown_event", str(event)[:32])
+    if isinstance(event, str) and event:
+        return TwilioUnknown(event[:32])
+    raise ProtocolError("missing_event")
 
 
 class TwilioWriter:

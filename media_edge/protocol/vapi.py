@@ -15,6 +15,22 @@ import orjson
 
 MAX_MESSAGE_BYTES = 1 << 20  # conversation-update carries the whole transcript
 
+# The events this bridge asks Vapi to send on the call's socket, whatever the assistant's own
+# ``clientMessages`` says (an assistant customised in Vapi's dashboard could otherwise silently
+# lose barge-in). Each is a member of ``#/components/schemas/AssistantOverrides`` ->
+# ``clientMessages`` (a test checks that against Vapi's schema when it is beside the repo).
+CLIENT_MESSAGES: tuple[str, ...] = (
+    "speech-update",  # user started: hold our playout; user stopped: resume it (barge-in)
+    "user-interrupted",  # Vapi decided it is an interruption: drop what is held, clear Twilio
+    "status-update",  # ``ended``: let the last words play, then hang up (not an apology)
+    "transcript",  # caller and assistant words, partial and final: what a live console shows
+)
+# Left out on purpose: ``conversation-update`` resends the whole history on every turn (the
+# end-of-call report already stores it, through the control plane), ``model-output`` is
+# per-token chatter that ``transcript`` summarises, ``tool-calls`` asks the *client* to run
+# tools (ours run on the server URL), ``hang`` and the rest drive nothing here. Each one
+# costs a JSON parse on the edge's event loop for every call.
+
 # EDGE_AUDIO_FORMAT -> Vapi transport audioFormat (schema AudioFormat).
 AUDIO_FORMATS: dict[str, dict[str, Any]] = {
     "mulaw": {"format": "mulaw", "container": "raw", "sampleRate": 8000},
@@ -73,11 +89,17 @@ def create_call_body(
 ) -> dict[str, Any]:
     """CreateCallDTO for a websocket-transport call. ``metadata`` rides in assistantOverrides
     (CreateCallDTO has no top-level metadata field); it reaches webhooks as call metadata and
-    as template variables, so tools can find the Twilio CallSid."""
+    as template variables, so tools can find the Twilio CallSid. ``clientMessages`` is always
+    ours (:data:`CLIENT_MESSAGES`): the socket must carry what the bridge acts on."""
+    overrides = {
+        "clientMessages": list(CLIENT_MESSAGES),
+        "metadata": metadata,
+        "variableValues": metadata,
+    }
     body: dict[str, Any] = {
         "assistantId": assistant_id,
         "transport": {"provider": "vapi.websocket", "audioFormat": AUDIO_FORMATS[audio_format]},
-        "assistantOverrides": {"metadata": metadata, "variableValues": metadata},
+        "assistantOverrides": overrides,
     }
     if caller and caller.startswith("+") and caller[1:].isdigit():
         body["customer"] = {"number": caller}
@@ -97,7 +119,13 @@ END_CALL = {"type": "end-call"}
 
 
 def dtmf_message(digit: str) -> dict[str, Any]:
-    """What a key press becomes: a system note that makes the assistant respond."""
+    """What a key press becomes: a system note that makes the assistant respond.
+
+    This is Vapi's documented shape (schema ``ClientInboundMessageAddMessage``: ``message`` an
+    ``OpenAIMessage`` with ``role`` and ``content``, ``triggerResponseEnabled`` default true;
+    https://docs.vapi.ai/calls/call-features "adds a message to the conversation history and
+    optionally triggers a response"). The 25 s of dead air after ``--dtmf`` was the Vapi
+    emulator's departure from it, not this message (see infra/vapi_emulator/assistant.py)."""
     return {
         "type": "add-message",
         "message": {"role": "system", "content": f"The caller pressed {digit} on the keypad."},

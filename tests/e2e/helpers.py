@@ -1,5 +1,6 @@
 """Helpers for the end-to-end tests: scripted callers, polling, leak checks."""
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from infra.vapi_emulator import Script
 # Short turns keep the suite fast; the behaviour is the same as in the demo.
 FAST = Script(greeting_ms=1000, think_ms=100, end_of_turn_ms=300, reply_max_ms=1000)
 UTTERANCE = sample("caller_utterance")[:8000]  # 1 s of speech
+# stopSpeakingPlan (schema StopSpeakingPlan) under which Vapi decides on the VAD alone, at once.
+VAD_ONLY_PLAN = {"voiceSeconds": 0, "acknowledgementPhrases": [], "interruptionPhrases": []}
 EDGE_ENV = {
     "METRICS_FLUSH_SECONDS": "1",
     "EDGE_IDLE_TIMEOUT_SECONDS": "10",
@@ -98,3 +101,16 @@ def record_when(stack, call_sid, predicate, limit_s=10.0):
         worker = [line for line in stack.logs("worker") if call_sid in line]
         raise AssertionError(f"record never matched: {found}\nworker log: {worker}") from None
     return found["body"]
+
+
+@contextlib.contextmanager
+def assistant_changed(stack, **fields):
+    """The local assistant as Vapi stores it, with ``fields`` changed for the calls placed
+    inside (e.g. its own ``clientMessages`` or ``stopSpeakingPlan``); restored after."""
+    assistants = stack.vapi.assistants
+    original = assistants[stack.assistant_id]
+    assistants[stack.assistant_id] = {**original, **fields}
+    try:
+        yield
+    finally:
+        assistants[stack.assistant_id] = original

@@ -10,9 +10,19 @@ import pytest
 
 from infra.audio import load_wav, sample, ulaw_decode, ulaw_encode
 from infra.caller import Dtmf, Hangup, Pause, Say, WaitForSilence, WaitForSpeech
+from infra.cli import conversation
 from infra.vapi_emulator import Script, ToolScript
 from tests.audio_match import best_match
-from tests.e2e.helpers import FAST, UTTERANCE, call, eventually, record_when, talk
+from tests.e2e.helpers import (
+    FAST,
+    UTTERANCE,
+    VAD_ONLY_PLAN,
+    assistant_changed,
+    call,
+    eventually,
+    record_when,
+    talk,
+)
 from voicebridge import telemetry
 
 pytestmark = pytest.mark.e2e
@@ -91,12 +101,14 @@ async def test_normal_call(clean_stack, tmp_path):
 async def test_barge_in_clears_what_twilio_buffered(clean_stack):
     stack = clean_stack
     call_sid = sid()
-    # Vapi interrupts as soon as its VAD hears the caller, so the edge's clear is the only thing
-    # between the interruption and silence.
+    # Vapi interrupts as soon as its VAD hears the caller (a plan with no acknowledgement
+    # phrases to wait for and voiceSeconds 0), so the edge's clear is the only thing between
+    # the interruption and silence.
     stack.vapi.scripts[call_sid] = Script(
-        greeting_ms=1000, think_ms=100, end_of_turn_ms=300, reply_max_ms=2000, interrupt_after_ms=0
+        greeting_ms=1000, think_ms=100, end_of_turn_ms=300, reply_max_ms=2000
     )
-    report = await call(stack, talk(barge_in_after_ms=300), call_sid=call_sid)
+    with assistant_changed(stack, stopSpeakingPlan=VAD_ONLY_PLAN):
+        report = await call(stack, talk(barge_in_after_ms=300), call_sid=call_sid)
     assert_clean(report)
     emulated = vapi_call_for(stack, call_sid)
     assert emulated.machine.interruptions == 1
@@ -200,6 +212,26 @@ async def test_dtmf_tool_call_ends_the_call_through_twilio_rest(clean_stack):
     assert report.ended_by == "rest-completed", report.timeline
     twilio_call = stack.twilio.calls[call_sid]
     assert twilio_call.updates == [{"Status": "completed"}]
+
+
+async def test_a_key_press_is_answered_never_dead_air(clean_stack):
+    """``voicebridge call --dtmf 5``: the key is pressed as the caller stops talking (its turn
+    still open at Vapi). It got one clear and then silence until the caller gave up."""
+    stack = clean_stack
+    call_sid = sid()
+    stack.vapi.scripts[call_sid] = Script(greeting_ms=1000)  # Vapi-like think and endpointing
+    report = await call(stack, conversation(UTTERANCE, dtmf="5"), call_sid=call_sid)
+    assert_clean(report)
+    pressed = next(ms for ms, text in report.timeline if text.startswith("caller presses"))
+    heard_after_key = sum(report.heard_speech[int(pressed) // FRAME_MS :]) * FRAME_MS
+    assert heard_after_key >= 500, report.timeline
+    assert report.clears == 0
+    emulated = vapi_call_for(stack, call_sid)
+    eventually(lambda: emulated.machine.closed, what="Vapi call ended")
+    assert emulated.machine.interruptions == 0
+    assert {"role": "system", "message": "The caller pressed 5 on the keypad."} in (
+        emulated.machine.messages
+    )
 
 
 async def test_transfer_tool_redirects_the_live_call(clean_stack):

@@ -1,8 +1,13 @@
 """``voicebridge call``: the caller's script from the flags, and a clear failure without an API."""
 
+import httpx
+
+from infra import cli
 from infra.audio import synth_speech
 from infra.caller import Dtmf, Hangup, Pause, Say, WaitForSilence, WaitForSpeech
+from infra.caller.script import BACKCHANNEL_MS
 from infra.cli import conversation, main
+from infra.vapi_emulator.assistant import ACK_MAX_MS
 
 
 def test_conversation_with_barge_in_and_dtmf():
@@ -25,6 +30,38 @@ def test_conversation_with_barge_in_and_dtmf():
     ]
     assert steps[7].ms == 800
     assert steps[8].barge_in
+
+
+def test_backchannel_is_a_short_mm_hmm_during_the_last_reply_not_a_barge_in():
+    steps = conversation(synth_speech(0.5), backchannel_after=1.2)
+    assert [type(s) for s in steps] == [
+        WaitForSilence,
+        Say,
+        WaitForSpeech,
+        Pause,
+        Say,
+        WaitForSilence,
+        Hangup,
+    ]
+    assert steps[3].ms == 1200
+    assert steps[5].silence_ms > 2000  # the edge's pause while Vapi decides is not the end
+    mm_hmm = steps[4]
+    assert not mm_hmm.barge_in
+    assert mm_hmm.audio.size == 8 * BACKCHANNEL_MS
+    assert BACKCHANNEL_MS < ACK_MAX_MS  # the emulated Vapi hears it as an acknowledgement
+
+
+def test_backchannel_after_is_a_cli_option(monkeypatch):
+    seen = {}
+
+    async def fake_run_call(config, steps):
+        seen["steps"] = steps
+        raise httpx.ConnectError("no")
+
+    monkeypatch.setattr(cli, "run_call", fake_run_call)
+    argv = ["call", "--api-url", "http://x", "--auth-token", "t", "--account-sid", "AC1"]
+    assert main([*argv, "--backchannel-after", "0.5"]) == 2
+    assert any(isinstance(s, Pause) and s.ms == 500 for s in seen["steps"])
 
 
 def test_hangup_mid_reply_ends_while_the_assistant_talks():

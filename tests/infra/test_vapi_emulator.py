@@ -217,8 +217,9 @@ async def test_conversation_barge_in_and_signed_webhooks(emulator, sink):
         )
         assert [e["type"] for e in events][:2] == ["status-update", "speech-update"]
         assert any(e["type"] == "transcript" and e["role"] == "user" for e in events)
-        # The parrot reply is playing: talk over it.
-        await ws.send(speech[:3200])
+        # The parrot reply is playing: talk over it (1 s of words: an interruption, where 0.4 s
+        # would be heard as "mm-hmm", which never interrupts).
+        await ws.send(speech)
         events, _ = await collect(ws, lambda e: e["type"] == "user-interrupted")
         _, audio_after = await asyncio.wait_for(_drain_for(ws, 0.3), 2)
         assert audio_after == 0  # assistant audio stopped at the interruption

@@ -22,6 +22,7 @@ from media_edge.core.actions import (
     SendToTwilio,
 )
 from media_edge.core.audio import VAD_HANGOVER_MS
+from media_edge.core.call import PAUSE_LIMIT_MS
 from media_edge.core.events import (
     ProtocolViolation,
     Shutdown,
@@ -39,6 +40,7 @@ from media_edge.protocol.twilio import (
     TwilioMedia,
     TwilioStart,
     TwilioStop,
+    TwilioUnknown,
 )
 from media_edge.protocol.vapi import (
     VapiCallEnded,
@@ -129,6 +131,12 @@ def test_valid_start_creates_the_vapi_call_with_assistant_format_and_metadata():
     assert call.log_keys == {"callSid": CALL_SID, "streamSid": STREAM_SID}
 
 
+def test_every_vapi_call_asks_for_the_events_barge_in_needs():
+    (create,) = of(make().feed(start_event(), 0.0), CreateVapiCall)
+    asked = create.body["assistantOverrides"]["clientMessages"]
+    assert {"speech-update", "user-interrupted", "status-update"} <= set(asked)
+
+
 def test_mulaw_is_the_default_vapi_format():
     call = make()
     (create,) = of(call.feed(start_event(), 0.0), CreateVapiCall)
@@ -185,6 +193,31 @@ def test_events_before_start_end_the_call(event):
     assert errors(actions) == ["event_before_start"]
     assert of(actions, CloseTwilio)[0].code == 1008
     assert call.closed
+
+
+def test_unknown_twilio_events_are_counted_logged_once_and_ignored():
+    call = make()
+    assert of(call.feed(TwilioUnknown("hello"), 0.0), Log)  # even before start: not fatal
+    call.feed(start_event(), 1.0)
+    call.feed(VapiConnected("vapi-call-1"), 301.0)
+    actions = []
+    for i in range(3):
+        actions += call.feed(TwilioUnknown("transcription"), 400.0 + i)
+    counted = [a.value for a in of(actions, Metric) if a.name == telemetry.UNKNOWN_TWILIO_EVENTS]
+    assert counted == [1, 1, 1]
+    assert not of(actions, Log)  # one line per call, not per message
+    assert errors(actions) == []
+    assert not of(actions, CloseTwilio)
+    assert call.state is State.BRIDGING
+    assert of(call.feed(media(0), 500.0), SendAudioToVapi)  # the call goes on
+
+
+def test_unknown_twilio_events_still_count_towards_the_flood_limit():
+    call = bridged(max_twilio_messages_per_s=100, twilio_burst_messages=5)
+    actions = []
+    for _ in range(10):
+        actions += call.feed(TwilioUnknown("spam"), 400.0)
+    assert errors(actions) == ["flood"]
 
 
 def test_second_connected_is_a_violation():
@@ -471,16 +504,11 @@ def test_pcm16_odd_byte_chunks_are_carried():
 # -- barge-in ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "signal",
-    [VapiUserInterrupted(), VapiSpeechUpdate("user", "started")],
-    ids=["user-interrupted", "speech-update"],
-)
-def test_barge_in_clears_at_once_and_drops_the_queue(signal):
+def test_user_interrupted_clears_at_once_and_drops_the_queue():
     call = bridged(lead_ms=100)
     first = call.feed(VapiAudio(assistant_audio(100)), 1000.0)
     marks = [m["mark"]["name"] for m in twilio_messages(first) if m["event"] == "mark"]
-    actions = call.feed(signal, 1010.0)
+    actions = call.feed(VapiUserInterrupted(), 1010.0)
     assert twilio_messages(actions) == [{"event": "clear", "streamSid": STREAM_SID}]
     (latency,) = of(actions, Latency)
     assert (latency.name, latency.since_ms) == (telemetry.BARGE_IN_LATENCY, 1010.0)
@@ -492,6 +520,114 @@ def test_barge_in_clears_at_once_and_drops_the_queue(signal):
     assert call._playout.frames_cleared == 100
     # New assistant audio after the interruption plays normally.
     assert media_payloads(call.feed(VapiAudio(assistant_audio(2)), 1100.0)) == [assistant_audio(2)]
+
+
+def play_until(call: Call, until: float, now: float) -> tuple[list[bytes], list]:
+    """Run the clock and echo every mark at once (Twilio with nothing to wait for): the media
+    sent and all actions."""
+    actions = run_clock(call, until, now)
+    for m in twilio_messages(actions):
+        if m["event"] == "mark":
+            actions += call.feed(TwilioMark(STREAM_SID, m["mark"]["name"]), until)
+    return media_payloads(actions), actions
+
+
+def test_caller_sound_pauses_playout_without_clearing():
+    call = bridged(lead_ms=100)
+    sent = media_payloads(call.feed(VapiAudio(assistant_audio(100)), 1000.0))
+    sent += play_until(call, 1200.0, 1000.0)[0]
+    actions = call.feed(VapiSpeechUpdate("user", "started"), 1200.0)
+    messages = twilio_messages(actions)
+    assert {"event": "clear", "streamSid": STREAM_SID} not in messages
+    assert [m["event"] for m in messages] == ["mark"]  # what Twilio still plays is accounted
+    assert not of(actions, Latency)  # BargeInLatency is user-interrupted -> clear only
+    # Paused: no media goes out, whatever drives the clock, while Vapi decides.
+    for i in range(20):
+        assert media_payloads(call.feed(media(i * 20), 1200.0 + i * 20)) == []
+    assert media_payloads(call.feed(VapiAudio(assistant_audio(10)), 1500.0)) == []
+    assert call.next_deadline >= 1600.0  # no pacing timer while paused
+
+
+def test_backchannel_costs_no_assistant_audio():
+    """speech-update (user) started then stopped with no user-interrupted: a "mm-hmm". Every
+    frame of the reply reaches Twilio, in order, nothing cleared."""
+    call = bridged(lead_ms=100)
+    reply = assistant_audio(150)  # 3 s
+    sent = media_payloads(call.feed(VapiAudio(reply[:16000]), 1000.0))
+    sent += play_until(call, 1500.0, 1000.0)[0]
+    call.feed(VapiSpeechUpdate("user", "started"), 1500.0)
+    call.feed(VapiAudio(reply[16000:]), 1600.0)  # Vapi keeps speaking during the "mm-hmm"
+    sent += play_until(call, 1900.0, 1500.0)[0]
+    resumed = call.feed(VapiSpeechUpdate("user", "stopped"), 1900.0)
+    assert [len(p) for p in media_payloads(resumed)] == [800]  # refills the lead at once
+    assert any(log.message == "barge-in: playout resumed" for log in of(resumed, Log))
+    sent += media_payloads(resumed) + play_until(call, 6000.0, 1900.0)[0]
+    assert b"".join(sent) == reply
+    assert call._playout.frames_cleared == 0
+    assert call._playout.frames_played == 150
+    assert not call._playout.pending
+
+
+def test_interruption_after_a_pause_drops_what_is_held_and_clears():
+    call = bridged(lead_ms=100)
+    sent = media_payloads(call.feed(VapiAudio(assistant_audio(100)), 1000.0))
+    sent += play_until(call, 1200.0, 1000.0)[0]
+    (pause_mark,) = twilio_messages(call.feed(VapiSpeechUpdate("user", "started"), 1200.0))
+    assert play_until(call, 1500.0, 1200.0)[0] == []  # Twilio's lead drains meanwhile...
+    call.feed(TwilioMark(STREAM_SID, pause_mark["mark"]["name"]), 1300.0)  # ...and says so
+    actions = call.feed(VapiUserInterrupted(), 1500.0)
+    assert twilio_messages(actions) == [{"event": "clear", "streamSid": STREAM_SID}]
+    (latency,) = of(actions, Latency)
+    assert (latency.name, latency.since_ms) == (telemetry.BARGE_IN_LATENCY, 1500.0)
+    played = sum(len(p) for p in sent) // 160
+    assert call._playout.frames_played == played  # the marks at the pause accounted for them
+    assert call._playout.frames_cleared == 100 - played
+    # No stale audio: the speech-update "stopped" that follows does not bring any back...
+    assert media_payloads(call.feed(VapiSpeechUpdate("user", "stopped"), 1600.0)) == []
+    assert media_payloads(run_clock(call, 4000.0, 1600.0)) == []
+    # ...and the next reply plays at once.
+    assert media_payloads(call.feed(VapiAudio(assistant_audio(2)), 4000.0)) == [assistant_audio(2)]
+
+
+def test_a_pause_without_a_verdict_resumes_after_the_limit():
+    call = bridged(lead_ms=100)
+    reply = assistant_audio(100)
+    sent = media_payloads(call.feed(VapiAudio(reply), 1000.0))
+    call.feed(VapiSpeechUpdate("user", "started"), 1010.0)
+    assert call.next_deadline == 1010.0 + PAUSE_LIMIT_MS  # the shell's timer resumes it
+    assert play_until(call, 1010.0 + PAUSE_LIMIT_MS - 1, 1010.0)[0] == []
+    resumed, actions = play_until(call, 10_000.0, 1010.0)
+    assert any(log.fields.get("why") == "limit" for log in of(actions, Log))
+    assert b"".join(sent + resumed) == reply
+
+
+def test_a_second_caller_sound_extends_the_pause():
+    call = bridged(lead_ms=100)
+    call.feed(VapiAudio(assistant_audio(100)), 1000.0)
+    call.feed(VapiSpeechUpdate("user", "started"), 1010.0)
+    call.feed(VapiSpeechUpdate("user", "started"), 2000.0)
+    assert call.next_deadline == 2000.0 + PAUSE_LIMIT_MS
+
+
+def test_vapi_ending_during_a_pause_plays_the_last_words():
+    call = bridged(lead_ms=100)
+    reply = assistant_audio(30)
+    sent = media_payloads(call.feed(VapiAudio(reply), 1000.0))
+    call.feed(VapiSpeechUpdate("user", "started"), 1010.0)
+    sent += media_payloads(call.feed(VapiCallEnded("assistant-ended-call"), 1100.0))
+    more, actions = play_until(call, 2000.0, 1100.0)
+    assert b"".join(sent + more) == reply
+    assert [a.code for a in of(actions, CloseTwilio)] == [1000]
+
+
+def test_a_caller_turn_with_nothing_playing_pauses_nothing_audible():
+    """The caller talks with the assistant silent, then Vapi replies after "stopped": the reply
+    goes out at once and is a response (ResponseLatency), not a resumed pause."""
+    call = bridged(lead_ms=100)
+    assert call.feed(VapiSpeechUpdate("user", "started"), 1000.0) == []  # no log, no message
+    call.feed(VapiSpeechUpdate("user", "stopped"), 2000.0)
+    reply = call.feed(VapiAudio(assistant_audio(5)), 2300.0)
+    assert media_payloads(reply) == [assistant_audio(5)]
 
 
 def test_no_clear_when_nothing_is_playing():
@@ -510,6 +646,7 @@ def test_assistant_speech_update_is_not_an_interruption():
     call.feed(VapiAudio(assistant_audio(20)), 1000.0)
     assert of(call.feed(VapiSpeechUpdate("assistant", "started"), 1001.0), SendToTwilio) == []
     assert of(call.feed(VapiSpeechUpdate("user", "stopped"), 1001.0), SendToTwilio) == []
+    assert call.next_deadline < 1100.0  # still pacing: nothing paused it
 
 
 def decision(speech: bool, onset: bool, offset: bool, level_dbfs: float) -> VadDecision:
@@ -548,22 +685,27 @@ def test_response_latency_runs_from_speech_end_to_first_reply_audio():
 
 
 @pytest.mark.parametrize(
-    ("enabled", "level", "cleared"),
+    ("enabled", "level", "paused"),
     [(True, -20.0, True), (False, -20.0, False), (True, -45.0, False)],
     ids=["loud-speech", "disabled", "echo-level"],
 )
-def test_local_vad_barge_in_is_optional_and_echo_gated(enabled, level, cleared):
+def test_local_vad_barge_in_is_optional_echo_gated_and_only_pauses(enabled, level, paused):
+    """Our VAD cannot tell "mm-hmm" from "stop": 200 ms of loud speech over the assistant pauses
+    playout (as Vapi's speech-update does); only Vapi's user-interrupted drops audio."""
     vad = ScriptedVad()
-    call = make(local_barge_in=enabled)
+    call = make(local_barge_in=enabled, lead_ms=100)
     call._vad_factory = lambda: vad
     call.feed(start_event(), 0.0)
     call.feed(VapiConnected("v"), 100.0)
     call.feed(VapiAudio(assistant_audio(200)), 1000.0)
-    vad.script = [speech(level) for _ in range(10)]
-    sent = []
-    for i in range(10):
-        sent += twilio_messages(call.feed(media(i * 20), 1000.0 + i * 20))
-    assert ({"event": "clear", "streamSid": STREAM_SID} in sent) is cleared
+    vad.script = [speech(level) for _ in range(20)]
+    sent = [twilio_messages(call.feed(media(i * 20), 1000.0 + i * 20)) for i in range(20)]
+    assert all(m["event"] != "clear" for frame in sent for m in frame)
+    media_after = [m for frame in sent[10:] for m in frame if m["event"] == "media"]
+    assert (media_after == []) is paused
+    if paused:  # Vapi heard no interruption ("stopped"): everything still plays
+        assert media_payloads(call.feed(VapiSpeechUpdate("user", "stopped"), 1400.0))
+        assert call._playout.frames_cleared == 0
 
 
 # -- DTMF ---------------------------------------------------------------------------------------

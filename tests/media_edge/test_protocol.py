@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,8 +56,14 @@ def test_every_twilio_event_parses():
         ("x" * (twilio.MAX_MESSAGE_CHARS + 1), "oversize"),
         ("{nope", "malformed_json"),
         ("[1,2]", "malformed_json"),
-        ('{"event":"party"}', "unknown_event"),
-        ('{"streamSid":"MZ"}', "unknown_event"),
+        ('{"streamSid":"MZ"}', "missing_event"),
+        ('{"event":5,"streamSid":"MZ"}', "missing_event"),
+        ('{"event":"","streamSid":"MZ"}', "missing_event"),
+        ('{"event":null}', "missing_event"),
+        # The bounds hold before the event type is looked at: unknown or not.
+        (b'{"event":"party"}', "binary_frame"),
+        (json.dumps({"event": "party", "x": "a" * twilio.MAX_MESSAGE_CHARS}), "oversize"),
+        ('{"event":"party",', "malformed_json"),
         (media(payload="not base64!"), "bad_base64"),
         (media(payload="//8"), "bad_base64"),  # missing padding
         (media(payload=""), "bad_payload"),
@@ -89,6 +96,14 @@ def test_bad_twilio_messages_raise_a_labelled_error(raw, reason):
     with pytest.raises(twilio.ProtocolError) as info:
         twilio.parse(raw)
     assert info.value.reason == reason
+
+
+def test_unknown_twilio_event_types_are_events_not_errors():
+    """Twilio adds message types over time (its list of messages from Twilio grew ``dtmf``):
+    a well-formed message of a type we do not know is handed on, its name bounded."""
+    assert twilio.parse('{"event":"party","streamSid":"MZ1"}') == twilio.TwilioUnknown("party")
+    assert twilio.parse(json.dumps({"event": "x" * 100})) == twilio.TwilioUnknown("x" * 32)
+    assert twilio.parse('{"event":"Media"}') == twilio.TwilioUnknown("Media")  # case matters
 
 
 def test_writer_builds_exact_json():
@@ -147,6 +162,7 @@ def test_create_call_body_and_websocket_url():
             "audioFormat": {"format": "mulaw", "container": "raw", "sampleRate": 8000},
         },
         "assistantOverrides": {
+            "clientMessages": ["speech-update", "user-interrupted", "status-update", "transcript"],
             "metadata": {"callSid": "CA1"},
             "variableValues": {"callSid": "CA1"},
         },
@@ -158,3 +174,27 @@ def test_create_call_body_and_websocket_url():
     for answer in ({}, {"transport": {}}, {"transport": {"websocketCallUrl": "http://x"}}):
         with pytest.raises(ValueError, match="websocketCallUrl"):
             vapi.websocket_url(answer)
+
+
+def test_every_call_asks_for_the_events_the_bridge_acts_on():
+    """Whatever the assistant's own clientMessages say, the socket carries what barge-in and
+    the goodbye need (and the transcript a live console shows)."""
+    for fmt in vapi.AUDIO_FORMATS:
+        body = vapi.create_call_body("a1", fmt, {}, None)
+        assert body["assistantOverrides"]["clientMessages"] == list(vapi.CLIENT_MESSAGES)
+    assert {"speech-update", "user-interrupted", "status-update"} <= set(vapi.CLIENT_MESSAGES)
+    assert len(set(vapi.CLIENT_MESSAGES)) == len(vapi.CLIENT_MESSAGES)
+    # What the edge acts on is typed; everything asked for parses without error.
+    for kind in vapi.CLIENT_MESSAGES:
+        assert vapi.parse(json.dumps({"type": kind, "role": "user", "status": "started"}))
+
+
+SPEC = Path(__file__).resolve().parents[2].parent / "shared/reference/vapi-openapi.json"
+
+
+def test_client_messages_are_members_of_vapis_enum():
+    if not SPEC.exists():
+        pytest.skip(f"Vapi's OpenAPI schema is not beside the repo ({SPEC}); CI provides it")
+    schema = json.loads(SPEC.read_text())["components"]["schemas"]["AssistantOverrides"]
+    allowed = set(schema["properties"]["clientMessages"]["items"]["enum"])
+    assert set(vapi.CLIENT_MESSAGES) <= allowed, set(vapi.CLIENT_MESSAGES) - allowed

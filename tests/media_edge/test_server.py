@@ -327,14 +327,9 @@ def interrupter(signal: dict[str, Any], go: asyncio.Event, sent: asyncio.Event) 
     return behaviour
 
 
-@pytest.mark.parametrize(
-    "signal",
-    [{"type": "user-interrupted"}, {"type": "speech-update", "role": "user", "status": "started"}],
-    ids=["user-interrupted", "speech-update"],
-)
-async def test_barge_in_clears_within_a_frame_and_stops_playout(stack, signal):
+async def test_barge_in_clears_within_a_frame_and_stops_playout(stack):
     go, sent = asyncio.Event(), asyncio.Event()
-    edge = await stack.start(interrupter(signal, go, sent), lead_ms=100)
+    edge = await stack.start(interrupter({"type": "user-interrupted"}, go, sent), lead_ms=100)
     async with stack.caller() as caller:
         caller.echo_marks = False  # Twilio still "playing": audio is pending
         await bridged(stack, caller)
@@ -353,6 +348,23 @@ async def test_barge_in_clears_within_a_frame_and_stops_playout(stack, signal):
         assert after == []
         assert len(caller.played) < 3 * 8000 // 4  # far less than the 3 s Vapi sent
         assert edge.metrics._latencies[telemetry.BARGE_IN_LATENCY].count == 1
+
+
+async def test_caller_sound_pauses_playout_within_a_frame_without_clearing(stack):
+    """speech-update (user, started) may be a backchannel: stop feeding Twilio, keep the rest."""
+    go, sent = asyncio.Event(), asyncio.Event()
+    signal = {"type": "speech-update", "role": "user", "status": "started"}
+    edge = await stack.start(interrupter(signal, go, sent), lead_ms=100)
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+        await until(lambda: len(caller.events("media")) >= 3)
+        go.set()
+        await sent.wait()
+        at_signal = len(caller.events("media"))
+        await asyncio.sleep(0.2)  # ten frame times
+        assert len(caller.events("media")) - at_signal <= 1  # at most one frame meanwhile
+        assert caller.events("clear") == []
+        assert telemetry.BARGE_IN_LATENCY not in edge.metrics._latencies  # no clear: no sample
 
 
 # -- teardown paths ----------------------------------------------------------------------------
@@ -556,12 +568,25 @@ def media_with(payload: str, stream_sid: str) -> str:
 BAD_INPUTS: dict[str, Callable[[str], str | bytes]] = {
     "malformed_json": lambda sid: "{not json",
     "binary_frame": lambda sid: b"\x00\x01",
-    "unknown_event": lambda sid: json.dumps({"event": "party", "streamSid": sid}),
+    "missing_event": lambda sid: json.dumps({"streamSid": sid, "media": {}}),
     "wrong_stream_sid": lambda sid: media_with("//8=", "MZ" + "0" * 32),
     "bad_base64": lambda sid: media_with("not base64!", sid),
     "oversize": lambda sid: media_with("A" * 20_000, sid),
     "oversize_frame": lambda sid: "x" * 40_000,
 }
+
+
+async def test_unknown_twilio_event_types_are_counted_and_the_call_goes_on(stack):
+    edge = await stack.start()
+    async with stack.caller() as caller:
+        await bridged(stack, caller)
+        for _ in range(2):
+            await caller.send({"event": "brand-new", "streamSid": caller.stream_sid})
+        await caller.media(b"\x42" * 160, 0)
+        await until(lambda: b"\x42" * 160 in bytes(stack.vapi.audio))
+        assert caller.ws.close_code is None
+    assert edge.metrics._counts[telemetry.UNKNOWN_TWILIO_EVENTS] == 2
+    assert edge.metrics._errors == {}
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))
