@@ -10,6 +10,7 @@ from twilio.request_validator import RequestValidator
 from functions import twilio_webhooks
 from functions.storage import Store
 from tests.functions.conftest import (
+    ACCOUNT_SID,
     AUTH_TOKEN,
     CALL_SID,
     DOMAIN,
@@ -21,6 +22,8 @@ from tests.functions.conftest import (
     voice_params,
 )
 from voicebridge import stream_token, twilio_signature
+
+STREAM_SID = "MZ" + "2" * 32
 
 
 def _stream(result):
@@ -188,17 +191,17 @@ def test_status_callback_is_queued_with_a_stable_key(aws):
 
 def test_stream_status_callback_is_queued(aws):
     params = {
-        "AccountSid": "AC1",
+        "AccountSid": ACCOUNT_SID,
         "CallSid": CALL_SID,
-        "StreamSid": "MZ1",
+        "StreamSid": STREAM_SID,
         "StreamEvent": "stream-started",
-        "StreamName": "MZ1",
+        "StreamName": STREAM_SID,
         "Timestamp": "2026-11-21T21:00:00Z",
     }
     assert twilio_post("/twilio/status", params)["statusCode"] == 204
     (envelope,) = aws.queued()
     assert envelope["type"] == "stream-status"
-    assert envelope["key"] == f"twilio:{CALL_SID}:MZ1:stream-started"
+    assert envelope["key"] == f"twilio:{CALL_SID}:{STREAM_SID}:stream-started"
 
 
 def test_status_with_bad_signature_queues_nothing(aws):
