@@ -9,7 +9,6 @@ we would only drop (``assistant-request`` is not sent for an existing assistant)
 from __future__ import annotations
 
 import hmac
-import re
 import time
 from typing import Annotated, Any, Literal
 
@@ -20,6 +19,7 @@ from pydantic.alias_generators import to_camel
 
 from functions import clients, web
 from voicebridge.config import Settings
+from voicebridge.identifiers import E164_EXAMPLE, is_call_sid, is_e164
 
 router = APIRouter()
 VAPI_BUDGET_S = 8.0
@@ -31,7 +31,6 @@ SERVER_MESSAGES = (
     "hang",
     "transfer-update",
 )
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
 def require_admin(request: Request) -> Settings:
@@ -52,8 +51,8 @@ Admin = Annotated[Settings, Depends(require_admin)]
 
 
 def _e164(value: str) -> str:
-    if not _E164.match(value):
-        raise ValueError(f"{value!r} is not an E.164 number like +14155550123")
+    if not is_e164(value):
+        raise ValueError(f"{value!r} is not an E.164 number like {E164_EXAMPLE}")
     return value
 
 
@@ -209,7 +208,7 @@ async def list_assistants(config: Admin) -> JSONResponse:
 async def get_call(request: Request, config: Admin) -> JSONResponse:
     call_sid = request.path_params["call_sid"]  # read here: a typed param costs a pydantic field
     record = None
-    if len(call_sid) <= 64 and call_sid.isalnum():
+    if is_call_sid(call_sid):
         record = web.store(config).get_call(call_sid, time.time())
     if record is None:
         raise HTTPException(404, "no such call")

@@ -36,6 +36,7 @@ def test_missing_required_variable_is_named_in_one_line(missing):
         ("EDGE_PORT", "99999"),
         ("EDGE_LOCAL_BARGE_IN", "maybe"),
         ("TRANSFER_ALLOWLIST", "sales=555-1234"),
+        ("TRANSFER_ALLOWLIST", "sales=+04155550100"),  # no country code starts with 0 (E.164)
     ],
 )
 def test_invalid_values_are_rejected_with_the_variable_name(name, value):
