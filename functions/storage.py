@@ -113,7 +113,7 @@ class Store:
         from boto3.dynamodb.types import TypeDeserializer
 
         deserializer = TypeDeserializer()
-        return _from_dynamo({k: deserializer.deserialize(v) for k, v in item.items()})
+        return {k: _from_dynamo(deserializer.deserialize(v)) for k, v in item.items()}
 
     # Sessions ---------------------------------------------------------------------------------
 

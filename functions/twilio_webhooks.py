@@ -141,7 +141,7 @@ async def voice(request: Request) -> Response:
     caller, called = _first(form, "From"), _first(form, "To")
     assistant_id = await web.assistant_for(config, called, until)
     if not assistant_id:
-        from twilio.twiml.voice_response import VoiceResponse  # type: ignore[import-untyped]
+        from twilio.twiml.voice_response import VoiceResponse
 
         web.logger.error("no assistant bound to the number and no VAPI_ASSISTANT_ID")
         response = VoiceResponse()

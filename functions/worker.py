@@ -123,7 +123,7 @@ def _apply_twilio(store: Store, env: Envelope, now: float, expires_at: int) -> s
             detail["error"] = str(params["StreamError"])[:500]
         store.put_event(sid, env.key, at, "twilio.stream", detail, expires_at)
         return "stream"
-    status = params.get("CallStatus", "")
+    status = str(params.get("CallStatus", ""))
     try:
         sequence = int(params.get("SequenceNumber") or 0)
     except ValueError:
