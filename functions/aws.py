@@ -120,6 +120,11 @@ def is_down(dependency: Dependency) -> bool:
     return _down_until.get(dependency, 0.0) > time.monotonic()
 
 
+def forget_failures() -> None:
+    """End every cooldown now (a test or a benchmark starting its next scenario)."""
+    _down_until.clear()
+
+
 def _unreachable(exc: BaseException) -> bool:
     from botocore.exceptions import ConnectionError as BotoConnectionError
     from botocore.exceptions import HTTPClientError
@@ -148,8 +153,3 @@ async def call(deadline: Deadline, dependency: Dependency, fn: Callable[..., T],
         if _unreachable(exc):
             _down_until[dependency] = time.monotonic() + COOLDOWN_SECONDS
         raise
-
-
-def mark_up(dependency: Dependency) -> None:
-    """Forget a cooldown (the dependency answered, e.g. to the local spool's drain)."""
-    _down_until.pop(dependency, None)

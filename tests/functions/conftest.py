@@ -73,7 +73,7 @@ def _clients():
 def _forget_cached_state() -> None:
     for store in storage._stores.values():
         store._bindings.clear()
-    aws_clients._down_until.clear()
+    aws_clients.forget_failures()
     replay._nonces = replay._Memory()
     replay._tool_calls = replay._Memory()
 
