@@ -65,6 +65,9 @@ class _Memory:
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
+    def discard(self, key: str) -> None:
+        self._entries.pop(key, None)
+
 
 _nonces = _Memory()
 _tool_calls = _Memory()
@@ -102,6 +105,20 @@ async def first_delivery(config: Settings, body: bytes, until: aws.Deadline) -> 
     if not first:
         _count_replay("event")
     return first
+
+
+async def forget_delivery(config: Settings, body: bytes) -> None:
+    """Undo :func:`first_delivery` for a body that was then not accepted (503), so that a retry
+    of it is not mistaken for a replay."""
+    digest = _digest(body)
+    _nonces.discard(digest)
+    store = web.store(config)
+    try:
+        await aws.call(
+            aws.Deadline.after(CHECK_DEADLINE_S), store.dependency, store.forget_nonce, digest
+        )
+    except Exception as exc:
+        web.logger.warning("replay check not undone", extra={"error": repr(exc)})
 
 
 @dataclass

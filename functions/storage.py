@@ -267,6 +267,11 @@ class Store:
         key = {"pk": f"NONCE#{digest}", "sk": "NONCE"}
         return self._claim(key, now, int(now) + ttl) is None
 
+    def forget_nonce(self, digest: str) -> None:
+        self.client.delete_item(
+            TableName=self.table, Key={"pk": {"S": f"NONCE#{digest}"}, "sk": {"S": "NONCE"}}
+        )
+
     def claim_tool_call(
         self, call_id: str, tool_call_id: str, now: float, ttl: int
     ) -> dict[str, Any] | None:

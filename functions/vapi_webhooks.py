@@ -126,5 +126,6 @@ async def webhook(request: Request) -> JSONResponse:
     if not await replay.first_delivery(config, body, until):
         return JSONResponse({"received": True})  # accepted before: not queued twice
     if not await web.enqueue(config, vapi_event(message, time.time()), until):
+        await replay.forget_delivery(config, body)
         return JSONResponse({"error": "event not accepted; retry"}, status_code=503)
     return JSONResponse({"received": True})

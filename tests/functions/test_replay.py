@@ -143,3 +143,24 @@ def test_with_the_nonce_store_down_events_are_still_accepted(aws, monkeypatch):
     message = {"type": "hang", "call": {"id": "v10"}, "timestamp": 1}
     assert _signed_post(message)["statusCode"] == 200
     assert len(aws.queued()) == 1
+
+
+def test_an_event_not_accepted_is_not_taken_for_a_replay_when_retried(aws, monkeypatch):
+    from functions import outbox
+    from functions.events import EventQueue
+
+    def refused(self, body):
+        raise ConnectionError("SQS unreachable")
+
+    def full(self, body):
+        raise outbox.NotAccepted("spool full")
+
+    message = {"type": "end-of-call-report", "call": {"id": "v11"}, "endedReason": "hangup"}
+    stamp = int(time.time())
+    with monkeypatch.context() as broken:
+        broken.setattr(EventQueue, "send", refused)
+        broken.setattr(outbox.Spool, "put", full)
+        assert _signed_post(message, stamp)["statusCode"] == 503
+    _forget_process_memory()
+    assert _signed_post(message, stamp)["statusCode"] == 200  # Vapi's retry (backoffPlan)
+    assert len(aws.queued()) == 1
