@@ -2,11 +2,12 @@
 ``/twilio/status`` takes call-status and stream-status callbacks into the queue.
 
 Both validate ``X-Twilio-Signature`` against the URL Twilio used (see ``web.public_url``) before
-anything else, then that the request is for our account (``AccountSid`` = ``TWILIO_ACCOUNT_SID``
-when set): a failure gets 403 and causes no write, no enqueue. Every identifier is then matched
-in full (``voicebridge.identifiers``): Twilio's signature concatenates names and values without
-separators, so the signature of ``CallSid=X&CallStatus=ringing`` also signs a lone ``CallSid``
-of ``X + "CallStatusringing"``, which only a full match of the SID refuses.
+anything else, then that the request is for our account (an ``AccountSid``, equal to
+``TWILIO_ACCOUNT_SID`` when that is set): a failure gets 403 and causes no write, no enqueue.
+Every identifier is then matched in full (``voicebridge.identifiers``): Twilio's signature
+concatenates names and values without separators, so the signature of
+``CallSid=X&CallStatus=ringing`` also signs a lone ``CallSid`` of ``X + "CallStatusringing"``,
+which only a full match of the SID refuses.
 
 When AWS falters both still answer within ``web.WEBHOOK_DEADLINE_S`` (see README, "When AWS
 falters"): ``/twilio/voice`` with the number's last known assistant and without a session,
@@ -26,7 +27,7 @@ from functions.events import twilio_event
 from functions.observability import MetricUnit, bind_call_sid
 from voicebridge import stream_token, telemetry, twilio_signature
 from voicebridge.config import Settings
-from voicebridge.identifiers import is_call_sid, is_stream_sid
+from voicebridge.identifiers import is_account_sid, is_call_sid, is_stream_sid
 
 router = APIRouter()
 TWIML = "application/xml"
@@ -68,7 +69,8 @@ async def _validated_form(request: Request, config: Settings, route: str) -> For
     if not twilio_signature.is_valid(config.twilio_auth_token or "", url, form, signature):
         web.count_auth_failure(route, "missing" if not signature else "invalid")
         return None
-    if config.twilio_account_sid and form.get("AccountSid") != config.twilio_account_sid:
+    account, ours = form.get("AccountSid"), config.twilio_account_sid
+    if not is_account_sid(account) or (ours and account != ours):
         web.count_auth_failure(route, "another account")
         return None
     return form

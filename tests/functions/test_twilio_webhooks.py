@@ -354,3 +354,11 @@ def test_a_binding_read_that_fails_serves_the_last_known_one(aws, monkeypatch, c
     _, params = _stream(twilio_post("/twilio/voice", voice_params(To="+18005550100")))
     grant = stream_token.verify(STREAM_SECRET, params["token"], CALL_SID, now=time.time())
     assert grant.assistant_id == "asst-default"
+
+
+def test_without_our_account_sid_configured_any_real_account_sid_passes(aws, monkeypatch):
+    monkeypatch.delenv("TWILIO_ACCOUNT_SID")
+    assert (
+        twilio_post("/twilio/voice", voice_params(AccountSid="AC" + "c" * 32))["statusCode"] == 200
+    )
+    assert twilio_post("/twilio/voice", voice_params(AccountSid="AC1"))["statusCode"] == 403
