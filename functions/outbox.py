@@ -35,6 +35,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 
@@ -85,38 +86,31 @@ class Spool:
             os.fsync(handle.fileno())
         final = self.directory / f"{name}{self.SUFFIX}"
         partial.rename(final)
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a crash
+        finally:
+            os.close(directory)
         return final
+
+    def _names(self) -> Iterator[str]:
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    if entry.name.endswith(self.SUFFIX) and not entry.name.startswith("."):
+                        yield entry.name
+        except FileNotFoundError:
+            return
 
     def oldest(self, limit: int) -> list[Path]:
         """Up to ``limit`` spooled files, oldest first (names start with a timestamp)."""
-        try:
-            names = sorted(
-                entry.name
-                for entry in os.scandir(self.directory)
-                if entry.name.endswith(self.SUFFIX) and not entry.name.startswith(".")
-            )
-        except FileNotFoundError:
-            return []
-        return [self.directory / name for name in names[:limit]]
+        return [self.directory / name for name in sorted(self._names())[:limit]]
 
     def count(self) -> int:
-        try:
-            return sum(
-                1
-                for entry in os.scandir(self.directory)
-                if entry.name.endswith(self.SUFFIX) and not entry.name.startswith(".")
-            )
-        except FileNotFoundError:
-            return 0
+        return sum(1 for _ in self._names())
 
     def has_pending(self) -> bool:
-        try:
-            return any(
-                entry.name.endswith(self.SUFFIX) and not entry.name.startswith(".")
-                for entry in os.scandir(self.directory)
-            )
-        except FileNotFoundError:
-            return False
+        return next(self._names(), None) is not None
 
 
 def spool_for(config: Settings) -> Spool:
