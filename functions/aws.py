@@ -129,7 +129,7 @@ def _unreachable(exc: BaseException) -> bool:
     from botocore.exceptions import ConnectionError as BotoConnectionError
     from botocore.exceptions import HTTPClientError
 
-    return isinstance(exc, HTTPClientError | BotoConnectionError | Unavailable)
+    return isinstance(exc, HTTPClientError | BotoConnectionError)
 
 
 async def call(deadline: Deadline, dependency: Dependency, fn: Callable[..., T], *args: Any) -> T:
