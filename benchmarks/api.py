@@ -6,6 +6,13 @@ network round trip), requests are API Gateway HTTP API v2 events through the rea
 warm-up; EMF and log lines are written to /dev/null (the write is still paid for).
 Import time = ``import functions.api`` in a fresh interpreter (median of several), the cold-start
 proxy; ``-X importtime`` names the heaviest imports.
+
+AWS healthy vs down (``--outage``, on by default): the same webhooks against a moto server on
+loopback, then with that port answering nothing (a listening socket that never accepts: a stalled
+endpoint, the worst kind of down), every binding read going to DynamoDB (cache window 0). The
+first request into the outage waits out its deadline and is reported on its own (per route, each
+meeting the outage first); the timed ones after it meet the dependency's cooldown
+(``functions.aws``), as every request does in the seconds after a failure.
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ import argparse
 import base64
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
-from contextlib import redirect_stdout
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from typing import Any
 from urllib.parse import urlencode
 
@@ -70,8 +79,10 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50": pick(0.50), "p99": pick(0.99), "max": ordered[-1], "n": len(ordered)}
 
 
-def _time(call: Callable[[], dict[str, Any]], n: int, expect: int) -> dict[str, float]:
-    for _ in range(50):  # warm-up: caches, lazy clients, first-route compilation
+def _time(
+    call: Callable[[], dict[str, Any]], n: int, expect: int, warmup: int = 50
+) -> dict[str, float]:
+    for _ in range(warmup):  # warm-up: caches, lazy clients, first-route compilation
         assert call()["statusCode"] == expect
     samples = []
     for _ in range(n):
@@ -135,6 +146,111 @@ def handler_latency(n: int) -> dict[str, dict[str, float]]:
         }
 
 
+def _signed_requests(number: str) -> dict[str, Callable[[], dict[str, Any]]]:
+    """Per route, a maker of signed events: /twilio/voice and /twilio/status with a new CallSid
+    each time (a new call, as in production: no conditional-write conflict), assistant-request."""
+    from itertools import count
+
+    from voicebridge.twilio_signature import sign
+
+    sids = count(1)
+    form = "application/x-www-form-urlencoded"
+
+    def twilio(path: str, **extra: str) -> dict[str, Any]:
+        params = {
+            "CallSid": f"CA{next(sids):032x}",
+            "AccountSid": "AC" + "0" * 32,
+            "From": "+14155550123",
+            "To": number,
+            "CallStatus": "ringing",
+            "Direction": "inbound",
+            **extra,
+        }
+        signature = sign(SECRETS["TWILIO_AUTH_TOKEN"], f"https://{DOMAIN}{path}", params)
+        headers = {"content-type": form, "x-twilio-signature": signature}
+        return _event(path, urlencode(params).encode(), headers)
+
+    message = {"message": {"type": "assistant-request", "phoneNumber": {"number": number}}}
+    vapi_headers = {
+        "content-type": "application/json",
+        "x-vapi-secret": SECRETS["VAPI_WEBHOOK_SECRET"],
+    }
+    assistant_request = _event("/vapi/webhook", json.dumps(message).encode(), vapi_headers)
+    return {
+        "POST /twilio/voice": lambda: twilio("/twilio/voice"),
+        "assistant-request": lambda: assistant_request,
+        "POST /twilio/status": lambda: twilio(
+            "/twilio/status", CallStatus="completed", SequenceNumber="3"
+        ),
+    }
+
+
+@contextmanager
+def _stalled_port(port: int) -> Iterator[None]:
+    """A socket on ``port`` that accepts connections into its backlog and never reads them."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(4096)
+        yield
+
+
+def outage_latency(n: int) -> dict[str, dict[str, dict[str, float]]]:
+    """{route: {"healthy": stats, "down": stats, "first": {"ms": ...}}}."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from functions import aws, storage, web
+    from infra.local_aws import FAKE_CREDENTIALS, REGION, create_resources
+    from voicebridge.config import reset_settings_cache
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per AWS request
+    os.environ.update(FAKE_CREDENTIALS)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    session = boto3.session.Session(region_name=REGION)
+    env = create_resources(
+        session.client("dynamodb", endpoint_url=endpoint),
+        session.client("sqs", endpoint_url=endpoint),
+        prefix="bench-outage",
+    )
+    spool = tempfile.mkdtemp(prefix="bench-spool-")
+    os.environ.update({**env, **SECRETS, "AWS_ENDPOINT_URL": endpoint, "EVENT_SPOOL_DIR": spool})
+    reset_settings_cache()
+    storage.BINDING_CACHE_SECONDS = 0.0  # every request reads the binding: the worst case
+    from functions.api import handler
+
+    storage.Store(env["SESSIONS_TABLE"], endpoint).put_assistant(
+        {"id": "asst-bound"}, [NUMBER], time.time()
+    )
+    requests = _signed_requests(NUMBER)
+    context = _Context()
+    expect = {"POST /twilio/voice": 200, "assistant-request": 200, "POST /twilio/status": 204}
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    with open(os.devnull, "w") as devnull, redirect_stdout(devnull):
+        web.logger.registered_handler.stream = devnull  # type: ignore[attr-defined]
+        for route, make in requests.items():
+            results[route] = {
+                "healthy": _time(lambda make=make: handler(make(), context), n, expect[route])
+            }
+        server.stop()
+        with _stalled_port(port):
+            for route, make in requests.items():
+                aws.forget_failures()  # each route's first request meets the outage itself
+                started = time.perf_counter()
+                assert handler(make(), context)["statusCode"] == expect[route]
+                first = {"ms": (time.perf_counter() - started) * 1000.0}
+                down = _time(lambda make=make: handler(make(), context), n, expect[route], 5)
+                results[route].update({"down": down, "first": first})
+    spooled = len(os.listdir(spool))
+    assert spooled >= n, f"status events must be spooled, found {spooled}"
+    return results
+
+
 def _import_ms(module: str, runs: int) -> list[float]:
     code = f"import time;t=time.perf_counter();import {module};print(time.perf_counter()-t)"
     return [
@@ -169,6 +285,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=2000, help="timed requests per route")
     parser.add_argument("--import-runs", type=int, default=7)
+    parser.add_argument(
+        "--no-outage", dest="outage", action="store_false", help="skip AWS healthy vs down"
+    )
     args = parser.parse_args()
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     for route, stats in handler_latency(args.n).items():
@@ -176,6 +295,16 @@ def main() -> int:
             f"{route:32s} n={stats['n']:.0f}  p50 {stats['p50']:.2f} ms  "
             f"p99 {stats['p99']:.2f} ms  max {stats['max']:.2f} ms"
         )
+    if args.outage:
+        print("AWS healthy (moto server on loopback) vs down (its port stalled), same run:")
+        for route, cases in outage_latency(args.n).items():
+            healthy, down = cases["healthy"], cases["down"]
+            print(
+                f"{route:22s} healthy p50 {healthy['p50']:.2f} p99 {healthy['p99']:.2f} ms | "
+                f"down p50 {down['p50']:.2f} p99 {down['p99']:.2f} max {down['max']:.2f} ms "
+                f"(p99 x{down['p99'] / healthy['p99']:.2f}) | "
+                f"first request into the outage {cases['first']['ms']:.0f} ms"
+            )
     samples, baseline, heavy = import_time(args.import_runs)
     for name, runs in (("import functions.api", samples), ("import fastapi (floor)", baseline)):
         print(

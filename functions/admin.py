@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError
 from functions import clients, web
 from functions.assistants import CamelModel, CreateAssistant, vapi_assistant_body
 from voicebridge.config import Settings
-from voicebridge.identifiers import is_e164
+from voicebridge.identifiers import is_call_sid, is_e164
 from voicebridge.vapi_credentials import LegacySecretPlan
 
 router = APIRouter()
@@ -185,7 +185,7 @@ async def get_number(request: Request, config: Admin) -> JSONResponse:
 async def get_call(request: Request, config: Admin) -> JSONResponse:
     call_sid = request.path_params["call_sid"]  # read here: a typed param costs a pydantic field
     record = None
-    if len(call_sid) <= 64 and call_sid.isalnum():
+    if is_call_sid(call_sid):
         record = web.store(config).get_call(call_sid, time.time())
     if record is None:
         raise HTTPException(404, "no such call")

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from functions import aws
+from voicebridge.identifiers import is_call_sid
 
 VERSION = 1
 MAX_BODY_BYTES = 240_000  # SQS allows 256 KiB; keep headroom for attributes
@@ -26,6 +27,29 @@ _HEAVY_FIELDS = (
     "assistant",
     "inboundPhoneCallDebuggingArtifacts",
 )
+
+# Twilio status callback fields (https://www.twilio.com/docs/voice/api/call-resource#statuscallback
+# and the <Stream> statusCallback's): the record needs no others.
+TWILIO_FIELDS = (
+    "AccountSid",
+    "CallSid",
+    "ParentCallSid",
+    "CallStatus",
+    "SequenceNumber",
+    "Timestamp",
+    "CallDuration",
+    "Duration",
+    "SipResponseCode",
+    "CallbackSource",
+    "Direction",
+    "From",
+    "To",
+    "StreamSid",
+    "StreamName",
+    "StreamEvent",
+    "StreamError",
+)
+MAX_TWILIO_VALUE_CHARS = 1000
 
 Source = Literal["twilio", "vapi"]
 
@@ -47,14 +71,6 @@ class Envelope:
         data = asdict(self)
         data["callSid"] = data.pop("call_sid")
         return json.dumps({"v": VERSION, **data}, separators=(",", ":"), default=str)
-
-    @classmethod
-    def from_json(cls, body: str) -> Envelope:
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise EnvelopeError("envelope is not JSON") from None
-        return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: Any) -> Envelope:
@@ -79,7 +95,11 @@ def _digest(data: Any) -> str:
 
 
 def twilio_event(params: Mapping[str, str], received_at: float) -> Envelope:
-    """A Twilio call-status or stream-status callback."""
+    """A Twilio call-status or stream-status callback (its identifiers already validated).
+
+    The payload keeps the documented callback fields, each bounded, so the envelope always fits
+    an SQS message whatever else a signed form carries.
+    """
     call_sid = params.get("CallSid") or None
     if params.get("StreamEvent"):
         kind = "stream-status"
@@ -87,7 +107,8 @@ def twilio_event(params: Mapping[str, str], received_at: float) -> Envelope:
     else:
         kind = "call-status"
         key = f"twilio:{call_sid}:{params.get('CallStatus')}:{params.get('SequenceNumber')}"
-    return Envelope("twilio", kind, call_sid, key, received_at, dict(params))
+    payload = {k: params[k][:MAX_TWILIO_VALUE_CHARS] for k in TWILIO_FIELDS if k in params}
+    return Envelope("twilio", kind, call_sid, key, received_at, payload)
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -114,18 +135,14 @@ def edge_metadata(message: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _call_sid_like(value: Any) -> str | None:
-    text = str(value) if value else ""
-    return text if text.startswith("CA") and text.isalnum() and len(text) <= 64 else None
-
-
 def vapi_call_sid(message: Mapping[str, Any]) -> str | None:
     """The Twilio CallSid of a Vapi call: phone calls carry it as ``phoneCallProviderId``; calls
     our edge creates over the websocket transport carry it in their metadata."""
     call = _dict(message.get("call"))
-    return _call_sid_like(call.get("phoneCallProviderId")) or _call_sid_like(
-        edge_metadata(message).get("callSid")
-    )
+    for candidate in (call.get("phoneCallProviderId"), edge_metadata(message).get("callSid")):
+        if is_call_sid(candidate):
+            return str(candidate)
+    return None
 
 
 def compact_vapi_message(message: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,7 +161,10 @@ def compact_vapi_message(message: Mapping[str, Any]) -> dict[str, Any]:
         }
     while len(json.dumps(slim, default=str)) > MAX_BODY_BYTES:
         if not _halve_longest_text(slim):
-            return {"type": slim.get("type"), "call": slim.get("call"), "truncated": True}
+            # Only what keys and routes the event (bounded by vapi_message) is sure to fit.
+            call = _dict(slim.get("call"))
+            ids = {k: call[k] for k in ("id", "phoneCallProviderId") if k in call}
+            return {"type": slim.get("type"), "call": ids, "truncated": True}
         slim["truncated"] = True
     return slim
 
@@ -187,17 +207,18 @@ class EventQueue:
 
     def __init__(self, queue_url: str, endpoint_url: str | None = None, client: Any = None) -> None:
         self.queue_url = queue_url
-        self._endpoint_url = endpoint_url
+        self.dependency = aws.Dependency("sqs", endpoint_url)
         self._client = client
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = aws.client("sqs", self._endpoint_url)
+            self._client = aws.client("sqs", self.dependency.endpoint_url)
         return self._client
 
-    def send(self, envelope: Envelope) -> None:
-        self.client.send_message(QueueUrl=self.queue_url, MessageBody=envelope.to_json())
+    def send(self, body: str) -> None:
+        """Queue one envelope's JSON (``Envelope.to_json``)."""
+        self.client.send_message(QueueUrl=self.queue_url, MessageBody=body)
 
 
 _queues: dict[tuple[str, str | None], EventQueue] = {}

@@ -2,11 +2,18 @@
 
 Keys (table ``SESSIONS_TABLE``, ``pk``/``sk``, TTL attribute ``expires_at``)::
 
-    CALL#{callSid}   SESSION        the live call (from, to, assistant), short TTL
+    CALL#{callSid}   SESSION        the live call (from, to, assistant), short TTL; first write
+                                    wins, so a replayed /twilio/voice never overwrites it (nor
+                                    the edge's claim of its stream, made on the same item)
     CALL#{callSid}   RECORD         the call record: final status, Vapi report fields
     CALL#{callSid}   EVENT#{key}    one timeline entry per distinct event (conditional put)
     NUMBER#{e164}    BINDING        which assistant answers this number
     ASSISTANTS       ASSISTANT#{id} assistants created through the admin API
+    NONCE#{digest}   NONCE          a Vapi webhook body already accepted (replay.py), short TTL
+    VAPI#{callId}    TOOL#{id}      one tool call's claim, then its answer (replay.py)
+
+Keys are built only from validated identifiers: full-match Twilio SIDs and E.164 numbers
+(``voicebridge.identifiers``), Vapi ids bounded in length before they get here.
 
 One query on ``CALL#{callSid}`` returns everything about a call. DynamoDB deletes expired items
 lazily, so every read filters ``expires_at`` itself. The boto3 client is created on first use:
@@ -22,6 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from functions import aws
+from voicebridge.identifiers import is_call_sid, is_e164
 
 BINDING_CACHE_SECONDS = 30.0
 MAX_CALL_ITEMS = 1000
@@ -62,19 +70,36 @@ def _from_dynamo(value: Any) -> Any:
     return value
 
 
+def _condition_failed(exc: Exception) -> bool:
+    from botocore.exceptions import ClientError
+
+    return (
+        isinstance(exc, ClientError)
+        and exc.response["Error"]["Code"] == "ConditionalCheckFailedException"
+    )
+
+
 class Store:
     """Typed access to the table; safe to share across requests and threads."""
 
-    def __init__(self, table: str, endpoint_url: str | None = None, client: Any = None) -> None:
+    def __init__(
+        self,
+        table: str,
+        endpoint_url: str | None = None,
+        client: Any = None,
+        budget: aws.Budget = aws.WEBHOOK,
+    ) -> None:
         self.table = table
-        self._endpoint_url = endpoint_url
+        self.dependency = aws.Dependency("dynamodb", endpoint_url)
+        self._budget = budget
         self._client = client
+        # number -> (fresh until, assistant id or None): kept past expiry as the last known value
         self._bindings: dict[str, tuple[float, str | None]] = {}
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = aws.client("dynamodb", self._endpoint_url)
+            self._client = aws.client("dynamodb", self.dependency.endpoint_url, self._budget)
         return self._client
 
     def _serialize(self, item: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,13 +113,17 @@ class Store:
         from boto3.dynamodb.types import TypeDeserializer
 
         deserializer = TypeDeserializer()
-        return _from_dynamo({k: deserializer.deserialize(v) for k, v in item.items()})
+        return {k: _from_dynamo(deserializer.deserialize(v)) for k, v in item.items()}
 
     # Sessions ---------------------------------------------------------------------------------
 
     def put_session(
         self, call_sid: str, caller: str, called: str, assistant_id: str, now: float, ttl: int
-    ) -> None:
+    ) -> bool:
+        """Write the live call's session; False if a live one exists already (a replayed or
+        retried /twilio/voice, or the edge claimed the stream first): the first write wins."""
+        if not is_call_sid(call_sid):
+            raise ValueError("not a Twilio CallSid")
         item = {
             "pk": f"CALL#{call_sid}",
             "sk": "SESSION",
@@ -105,7 +134,18 @@ class Store:
             "created_at": int(now),
             "expires_at": int(now) + ttl,
         }
-        self.client.put_item(TableName=self.table, Item=self._serialize(item))
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=self._serialize(item),
+                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
+                ExpressionAttributeValues={":now": {"N": str(int(now))}},
+            )
+        except Exception as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
 
     def get_session(self, call_sid: str, now: float) -> dict[str, Any] | None:
         response = self.client.get_item(
@@ -137,12 +177,23 @@ class Store:
 
     # Bindings and assistants -----------------------------------------------------------------
 
+    def cached_binding(self, number: str, *, stale: bool = False) -> tuple[bool, str | None]:
+        """(known, assistant id) from the in-process cache: entries read in the last
+        ``BINDING_CACHE_SECONDS``, or with ``stale`` the last value ever read (served when a
+        fresh read fails: the number's own assistant beats the default one)."""
+        cached = self._bindings.get(number)
+        if cached is None or (not stale and cached[0] <= time.monotonic()):
+            return False, None
+        return True, cached[1]
+
     def get_binding(self, number: str) -> str | None:
         """The assistant bound to ``number``, cached in-process (misses too) for a short time."""
+        known, assistant_id = self.cached_binding(number)
+        if known:
+            return assistant_id
+        if not is_e164(number):
+            return None
         now = time.monotonic()
-        cached = self._bindings.get(number)
-        if cached and cached[0] > now:
-            return cached[1]
         response = self.client.get_item(
             TableName=self.table,
             Key={"pk": {"S": f"NUMBER#{number}"}, "sk": {"S": "BINDING"}},
@@ -179,8 +230,9 @@ class Store:
                 {"Put": {"TableName": self.table, "Item": self._serialize(i)}} for i in items
             ]
         )
+        fresh_until = time.monotonic() + BINDING_CACHE_SECONDS
         for number in numbers:
-            self._bindings.pop(number, None)
+            self._bindings[number] = (fresh_until, assistant_id)
 
     def put_binding(self, number: str, assistant_id: str, now: float) -> None:
         """Bind ``number`` to an existing assistant (replacing any earlier binding)."""
@@ -201,6 +253,52 @@ class Store:
             Limit=limit,
         )
         return [self._public(self._deserialize(item)) for item in response.get("Items", [])]
+
+    # Replay protection (functions/replay.py) --------------------------------------------------
+
+    def _claim(self, key: Mapping[str, str], now: float, expires_at: int) -> dict[str, Any] | None:
+        """Create the item ``key`` unless a live one exists: None if created now, else the
+        existing item (an expired one that TTL has not deleted yet is taken over)."""
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=self._serialize({**key, "created_at": int(now), "expires_at": expires_at}),
+                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
+                ExpressionAttributeValues={":now": {"N": str(int(now))}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except Exception as exc:
+            if not _condition_failed(exc):
+                raise
+            return self._deserialize(getattr(exc, "response", {}).get("Item") or {})
+        return None
+
+    def claim_nonce(self, digest: str, now: float, ttl: int) -> bool:
+        """Record a request as seen for ``ttl`` seconds; False if it was seen already."""
+        key = {"pk": f"NONCE#{digest}", "sk": "NONCE"}
+        return self._claim(key, now, int(now) + ttl) is None
+
+    def forget_nonce(self, digest: str) -> None:
+        self.client.delete_item(
+            TableName=self.table, Key={"pk": {"S": f"NONCE#{digest}"}, "sk": {"S": "NONCE"}}
+        )
+
+    def claim_tool_call(
+        self, call_id: str, tool_call_id: str, now: float, ttl: int
+    ) -> dict[str, Any] | None:
+        """Claim one tool call for running: None if this request claimed it, else the existing
+        claim (with ``answer``, a JSON string, once the first run has finished)."""
+        key = {"pk": f"VAPI#{call_id}", "sk": f"TOOL#{tool_call_id}"}
+        return self._claim(key, now, int(now) + ttl)
+
+    def finish_tool_call(self, call_id: str, tool_call_id: str, answer: str) -> None:
+        """Store the answer of a claimed tool call (what a replay or a retry gets back)."""
+        self.client.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": f"VAPI#{call_id}"}, "sk": {"S": f"TOOL#{tool_call_id}"}},
+            UpdateExpression="SET answer = :a",
+            ExpressionAttributeValues={":a": {"S": answer}},
+        )
 
     # Call records ----------------------------------------------------------------------------
 
@@ -323,13 +421,14 @@ class Store:
         return {k: v for k, v in item.items() if k not in {"pk", "sk"}}
 
 
-_stores: dict[tuple[str, str | None], Store] = {}
+_stores: dict[tuple[str, str | None, aws.Budget], Store] = {}
 
 
-def get_store(table: str, endpoint_url: str | None) -> Store:
-    """One Store per table and endpoint for the life of the process (keeps the binding cache)."""
-    key = (table, endpoint_url)
+def get_store(table: str, endpoint_url: str | None, budget: aws.Budget = aws.WEBHOOK) -> Store:
+    """One Store per table, endpoint and budget for the life of the process (keeps the binding
+    cache)."""
+    key = (table, endpoint_url, budget)
     store = _stores.get(key)
     if store is None:
-        store = _stores[key] = Store(table, endpoint_url)
+        store = _stores[key] = Store(table, endpoint_url, budget=budget)
     return store

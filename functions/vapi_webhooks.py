@@ -4,19 +4,20 @@ Answered inline (Vapi waits for these): ``assistant-request``, ``tool-calls`` an
 ``function-call``, ``transfer-destination-request``. ``phone-call-control`` is informational but
 carried out at once through Twilio (``phone_control``). Everything else is informational and
 goes to the queue for the worker, answered 200 at once. Authentication (``vapi_auth``) runs on
-the raw bytes before the body is parsed.
+the raw bytes before the body is parsed, then ``vapi_message`` bounds its nesting and key
+fields (400, before anything is queued) and ``replay`` keeps a replayed request from running a
+tool, a hang-up or a transfer, or queueing an event, twice.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from functions import clients, web
+from functions import aws, clients, replay, vapi_message, web
 from functions.events import edge_metadata, vapi_call_sid, vapi_event
 from functions.observability import MetricUnit, bind_call_sid
 from functions.tools.builtins import resolve_destination
@@ -47,15 +48,10 @@ def _called_number(message: dict[str, Any]) -> str | None:
     return str(to)[:32] if to else None
 
 
-def assistant_request(config: Settings, message: dict[str, Any]) -> dict[str, str]:
-    number = _called_number(message)
-    assistant_id = None
-    if number:
-        try:
-            assistant_id = web.store(config).get_binding(number)
-        except Exception:
-            web.logger.exception("binding lookup failed; using the default assistant")
-    assistant_id = assistant_id or config.vapi_assistant_id
+async def assistant_request(
+    config: Settings, message: dict[str, Any], until: aws.Deadline
+) -> dict[str, str]:
+    assistant_id = await web.assistant_for(config, _called_number(message), until)
     if not assistant_id:
         web.logger.error("assistant-request: no binding and no VAPI_ASSISTANT_ID")
         return {"error": NO_ASSISTANT}
@@ -74,7 +70,9 @@ def transfer_destination(config: Settings, message: dict[str, Any]) -> dict[str,
     return {"destination": {"type": "number", "number": match[1]}}
 
 
-async def tool_calls(config: Settings, message: dict[str, Any], legacy: bool) -> dict[str, Any]:
+async def tool_calls(
+    config: Settings, message: dict[str, Any], body: bytes, until: aws.Deadline, legacy: bool
+) -> dict[str, Any]:
     from functions.tools import ToolCall, ToolContext, parse_tool_calls, run_tool_calls
     from functions.tools.registry import MAX_CALLS_PER_MESSAGE
 
@@ -84,8 +82,9 @@ async def tool_calls(config: Settings, message: dict[str, Any], legacy: bool) ->
     else:
         calls = parse_tool_calls(message)[:MAX_CALLS_PER_MESSAGE]
     call_id = _dict(message.get("call")).get("id")
+    claims = await replay.claim_tool_calls(config, call_id, calls, body, until)
     ctx = ToolContext(config, vapi_call_sid(message), call_id, clients.new_http_client)
-    outcomes = await run_tool_calls(calls, ctx, float(config.tool_timeout_seconds))
+    outcomes = await run_tool_calls(claims.fresh, ctx, float(config.tool_timeout_seconds))
     for outcome in outcomes:
         web.metrics.add_metric(
             name=telemetry.TOOL_LATENCY, unit=MetricUnit.Milliseconds, value=outcome.latency_ms
@@ -95,10 +94,11 @@ async def tool_calls(config: Settings, message: dict[str, Any], legacy: bool) ->
             web.logger.warning(
                 "tool failed", extra={"tool": outcome.call.name, "error": outcome.error}
             )
+    answers = await replay.settle(config, claims, outcomes)
     if legacy:
-        only = outcomes[0]
-        return {"result": only.result} if only.error is None else {"error": only.error}
-    return {"results": [outcome.as_vapi() for outcome in outcomes]}
+        only = answers[0]
+        return {"result": only["result"]} if "result" in only else {"error": only["error"]}
+    return {"results": answers}
 
 
 @router.post("/vapi/webhook")
@@ -117,26 +117,31 @@ async def webhook(request: Request) -> JSONResponse:
         web.count_auth_failure("/vapi/webhook", "vapi auth")
         return JSONResponse({"error": "unauthorized"}, status_code=401)
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-        return _bad_request("body is not valid JSON")
-    message = data.get("message") if isinstance(data, dict) else None
-    kind = message.get("type") if isinstance(message, dict) else None
-    if not isinstance(kind, str) or not kind:
-        return _bad_request('expected {"message": {"type": ...}}')
+        message = vapi_message.parse(body)
+    except vapi_message.BadMessage as exc:
+        return _bad_request(str(exc))
+    kind = message["type"]
     call_sid = vapi_call_sid(message)
     if call_sid:
         bind_call_sid(call_sid)
+    until = web.deadline()
     if kind == "assistant-request":
-        return JSONResponse(assistant_request(config, message))
+        return JSONResponse(await assistant_request(config, message, until))
     if kind in ("tool-calls", "function-call"):
-        return JSONResponse(await tool_calls(config, message, legacy=kind == "function-call"))
+        legacy = kind == "function-call"
+        return JSONResponse(await tool_calls(config, message, body, until, legacy=legacy))
     if kind == "transfer-destination-request":
         return JSONResponse(transfer_destination(config, message))
+    if not await replay.first_delivery(config, body, until):
+        return JSONResponse({"received": True})  # accepted before: not acted on or queued twice
+    acted = False
     if kind == "phone-call-control":  # acted on now (see phone_control), then recorded
         from functions.phone_control import carry_out
 
         await carry_out(config, message)
-    web.queue(config).send(vapi_event(message, time.time()))
-    web.metrics.add_metric(name=telemetry.EVENTS_ENQUEUED, unit=MetricUnit.Count, value=1)
+        acted = True
+    if not await web.enqueue(config, vapi_event(message, time.time()), until):
+        if not acted:  # a retry may queue it; a hang-up or transfer done is never redone
+            await replay.forget_delivery(config, body)
+        return JSONResponse({"error": "event not accepted; retry"}, status_code=503)
     return JSONResponse({"received": True})

@@ -7,6 +7,12 @@ rank then SequenceNumber, report fields SET to the same values), so even a dupli
 past the first layer, or callbacks arriving out of order, end in the same record.
 Failed records are reported individually (``ReportBatchItemFailures``); after the queue's
 ``maxReceiveCount`` SQS moves them to the DLQ.
+
+The same envelopes also arrive by asynchronous invoke (``{"deferred": envelope}``) when the API
+could not queue them (``functions.outbox``): a failure then raises, so Lambda retries the invoke
+and finally hands it to the DLQ wrapped in its destination record, which this handler unwraps
+too, so a DLQ redrive into the events queue works for both. Its DynamoDB client has explicit
+timeouts and retries (``aws.WORKER``), bounded inside the function's 30 s.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -143,7 +150,7 @@ def _apply_twilio(store: Store, env: Envelope, now: float, expires_at: int) -> s
             # Ranked below every final status, so a late delivery never undoes "completed".
             store.apply_status(sid, "in-progress", 0, at, expires_at)
         return "stream"
-    status = params.get("CallStatus", "")
+    status = str(params.get("CallStatus", ""))
     try:
         sequence = int(params.get("SequenceNumber") or 0)
     except ValueError:
@@ -181,7 +188,7 @@ def apply_event(event: dict[str, Any]) -> dict[str, str]:
     """Apply one envelope to the call record (wrapped by Powertools idempotency)."""
     env = Envelope.from_dict(event)
     config = get_settings("worker")
-    store = get_store(config.sessions_table or "", config.aws_endpoint_url)
+    store = get_store(config.sessions_table or "", config.aws_endpoint_url, aws.WORKER)
     now = time.time()
     expires_at = int(now) + config.call_record_retention_days * 86_400
     if env.source == "twilio":
@@ -196,7 +203,7 @@ def apply_event(event: dict[str, Any]) -> dict[str, str]:
 
 @cache
 def _idempotent_apply(table: str, endpoint_url: str | None) -> Any:
-    client = aws.client("dynamodb", endpoint_url)
+    client = aws.client("dynamodb", endpoint_url, aws.WORKER)
     persistence = DynamoDBPersistenceLayer(table_name=table, boto3_client=client)
     return idempotent_function(
         apply_event,
@@ -206,14 +213,14 @@ def _idempotent_apply(table: str, endpoint_url: str | None) -> Any:
     )
 
 
-def record_handler(record: SQSRecord) -> None:
-    try:
-        event = json.loads(record.body)
-        envelope = Envelope.from_dict(event)
-    except ValueError:
-        metrics.add_metric(name=telemetry.EVENTS_FAILED, unit=MetricUnit.Count, value=1)
-        logger.error("malformed queue message", extra={"messageId": record.message_id})
-        raise
+def _envelope_data(data: Any) -> Any:
+    """An envelope as queued, as deferred by the API, or inside Lambda's destination record
+    (a deferred one that failed every retry, redriven from the DLQ)."""
+    data = _dict(data).get("requestPayload", data)
+    return _dict(data).get("deferred", data)
+
+
+def _apply(event: dict[str, Any], envelope: Envelope) -> None:
     config: Settings = get_settings("worker")
     with call_context(envelope.call_sid):
         try:
@@ -225,11 +232,27 @@ def record_handler(record: SQSRecord) -> None:
     metrics.add_metric(name=telemetry.EVENTS_PROCESSED, unit=MetricUnit.Count, value=1)
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda entry point for the SQS event source (partial batch responses)."""
+def record_handler(record: SQSRecord) -> None:
+    try:
+        event = _envelope_data(json.loads(record.body))
+        envelope = Envelope.from_dict(event)
+    except ValueError:
+        metrics.add_metric(name=telemetry.EVENTS_FAILED, unit=MetricUnit.Count, value=1)
+        logger.error("malformed queue message", extra={"messageId": record.message_id})
+        raise
+    _apply(event, envelope)
+
+
+def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse | dict[str, Any]:
+    """Lambda entry point: the SQS event source (partial batch responses), or one deferred
+    envelope by asynchronous invoke (raises on failure, so Lambda retries it)."""
     if context is not None:
         IDEMPOTENCY.register_lambda_context(context)
     try:
+        if "deferred" in event:
+            envelope = Envelope.from_dict(event["deferred"])
+            _apply(event["deferred"], envelope)
+            return {"outcome": "applied"}
         return process_partial_response(
             event=event, record_handler=record_handler, processor=processor, context=context
         )

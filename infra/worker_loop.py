@@ -5,6 +5,11 @@ SQS-shaped event, delete what succeeded and leave the ``batchItemFailures`` in t
 the visibility timeout and the redrive policy (maxReceiveCount -> DLQ) take over exactly as in
 AWS. Runs as its own process, like a Lambda function, so it shares no in-process state (e.g.
 Powertools metrics) with the API.
+
+It also plays the part the Lambda service's async-invoke queue plays in AWS for events the API
+could not queue (``functions.outbox``): whenever SQS answers, it moves the API's spooled events
+into the queue. When the embedded AWS stops answering, the loop waits and tries again rather
+than dying, as Lambda's poller would.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from typing import Any
 
 import boto3
 
+from functions import aws, outbox
+from functions.events import EventQueue
 from infra.local_aws import REGION
 from voicebridge.config import ConfigError, load_settings
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 BATCH_SIZE = 10
 TIMEOUT_MS = 30_000  # the worker function's timeout in template.yaml
+RETRY_SECONDS = 1.0  # after the endpoint failed to answer
 
 
 @dataclass
@@ -81,18 +89,40 @@ def to_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
 
 
 class WorkerLoop:
-    def __init__(self, sqs: Any, queue_url: str, handler: Handler, wait_seconds: int = 1) -> None:
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        handler: Handler,
+        wait_seconds: int = 1,
+        spool: outbox.Spool | None = None,
+    ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.handler = handler
         self.wait_seconds = wait_seconds
-        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
+        self.spool = spool
+        self._queue = EventQueue(queue_url, client=sqs)
+        self._queue_arn: str | None = None
         self.stopping = False
 
+    @property
+    def queue_arn(self) -> str:
+        if self._queue_arn is None:
+            self._queue_arn = self.sqs.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
+            )["Attributes"]["QueueArn"]
+        return self._queue_arn
+
+    def drain_spool(self) -> int:
+        """Move the API's spooled events into the queue; returns how many went."""
+        if self.spool is None:
+            return 0
+        return outbox.drain(self.spool, self._queue, limit=BATCH_SIZE)
+
     def poll_once(self) -> tuple[int, int]:
-        """One receive + invoke + delete; returns (succeeded, failed)."""
+        """Spool drain, then one receive + invoke + delete; returns (succeeded, failed)."""
+        self.drain_spool()
         received = self.sqs.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=BATCH_SIZE,
@@ -119,7 +149,11 @@ class WorkerLoop:
 
     def run(self) -> None:
         while not self.stopping:
-            self.poll_once()
+            try:
+                self.poll_once()
+            except Exception as exc:  # the endpoint is down or slow: Lambda's poller waits too
+                print(f"worker: {type(exc).__name__}: {exc}; retrying", file=sys.stderr)
+                time.sleep(RETRY_SECONDS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,9 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     from functions.worker import handler
 
     sqs = boto3.session.Session().client(
-        "sqs", endpoint_url=settings.aws_endpoint_url, region_name=REGION
+        "sqs",
+        endpoint_url=settings.aws_endpoint_url,
+        region_name=REGION,
+        config=aws.WORKER.config(),  # bounded: a paused endpoint must not hang the loop
     )
-    loop = WorkerLoop(sqs, settings.events_queue_url, handler)
+    loop = WorkerLoop(sqs, settings.events_queue_url, handler, spool=outbox.spool_for(settings))
 
     def stop(*_: object) -> None:
         loop.stopping = True

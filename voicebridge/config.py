@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from voicebridge.identifiers import E164_EXAMPLE, is_e164
 from voicebridge.vapi_credentials import DEFAULT_PLANS, Plan, parse_plans
 
 Role = Literal["api", "worker", "edge"]
@@ -77,8 +78,8 @@ def _allowlist(value: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in value.split(","))):
         name, _, number = item.rpartition("=")
         number = number.strip()
-        if not (number.startswith("+") and number[1:].isdigit() and 8 <= len(number) <= 16):
-            raise ValueError(f"{number!r} is not an E.164 number like +14155550123")
+        if not is_e164(number):
+            raise ValueError(f"{number!r} is not an E.164 number like {E164_EXAMPLE}")
         result[name.strip() or number] = number
     return result
 
@@ -154,6 +155,8 @@ _VARS: tuple[_Var, ...] = (
     _Var("SESSIONS_TABLE"),
     _Var("IDEMPOTENCY_TABLE"),
     _Var("EVENTS_QUEUE_URL", _url("https", "http")),
+    _Var("WORKER_FUNCTION_NAME"),
+    _Var("EVENT_SPOOL_DIR"),
     _Var("AWS_ENDPOINT_URL", _url("https", "http")),
     _Var("SESSION_TTL_SECONDS", _int(60, 86_400), "14400"),
     _Var("CALL_RECORD_RETENTION_DAYS", _int(1, 3650), "90"),
@@ -221,6 +224,8 @@ class Settings:
     sessions_table: str | None = None
     idempotency_table: str | None = None
     events_queue_url: str | None = None
+    worker_function_name: str | None = None
+    event_spool_dir: str | None = None
     aws_endpoint_url: str | None = None
     session_ttl_seconds: int = 14_400
     call_record_retention_days: int = 90

@@ -20,6 +20,9 @@ SESSION_WRITE_FAILURES = "SessionWriteFailures"  # count, /twilio/voice answered
 TOOL_LATENCY = "ToolLatency"  # ms, per tool call
 TOOL_ERRORS = "ToolErrors"  # count, tool calls answered with an error
 EVENTS_ENQUEUED = "EventsEnqueued"  # count
+EVENTS_DEFERRED = "EventsDeferred"  # count, SQS refused: kept in a fallback for replay (outbox)
+STALE_BINDINGS = "StaleBindings"  # count, binding read failed: the last known one was served
+WEBHOOK_REPLAYS = "WebhookReplays"  # count, a Vapi webhook or tool call seen before (replay.py)
 EVENTS_PROCESSED = "EventsProcessed"  # count (service = SERVICE_WORKER)
 EVENTS_FAILED = "EventsFailed"  # count (service = SERVICE_WORKER)
 

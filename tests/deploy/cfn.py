@@ -164,6 +164,7 @@ _SAMPLES = {  # for parameters without a default, resource names, conditional va
     "SESSIONS_TABLE": "voicebridge-SessionsTable",
     "IDEMPOTENCY_TABLE": "voicebridge-IdempotencyTable",
     "EVENTS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/voicebridge-events",
+    "WORKER_FUNCTION_NAME": "voicebridge-WorkerFunction-abc123",
     "TWILIO_AUTH_TOKEN": "t" * 32,
     "VAPI_API_KEY": "k" * 32,
     "VAPI_WEBHOOK_SECRET": "w" * 32,

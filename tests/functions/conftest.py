@@ -17,7 +17,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from functions import storage, worker
+from functions import aws as aws_clients
+from functions import replay, storage, worker
 from infra.local_aws import REGION, create_resources, load_template
 from voicebridge import twilio_signature
 
@@ -72,10 +73,13 @@ def _clients():
 def _forget_cached_state() -> None:
     for store in storage._stores.values():
         store._bindings.clear()
+    aws_clients.forget_failures()
+    replay._nonces = replay._Memory()
+    replay._tool_calls = replay._Memory()
 
 
 @pytest.fixture
-def aws(monkeypatch, _template, _clients):
+def aws(monkeypatch, tmp_path, _template, _clients):
     """A fresh in-process AWS (moto) holding the template's tables and queues, and the API's
     configuration pointing at it. Stores and queues keep their boto3 clients across tests
     (moto resets the data, not the clients); only in-process caches are reset."""
@@ -97,6 +101,7 @@ def aws(monkeypatch, _template, _clients):
             "VAPI_API_KEY": "vapi-key",
             "VAPI_BASE_URL": "https://vapi.test",
             "TRANSFER_ALLOWLIST": "sales=+14155550100,support=+14155550111",
+            "EVENT_SPOOL_DIR": str(tmp_path / "spool"),
         }
         for name, value in config.items():
             monkeypatch.setenv(name, value)

@@ -173,6 +173,7 @@ def test_vapi_unreachable_is_502_after_retries(aws, vapi, monkeypatch):
     ("spec", "field"),
     [
         ({**SPEC, "phoneNumbers": ["555-1234"]}, "phoneNumbers"),
+        ({**SPEC, "phoneNumbers": ["+18005550199\n"]}, "phoneNumbers"),  # E.164 in full
         ({**SPEC, "name": ""}, "name"),
         ({**SPEC, "name": "x" * 41}, "name"),  # CreateAssistantDTO.name maxLength 40
         ({k: v for k, v in SPEC.items() if k != "systemPrompt"}, "systemPrompt"),

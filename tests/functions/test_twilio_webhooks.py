@@ -10,6 +10,7 @@ from twilio.request_validator import RequestValidator
 from functions import twilio_webhooks
 from functions.storage import Store
 from tests.functions.conftest import (
+    ACCOUNT_SID,
     AUTH_TOKEN,
     CALL_SID,
     DOMAIN,
@@ -21,6 +22,8 @@ from tests.functions.conftest import (
     voice_params,
 )
 from voicebridge import stream_token, twilio_signature
+
+STREAM_SID = "MZ" + "2" * 32
 
 
 def _stream(result):
@@ -188,17 +191,17 @@ def test_status_callback_is_queued_with_a_stable_key(aws):
 
 def test_stream_status_callback_is_queued(aws):
     params = {
-        "AccountSid": "AC1",
+        "AccountSid": ACCOUNT_SID,
         "CallSid": CALL_SID,
-        "StreamSid": "MZ1",
+        "StreamSid": STREAM_SID,
         "StreamEvent": "stream-started",
-        "StreamName": "MZ1",
+        "StreamName": STREAM_SID,
         "Timestamp": "2026-11-21T21:00:00Z",
     }
     assert twilio_post("/twilio/status", params)["statusCode"] == 204
     (envelope,) = aws.queued()
     assert envelope["type"] == "stream-status"
-    assert envelope["key"] == f"twilio:{CALL_SID}:MZ1:stream-started"
+    assert envelope["key"] == f"twilio:{CALL_SID}:{STREAM_SID}:stream-started"
 
 
 def test_status_with_bad_signature_queues_nothing(aws):
@@ -228,3 +231,134 @@ def test_health(aws):
     result = invoke(apigw_event("GET", "/health"))
     assert result["statusCode"] == 200
     assert json.loads(response_body(result)) == {"status": "ok"}
+
+
+# Identifiers, account, replays, parameters (issue 10) -----------------------------------------
+
+
+def test_a_signature_spliced_into_the_call_sid_is_refused(aws):
+    """Twilio signs name+value pairs without separators: the signature of
+    CallSid=X&CallStatus=ringing also signs a lone CallSid of X + "CallStatusringing"."""
+    honest = voice_params()
+    url = f"https://{DOMAIN}/twilio/voice"
+    signature = twilio_signature.sign(AUTH_TOKEN, url, honest)
+    spliced = {k: v for k, v in honest.items() if k != "CallStatus"}
+    spliced["CallSid"] = CALL_SID + "CallStatusringing"
+    assert twilio_signature.is_valid(AUTH_TOKEN, url, spliced, signature)  # the weakness itself
+    result = twilio_post("/twilio/voice", spliced, signature=signature)
+    assert result["statusCode"] == 400
+    assert aws.items() == []
+
+
+@pytest.mark.parametrize(
+    "call_sid",
+    [CALL_SID + "\n", CALL_SID + "0", CALL_SID[:-1], "CA" + "g" * 32, "ca" + "1" * 32, "nope"],
+)
+def test_call_sid_must_be_a_whole_twilio_sid(aws, call_sid):
+    assert twilio_post("/twilio/voice", voice_params(CallSid=call_sid))["statusCode"] == 400
+    assert twilio_post("/twilio/status", voice_params(CallSid=call_sid))["statusCode"] == 400
+    assert aws.items() == []
+    assert aws.queued() == []
+
+
+@pytest.mark.parametrize("account", ["AC" + "b" * 32, "", None])
+def test_requests_for_another_account_are_403(aws, account, log_lines):
+    params = voice_params(CallStatus="completed")
+    if account is None:
+        del params["AccountSid"]
+    else:
+        params["AccountSid"] = account
+    assert twilio_post("/twilio/voice", params)["statusCode"] == 403
+    assert twilio_post("/twilio/status", params)["statusCode"] == 403
+    assert aws.items() == []
+    assert aws.queued() == []
+    reasons = [line.get("reason") for line in log_lines()]
+    assert reasons == ["another account", "another account"]
+
+
+def test_a_long_sip_from_is_left_out_of_the_stream_parameters(aws):
+    from infra.caller.twiml import parse
+
+    caller = "sip:" + "a" * 600 + "@pbx.example.com"
+    result = twilio_post("/twilio/voice", voice_params(From=caller))
+    _, params = _stream(result)
+    assert "from" not in params
+    assert params["callSid"] == CALL_SID
+    assert params["to"] == "+18005550199"
+    assert parse(response_body(result).decode()).stream is not None  # what Twilio would accept
+    session = Store(aws.env["SESSIONS_TABLE"]).get_session(CALL_SID, now=0)
+    assert session["from"] == caller  # kept whole where there is no limit
+
+
+def test_a_replayed_voice_request_keeps_the_first_session_and_the_edge_claim(aws):
+    assert twilio_post("/twilio/voice", voice_params())["statusCode"] == 200
+    table = aws.env["SESSIONS_TABLE"]
+    key = {"pk": {"S": f"CALL#{CALL_SID}"}, "sk": {"S": "SESSION"}}
+    aws.dynamodb.update_item(  # what the edge's claim of the stream adds to the session
+        TableName=table,
+        Key=key,
+        UpdateExpression="SET stream_claimed = :s",
+        ExpressionAttributeValues={":s": {"S": "MZ" + "3" * 32}},
+    )
+    replayed = twilio_post("/twilio/voice", voice_params(From="+14155550999"))
+    assert replayed["statusCode"] == 200  # answered (the edge refuses the second stream)
+    item = aws.dynamodb.get_item(TableName=table, Key=key)["Item"]
+    assert item["stream_claimed"]["S"] == "MZ" + "3" * 32
+    assert item["from"]["S"] == "+14155550123"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"StreamEvent": "stream-started", "StreamSid": "MZ1"}, "StreamSid"),
+        ({"StreamEvent": "stream-started", "StreamSid": STREAM_SID + "\n"}, "StreamSid"),
+        ({"StreamEvent": "stream-paused", "StreamSid": STREAM_SID}, "StreamEvent"),
+        ({"SequenceNumber": "1e9"}, "SequenceNumber"),
+        ({"SequenceNumber": "\u0661"}, "SequenceNumber"),  # ARABIC-INDIC DIGIT ONE
+        ({"CallStatus": "x" * 33}, "CallStatus"),
+    ],
+)
+def test_malformed_status_callbacks_are_400(aws, overrides, reason):
+    result = twilio_post("/twilio/status", voice_params(**overrides))
+    assert result["statusCode"] == 400
+    assert reason in response_body(result).decode()
+    assert aws.queued() == []
+
+
+def test_status_payload_keeps_only_documented_fields_bounded(aws):
+    params = voice_params(CallStatus="completed", SequenceNumber="4", Junk="x" * 5000)
+    params["StreamError"] = "e" * 5000
+    assert twilio_post("/twilio/status", params)["statusCode"] == 204
+    (envelope,) = aws.queued()
+    assert "Junk" not in envelope["payload"]
+    assert envelope["payload"]["CallStatus"] == "completed"
+
+
+def test_a_binding_read_that_fails_serves_the_last_known_one(aws, monkeypatch, capfd):
+    from functions import storage
+
+    Store(aws.env["SESSIONS_TABLE"]).put_assistant({"id": "asst-bound"}, ["+18005550199"], 0)
+    monkeypatch.setattr(storage, "BINDING_CACHE_SECONDS", 0.0)  # every call reads it again
+    _, params = _stream(twilio_post("/twilio/voice", voice_params()))
+    assert stream_token.verify(STREAM_SECRET, params["token"], CALL_SID, time.time()).assistant_id
+
+    def down(self, number):
+        raise ConnectionError("DynamoDB unreachable")
+
+    monkeypatch.setattr(Store, "get_binding", down)
+    _, params = _stream(twilio_post("/twilio/voice", voice_params()))
+    grant = stream_token.verify(STREAM_SECRET, params["token"], CALL_SID, now=time.time())
+    assert grant.assistant_id == "asst-bound"
+    assert "StaleBindings" in capfd.readouterr().out
+    # A number this process never read: the default assistant, and an error in the log.
+    _, params = _stream(twilio_post("/twilio/voice", voice_params(To="+18005550100")))
+    grant = stream_token.verify(STREAM_SECRET, params["token"], CALL_SID, now=time.time())
+    assert grant.assistant_id == "asst-default"
+
+
+def test_without_our_account_sid_configured_any_real_account_sid_passes(aws, monkeypatch):
+    monkeypatch.delenv("TWILIO_ACCOUNT_SID")
+    assert (
+        twilio_post("/twilio/voice", voice_params(AccountSid="AC" + "c" * 32))["statusCode"] == 200
+    )
+    assert twilio_post("/twilio/voice", voice_params(AccountSid="AC1"))["statusCode"] == 403

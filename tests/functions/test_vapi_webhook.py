@@ -162,7 +162,7 @@ def test_tampered_body_with_a_valid_signature_is_401(aws):
     ("body", "reason"),
     [
         (b"{not json", "not valid JSON"),
-        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested 100000 levels deep"),
         (b"\xff\xfe", "not valid JSON"),
         (b"[]", "message"),
         (b'{"message": {}}', "message"),
@@ -377,10 +377,11 @@ def test_transfer_finds_the_call_sid_our_edge_attached(aws, twilio_api, where):
     assert f"/Calls/{EDGE_SID}.json" in str(seen[0].url)
 
 
-def test_a_call_sid_that_is_not_one_is_ignored(aws, twilio_api):
+@pytest.mark.parametrize("sid", ["../../x", "CA" + "1" * 40, "CA" + "z" * 32, CALL_SID + "\n"])
+def test_a_call_sid_that_is_not_one_is_ignored(aws, twilio_api, sid):
     seen, _ = twilio_api
     message = _tool_calls(("t1", "end_call", {}))
-    message["call"] = {"id": "ws", "assistantOverrides": {"metadata": {"callSid": "../../x"}}}
+    message["call"] = {"id": "ws", "assistantOverrides": {"metadata": {"callSid": sid}}}
     (result,) = _json(vapi_post(message))["results"]
     assert "no Twilio CallSid" in result["error"]
     assert seen == []

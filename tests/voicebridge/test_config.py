@@ -40,6 +40,7 @@ def test_missing_required_variable_is_named_in_one_line(missing):
         ("VAPI_WEBHOOK_AUTH", '{"type": "hmac", "algorithm": "md5"}'),
         ("VAPI_WEBHOOK_AUTH", '[{"type": "bearer", "token": "in-plain-env"}]'),
         ("VAPI_WEBHOOK_CREDENTIAL_ID", "../../etc"),
+        ("TRANSFER_ALLOWLIST", "sales=+04155550100"),  # no country code starts with 0 (E.164)
     ],
 )
 def test_invalid_values_are_rejected_with_the_variable_name(name, value):
