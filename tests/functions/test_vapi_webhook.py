@@ -676,3 +676,18 @@ def test_phone_call_control_twilio_refusal_is_logged(aws, twilio_api, log_lines)
     assert vapi_post(_control("hang-up"))["statusCode"] == 200
     (warning,) = _warnings(log_lines)
     assert "20003" in warning["detail"]
+
+
+def test_a_replayed_phone_call_control_is_carried_out_once(aws, twilio_api):
+    """A transfer or hang-up replayed byte for byte (within the auth window, on another
+    instance) must not reach Twilio a second time."""
+    from functions import replay
+
+    seen, _ = twilio_api
+    message = _control("forward", {"type": "number", "number": "+14155550100"})
+    assert vapi_post(message)["statusCode"] == 200
+    replay._nonces = replay._Memory()  # another Lambda instance: only DynamoDB remembers
+    replay._tool_calls = replay._Memory()
+    assert vapi_post(message)["statusCode"] == 200
+    assert len(seen) == 1
+    assert [e["type"] for e in aws.queued()] == ["phone-call-control"]
