@@ -102,7 +102,7 @@ def _stream_twiml(
     request: Request, config: Settings, call_sid: str, form: Form, assistant_id: str
 ) -> str:
     """``<Connect><Stream>`` to the edge; the token binds this call to its assistant."""
-    from twilio.twiml.voice_response import (  # type: ignore[import-untyped]
+    from twilio.twiml.voice_response import (
         Connect,
         Stream,
         VoiceResponse,

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from functions.events import EventQueue
 from infra.local_aws import REGION
 from voicebridge.config import ConfigError, load_settings
 
-Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+Handler = Callable[[dict[str, Any], Any], Mapping[str, Any]]
 BATCH_SIZE = 10
 TIMEOUT_MS = 30_000  # the worker function's timeout in template.yaml
 RETRY_SECONDS = 1.0  # after the endpoint failed to answer

@@ -89,7 +89,8 @@ class ToolCall:
 
 
 def _call_from(item: Mapping[str, Any]) -> ToolCall:
-    function = item.get("function") if isinstance(item.get("function"), dict) else {}
+    raw = item.get("function")
+    function: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
     name = function.get("name") or item.get("name") or ""
     arguments = function.get("arguments")
     if arguments is None:

@@ -394,7 +394,7 @@ class _Checker:
         if not isinstance(obj[key], dict):
             self.fail(f"{path}{key} must be an object")
             return None
-        return obj[key]  # type: ignore[no-any-return]
+        return obj[key]
 
     def array(self, obj: Mapping[str, Any], key: str, path: str = "") -> list[Any] | None:
         if key not in obj:
@@ -402,7 +402,7 @@ class _Checker:
         if not isinstance(obj[key], list):
             self.fail(f"{path}{key} must be an array")
             return None
-        return obj[key]  # type: ignore[no-any-return]
+        return obj[key]
 
     def boolean(self, obj: Mapping[str, Any], key: str, path: str) -> None:
         if key in obj and not isinstance(obj[key], bool):
