@@ -77,9 +77,14 @@ BUCKETS = 10  # callers are spread over 10 send phases per 20 ms, as real calls 
 TAG_CODES = [0x90 + 2 * i for i in range(16)] + [0x10 + 2 * i for i in range(16)]
 TAG_LEVELS = ulaw_decode(bytes(TAG_CODES)).astype(int)
 TAG_PAYLOADS = [base64.b64encode(bytes([c]) * 160).decode() for c in TAG_CODES]
-CODE_TO_TAG = {code: i for i, code in enumerate(TAG_CODES)}
+# A received code maps to the tag within one mu-law step of it (a resampler's ripple on a
+# constant frame moves the code by a step at most; the peer's extra resamplers do that).
+CODE_TO_TAG = {
+    code + d: i for i, code in enumerate(TAG_CODES) for d in (-1, 1, 0)
+}  # exact codes last, so they win
 # After 16 kHz resampling a constant frame's middle is within +-2 of the decoded level.
 LEVEL_TO_TAG = {int(level) + d: i for i, level in enumerate(TAG_LEVELS) for d in range(-2, 3)}
+TAG_PROBES = (16, 48, 80, 112, 144)  # samples into a 20 ms block where its tag is read
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -398,17 +403,35 @@ class VapiConnection(asyncio.Protocol):
                 self.transport.close()
 
     def on_audio(self, payload: bytes) -> None:
+        """Each whole 20 ms block of the message (our edge sends one per message, pipecat two;
+        filled-in silence has no tag) is matched to the frame it carries, by its tag."""
         now = time.perf_counter()
         caller = self.caller
         if caller is None:
             return
+        block = 640 if self.pcm16 else 160
+        start = len(payload) % block
+        for at in range(start, len(payload), block):
+            tag = self.tag_of(payload, at)
+            if tag >= 0:
+                self.on_frame(caller, tag, now)
+
+    def tag_of(self, payload: bytes, at: int) -> int:
+        """The tag most probes of the block at ``at`` read, -1 if none (e.g. silence)."""
+        votes = [0] * 32
+        for probe in TAG_PROBES:
+            if self.pcm16:
+                i = at + 4 * probe  # 16 kHz: two samples per 8 kHz sample, two bytes each
+                tag = LEVEL_TO_TAG.get(int.from_bytes(payload[i : i + 2], "little", signed=True))
+            else:
+                tag = CODE_TO_TAG.get(payload[at + probe])
+            if tag is not None:
+                votes[tag] += 1
+        best = max(range(32), key=votes.__getitem__)
+        return best if votes[best] * 2 > len(TAG_PROBES) else -1
+
+    def on_frame(self, caller: Caller, tag: int, now: float) -> None:
         stats = self.server.stats
-        # The middle of the last 20 ms (filled-in silence would come first).
-        if self.pcm16:
-            at = len(payload) - 320
-            tag = LEVEL_TO_TAG.get(int.from_bytes(payload[at : at + 2], "little", signed=True), -1)
-        else:
-            tag = CODE_TO_TAG.get(payload[-80], -1)
         sent = caller.sent_at
         k = self.expect
         if k < 0 or k >= len(sent) or k % 32 != tag:
@@ -892,6 +915,8 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
             f"http://127.0.0.1:{vapi_port}",
             *(["--picows"] if variant == "naive-picows" else []),
         ]
+    elif variant == "pipecat":
+        argv = [python, "-m", "benchmarks.pipecat_peer", str(port), f"http://127.0.0.1:{vapi_port}"]
     else:
         argv = [python, "-m", "media_edge"]
     env = dict(os.environ)
@@ -902,7 +927,7 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
         VAPI_BASE_URL=f"http://127.0.0.1:{vapi_port}",
         EDGE_PUBLIC_URL=f"ws://127.0.0.1:{port}",
         STREAM_TOKEN_SECRET=TOKEN_SECRET,
-        EDGE_AUDIO_FORMAT="mulaw" if variant.startswith("naive") else variant.split("+")[0],
+        EDGE_AUDIO_FORMAT="pcm16" if variant.startswith("pcm16") else "mulaw",
         EDGE_HOST="127.0.0.1",
         EDGE_PORT=str(port),
         EDGE_MAX_CALLS="5000",
