@@ -26,8 +26,12 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint  ## lint, then the whole test suite (unit, socket, end-to-end, template checks)
+test: lint  ## lint, the whole test suite, then the edge's suite again on its compiled build
 	$(BIN)/python -m pytest -q
+	$(BIN)/python infra/edge_compile.py .build/edge-compiled
+	cd .build/edge-compiled && VOICEBRIDGE_EDGE_BUILD=compiled $(abspath $(BIN))/python -m pytest -q \
+		-p no:cacheprovider --import-mode=append --rootdir $(CURDIR) -c $(CURDIR)/pyproject.toml \
+		$(CURDIR)/tests/media_edge
 
 run: $(STAMP)  ## the whole local stack in the foreground (embedded AWS, API, worker, edge, Vapi emulator)
 	$(BIN)/python -m infra.local

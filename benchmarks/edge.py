@@ -50,7 +50,6 @@ import hashlib
 import http
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -850,60 +849,52 @@ def pin(pid: int, cpu: int) -> None:
 
 def edge_workers(variant: str) -> int:
     """``+w2`` -> 2 (EDGE_WORKERS); 1 without such a suffix."""
-    counts = [int(flag[1:]) for flag in variant.split("+")[1:] if flag[:1] == "w"]
+    counts = [int(flag[1:]) for flag in variant_flags(variant) if flag[:1] == "w"]
     return counts[0] if counts else 1
 
 
-# The per-frame modules compiled by the ``+mypyc`` variant (the asyncio shell, session and
-# server stay interpreted): what compiling the Python hot path would give.
-MYPYC_MODULES = [
-    "media_edge/core/actions.py",
-    "media_edge/core/events.py",
-    "media_edge/core/audio.py",
-    "media_edge/core/playout.py",
-    "media_edge/core/call.py",
-    "media_edge/protocol/twilio.py",
-    "media_edge/dsp/framing.py",
-    "media_edge/dsp/vad.py",
-    "media_edge/io/ws.py",
-]
+def source_tree(variant: str, log_dir: Path) -> Path:
+    """Where the variant's edge runs from: this checkout, or with ``@REV`` that revision's
+    ``media_edge`` + ``voicebridge`` (``git archive``), for an A/B of one change in one run;
+    with ``+mypyc`` (or ``shipped``) the build infra/edge_compile.py makes of it, exactly as
+    the image's builder stage does."""
+    _, _, rev = variant.partition("@")
+    root = ROOT
+    if rev:
+        sha = subprocess.run(  # noqa: S603
+            ["git", "rev-parse", "--short=12", rev],  # noqa: S607
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        root = log_dir / f"rev-{sha}"
+        if not (root / "media_edge").is_dir():
+            root.mkdir(parents=True, exist_ok=True)
+            archive = subprocess.run(  # noqa: S603
+                ["git", "archive", sha, "media_edge", "voicebridge"],  # noqa: S607
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)  # noqa: S603, S607
+    if "mypyc" not in variant_flags(variant):
+        return root
+    from infra import edge_compile
+
+    label = root.name if rev else "worktree"
+    return edge_compile.build(log_dir / f"compiled-{label}", root=root)
 
 
-def compiled_tree(log_dir: Path) -> Path:
-    """A copy of ``media_edge`` + ``voicebridge`` with MYPYC_MODULES compiled by mypyc, built
-    once per source state. The copy's WsConnection is marked subclassable by interpreted code
-    (the server's TwilioSocket subclasses it), the one edit mypyc needs; the repo stays pure
-    Python, and this build is an experiment measured here, not what ships."""
-    sources = sorted(p for pkg in ("media_edge", "voicebridge") for p in (ROOT / pkg).rglob("*.py"))
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
-    tree = log_dir / f"mypyc-{digest}"
-    if (tree / ".built").exists():
-        return tree
-    shutil.rmtree(tree, ignore_errors=True)
-    for pkg in ("media_edge", "voicebridge"):
-        shutil.copytree(ROOT / pkg, tree / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    ws_py = tree / "media_edge/io/ws.py"
-    ws_py.write_text(
-        ws_py.read_text().replace(
-            "class WsConnection(asyncio.Protocol):",
-            "from mypy_extensions import mypyc_attr\n\n\n"
-            "@mypyc_attr(allow_interpreted_subclasses=True)\n"
-            "class WsConnection(asyncio.Protocol):",
-        )
-    )
-    subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "mypyc", *MYPYC_MODULES],
-        cwd=tree,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    (tree / ".built").touch()
-    return tree
+def variant_flags(variant: str) -> set[str]:
+    """``shipped`` is what the image runs: the compiled build on uvloop (its defaults)."""
+    name, *flags = variant.partition("@")[0].split("+")
+    return {*flags, "mypyc", "uvloop"} if name == "shipped" else set(flags)
 
 
 def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess.Popen[bytes]:
     python = sys.executable
-    flags = set(variant.split("+")[1:])
+    flags = variant_flags(variant)
     workers = edge_workers(variant)
     if variant.startswith("naive"):  # naive (websockets) or naive-picows
         argv = [
@@ -928,6 +919,7 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
         EDGE_PUBLIC_URL=f"ws://127.0.0.1:{port}",
         STREAM_TOKEN_SECRET=TOKEN_SECRET,
         EDGE_AUDIO_FORMAT="pcm16" if variant.startswith("pcm16") else "mulaw",
+        PYTHONPATH="",  # the edge's packages come from its working directory (source_tree)
         EDGE_HOST="127.0.0.1",
         EDGE_PORT=str(port),
         EDGE_MAX_CALLS="5000",
@@ -937,7 +929,7 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
         EDGE_UVLOOP=str("uvloop" in flags).lower(),  # the edge's own switch: asyncio without it
     )
     with log.open("wb") as out:
-        cwd = compiled_tree(log.parent) if "mypyc" in flags else ROOT
+        cwd = ROOT if variant.startswith(("naive", "pipecat")) else source_tree(variant, log.parent)
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
     if workers == 1:
         pin(proc.pid, 0)

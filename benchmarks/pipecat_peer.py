@@ -50,7 +50,7 @@ VAPI_KEY = "bench-vapi-key"  # benchmarks.edge's fake Vapi
 VAPI_RATE = 8000  # Vapi's websocket transport, audioFormat mulaw / 8000 (what our edge asks for)
 
 
-class RawMulawSerializer(FrameSerializer):  # type: ignore[misc]  # pipecat is untyped
+class RawMulawSerializer(FrameSerializer):
     """Raw mu-law binary frames <-> pipeline PCM: TwilioFrameSerializer's audio path, unwrapped."""
 
     def __init__(self) -> None:
@@ -59,7 +59,7 @@ class RawMulawSerializer(FrameSerializer):  # type: ignore[misc]  # pipecat is u
         self._in = create_stream_resampler()
         self._out = create_stream_resampler()
 
-    async def setup(self, setup: FrameProcessorSetup) -> None:
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]  # as pipecat's own serializers
         await super().setup(setup)
         self._rate = setup.audio_in_sample_rate
 
@@ -78,7 +78,7 @@ class RawMulawSerializer(FrameSerializer):  # type: ignore[misc]  # pipecat is u
         return InputAudioRawFrame(audio=pcm, num_channels=1, sample_rate=self._rate)
 
 
-class ToOutput(FrameProcessor):  # type: ignore[misc]
+class ToOutput(FrameProcessor):
     """Input audio (from one transport) becomes output audio (for the other one)."""
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -132,16 +132,15 @@ def app(vapi_base: str) -> FastAPI:
                 additional_headers={"Authorization": f"Bearer {VAPI_KEY}"},
             ),
         )
-        to_vapi = Pipeline(
-            [twilio.input(), VADProcessor(vad_analyzer=SileroVADAnalyzer()), ToOutput(), vapi.output()]
-        )
+        vad = VADProcessor(vad_analyzer=SileroVADAnalyzer())
+        to_vapi = Pipeline([twilio.input(), vad, ToOutput(), vapi.output()])
         to_twilio = Pipeline([vapi.input(), ToOutput(), twilio.output()])
         runner = WorkerRunner(handle_sigint=False)
         workers: list[Any] = [
             PipelineWorker(pipeline, idle_timeout_secs=None) for pipeline in (to_vapi, to_twilio)
         ]
 
-        @twilio.event_handler("on_client_disconnected")  # type: ignore[misc]
+        @twilio.event_handler("on_client_disconnected")
         async def _gone(*_: Any) -> None:
             for worker in workers:
                 await worker.cancel()

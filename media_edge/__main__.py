@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import sysconfig
 from collections.abc import Callable
 
 from media_edge import supervisor
+from media_edge.core import call
+from media_edge.io.telemetry import edge_logger
 from media_edge.server import EdgeServer
 from voicebridge.config import ConfigError, Settings, load_settings
 
@@ -27,6 +30,7 @@ async def run(settings: Settings, worker: supervisor.WorkerArgs | None = None) -
     role = await supervisor.worker_role(worker) if worker is not None else None
     server = EdgeServer(settings, worker=role)
     await server.start()
+    edge_logger().info("edge build", extra={"compiled": compiled_build()})
     try:
         await signals.get()
         drain = asyncio.create_task(server.drain())
@@ -39,6 +43,12 @@ async def run(settings: Settings, worker: supervisor.WorkerArgs | None = None) -
         second.cancel()
     finally:
         await server.stop()
+
+
+def compiled_build() -> bool:
+    """True when the per-frame modules run as mypyc's C extensions (the image's default build,
+    infra/edge_compile.py), False on the pure-Python sources."""
+    return (call.__file__ or "").endswith(sysconfig.get_config_var("EXT_SUFFIX"))
 
 
 def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -144,7 +144,7 @@ def test_dockerignore_keeps_the_context_to_what_the_image_copies() -> None:
     ]
     assert rules[0] == "*"
     allowed = {line[1:].rstrip("/") for line in rules if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "infra/deps.py", *SHIPPED["edge"]}
+    assert allowed == {"pyproject.toml", "infra/deps.py", "infra/edge_compile.py", *SHIPPED["edge"]}
     assert (
         "docker build --platform linux/arm64 -f infra/Dockerfile" in (ROOT / "Makefile").read_text()
     )
