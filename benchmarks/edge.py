@@ -507,7 +507,7 @@ def proc_rss_kb(pids: list[int]) -> int:
 
 
 def listeners(port: int) -> int:
-    """Sockets listening on ``port`` (this network namespace): how many workers are up."""
+    """Sockets listening on ``port`` (this network namespace)."""
     count = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
@@ -935,7 +935,8 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
         pin(proc.pid, 0)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if listeners(port) >= workers:  # every worker (or the one process) is listening
+        # The one process (or the supervisor, which holds connections until a worker is up).
+        if listeners(port) and len(proc_tree(proc.pid)) > (workers if workers > 1 else 0):
             url = f"http://127.0.0.1:{port}/health"
             with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:

@@ -27,9 +27,11 @@ async def run(settings: Settings, worker: supervisor.WorkerArgs | None = None) -
     signals = asyncio.Queue[int]()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before listening: no window to die in
         loop.add_signal_handler(sig, signals.put_nowait, sig)
-    role = await supervisor.worker_role(worker) if worker is not None else None
-    server = EdgeServer(settings, worker=role)
+    link = await supervisor.WorkerLink.open(worker) if worker is not None else None
+    server = EdgeServer(settings, worker=link.role if link is not None else None)
     await server.start()
+    if link is not None:  # connections come from the supervisor, through the drain too
+        link.serve(server)
     edge_logger().info("edge build", extra={"compiled": compiled_build()})
     try:
         await signals.get()
@@ -43,6 +45,8 @@ async def run(settings: Settings, worker: supervisor.WorkerArgs | None = None) -
         second.cancel()
     finally:
         await server.stop()
+        if link is not None:
+            link.close()
 
 
 def compiled_build() -> bool:

@@ -91,6 +91,12 @@ class EdgeServer:
         return len(self._sessions)
 
     @property
+    def call_sids(self) -> set[str]:
+        """CallSids of the live calls that have started (a supervisor redirects them if this
+        worker dies)."""
+        return {session.call.call_sid for session in self._sessions if session.call.call_sid}
+
+    @property
     def port(self) -> int:
         assert self._server is not None
         return self._server.sockets[0].getsockname()[1]
