@@ -27,3 +27,10 @@ def client(service: str, endpoint_url: str | None) -> Any:
                 found = boto3.session.Session().client(service, endpoint_url=endpoint_url)
                 _clients[key] = found
     return found
+
+
+def reset() -> None:
+    """Forget every client (after a SnapStart restore: functions/snapstart.py); the next use
+    makes new ones, with the credentials and connections of the restored environment."""
+    with _lock:
+        _clients.clear()

@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCAL = {"voicebridge", "functions", "media_edge", "infra", "tests", "benchmarks"}
 # deployable (= its pyproject slice in infra/deps.py) -> the packages copied into it
 SHIPPED = {"lambda": {"voicebridge", "functions"}, "edge": {"voicebridge", "media_edge"}}
+# Modules the platform provides and the artefact must NOT bundle: Lambda's Python runtime runs
+# the SnapStart hooks registered with its own snapshot_restore_py (functions/snapstart.py).
+RUNTIME_PROVIDED = {"lambda": {"snapshot_restore_py"}, "edge": set[str]()}
 
 
 def _imports(packages: set[str]) -> set[str]:
@@ -72,6 +75,7 @@ def test_shipped_code_imports_only_what_its_slice_installs(deployable: str) -> N
     local = imported & LOCAL
     assert local <= packages, f"{deployable} imports {local - packages}, which it does not ship"
     third_party = imported - LOCAL - set(sys.stdlib_module_names) - {"__future__"}
+    third_party -= RUNTIME_PROVIDED[deployable]
     providers = md.packages_distributions()
     installed = _closure(deps.requirements(deployable))
     missing = {
