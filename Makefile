@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install test lint format run demo bench bench-api bench-dsp bench-edge build deploy image push clean
+.PHONY: help install test lint format run demo bench bench-api bench-dsp bench-edge bench-soak build deploy image push clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ bench-dsp: $(STAMP)  ## per-frame DSP cost, resampler quality, VAD accuracy
 
 bench-edge: $(STAMP)  ## edge CPU and added latency at 100/250/500 concurrent calls
 	$(BIN)/python -m benchmarks.edge
+
+bench-soak: $(STAMP)  ## the shipped edge under 100 calls for 30 min: CPU/RSS/fds plot
+	$(BIN)/python -m benchmarks.soak_edge
 
 clean:  ## remove the virtualenv and build output
 	rm -rf $(VENV) .aws-sam .pytest_cache .ruff_cache

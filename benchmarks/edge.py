@@ -534,6 +534,43 @@ async def ticker(callers: list[Caller], stop: asyncio.Event) -> None:
         tick += 1
 
 
+def proc_fds(pids: list[int]) -> int:
+    """Open descriptors summed over ``pids``."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+    return total
+
+
+async def sample_edge(
+    args: argparse.Namespace, edge: list[int], callers: list[Caller], stats: Stats, wall0: float
+) -> None:
+    """The soak's time series (benchmarks/soak_edge.py): every ``--sample-s`` through the
+    window, one JSON line to ``--samples``: the edge's CPU % of a core over the interval, RSS,
+    open descriptors, frames sent and received so far, and the interval's latency p50/p99."""
+    cpu_prev, t_prev, lat_at = proc_cpu_s(edge), wall0, 0
+    with open(args.samples, "w") as out:  # noqa: ASYNC230  (one small write per interval)
+        while (now := time.perf_counter()) < wall0 + args.window:
+            await asyncio.sleep(min(args.sample_s, wall0 + args.window - now))
+            now, cpu = time.perf_counter(), proc_cpu_s(edge)
+            window = np.array(stats.latencies[lat_at:] or [np.nan])
+            lat_at = len(stats.latencies)
+            row = {
+                "t_s": round(now - wall0, 2),
+                "cpu_pct": round((cpu - cpu_prev) / (now - t_prev) * 100, 2),
+                "rss_mb": round(proc_rss_kb(edge) / 1024, 2),
+                "fds": proc_fds(edge),
+                "frames_sent": sum(len(c.sent_at) for c in callers),
+                "frames_received": stats.frames_received,
+                "p50_ms": round(float(np.percentile(window, 50)), 3),
+                "p99_ms": round(float(np.percentile(window, 99)), 3),
+            }
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            cpu_prev, t_prev = cpu, now
+
+
 async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
     stats = Stats()
     vapi = FakeVapi(args.vapi_port, args.mode == "pcm16", stats, echo=not args.no_echo)
@@ -566,7 +603,10 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
     wait0 = proc_runq_wait_s(edge)
     stats.window = (wall0, wall0 + args.window)
     sent0 = sum(len(c.sent_at) for c in callers)
-    await asyncio.sleep(args.window)
+    if args.samples:
+        await sample_edge(args, edge, callers, stats, wall0)
+    else:
+        await asyncio.sleep(args.window)
     wall1 = time.perf_counter()
     cpu1, me1 = proc_cpu_s(edge), time.process_time()
     wait1 = proc_runq_wait_s(edge)
@@ -575,6 +615,9 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(0.5)  # the last frames in flight
     stop.set()
     await tick_task
+    await asyncio.sleep(1.0)  # every frame sent has arrived (or is lost)
+    received_all = stats.frames_received
+    sent_all = sum(len(c.sent_at) for c in live)
     for caller in callers:
         caller.stop()
     with contextlib.suppress(TimeoutError):
@@ -596,6 +639,8 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
         "edge_rss_kb_per_call": round((rss1 - rss0) / max(1, len(live)), 1),
         "loadgen_cpu_pct": round((me1 - me0) / elapsed * 100, 1),
         "frames_sent": stats.frames_sent,
+        "frames_sent_total": sent_all,  # the whole run, settling included
+        "frames_received_total": received_all,
         "frames_measured": len(stats.latencies),
         "tag_mismatches": stats.tag_mismatches,
         "twilio_media_in": stats.twilio_media_in,
@@ -952,8 +997,14 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
 
 
 def run_point(
-    variant: str, calls: int, window: float, log_dir: Path, echo: bool = True
+    variant: str,
+    calls: int,
+    window: float,
+    log_dir: Path,
+    echo: bool = True,
+    samples: tuple[Path, float] | None = None,
 ) -> dict[str, Any]:
+    """One point; ``samples=(path, every_s)`` also writes the soak's time series."""
     edge_port, vapi_port = free_port(), free_port()
     edge = start_edge(variant, edge_port, vapi_port, log_dir / f"edge-{variant}-{calls}.log")
     try:
@@ -975,6 +1026,7 @@ def run_point(
             "--edge-pid",
             str(edge.pid),
             *([] if echo else ["--no-echo"]),
+            *(["--samples", str(samples[0]), "--sample-s", str(samples[1])] if samples else []),
         ]
         gen = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE)  # noqa: S603
         if edge_workers(variant) == 1:  # with workers on every CPU, pinning it would only hurt
@@ -1034,6 +1086,8 @@ def main() -> None:
     parser.add_argument("--edge-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--naive-relay", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--picows", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--samples", help=argparse.SUPPRESS)  # the soak's time series file
+    parser.add_argument("--sample-s", type=float, default=10.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_relay:
         port, vapi_base = int(args.naive_relay[0]), args.naive_relay[1]

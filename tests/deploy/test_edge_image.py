@@ -92,3 +92,14 @@ def test_the_build_is_keyed_by_the_sources(tmp_path: Path) -> None:
     before = edge_compile.source_digest(tmp_path)
     (tmp_path / "media_edge" / "a.py").write_text("x = 2\n")
     assert edge_compile.source_digest(tmp_path) != before
+
+
+def test_tasks_with_more_than_one_vcpu_run_one_worker_per_vcpu() -> None:
+    (value,) = [
+        e["Value"] for e in cfn.edge_container()["Environment"] if e["Name"] == "EDGE_WORKERS"
+    ]
+    condition, many, one = value["Fn::If"]
+    assert (many, one) == ("auto", "1")
+    cpus = {ref["Fn::Equals"][1] for ref in cfn.TEMPLATE["Conditions"][condition]["Fn::Or"]}
+    allowed = {str(v) for v in cfn.TEMPLATE["Parameters"]["EdgeCpu"]["AllowedValues"]}
+    assert cpus == {c for c in allowed if int(c) > 1024}
