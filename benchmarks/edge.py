@@ -951,8 +951,9 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
             f"http://127.0.0.1:{vapi_port}",
             *(["--picows"] if variant == "naive-picows" else []),
         ]
-    elif variant == "pipecat":
+    elif variant.startswith("pipecat"):  # pipecat, or pipecat-novad (without Silero)
         argv = [python, "-m", "benchmarks.pipecat_peer", str(port), f"http://127.0.0.1:{vapi_port}"]
+        argv += ["--no-vad"] if variant == "pipecat-novad" else []
     else:
         argv = [python, "-m", "media_edge"]
     env = dict(os.environ)

@@ -20,7 +20,7 @@ favour or neutral: no X-Twilio-Signature or stream-token check, no ``mark``s, no
 messages, ``auto_hang_up`` off (it would call Twilio's REST API at the end of every call);
 idle timeout off (the benchmark sends audio the whole time anyway).
 
-    python -m benchmarks.pipecat_peer PORT VAPI_BASE_URL
+    python -m benchmarks.pipecat_peer PORT VAPI_BASE_URL [--no-vad]
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class ToOutput(FrameProcessor):
         await self.push_frame(frame, direction)
 
 
-def app(vapi_base: str) -> FastAPI:
+def app(vapi_base: str, vad: bool = True) -> FastAPI:
     api = FastAPI()
     client = httpx.AsyncClient()
 
@@ -132,8 +132,8 @@ def app(vapi_base: str) -> FastAPI:
                 additional_headers={"Authorization": f"Bearer {VAPI_KEY}"},
             ),
         )
-        vad = VADProcessor(vad_analyzer=SileroVADAnalyzer())
-        to_vapi = Pipeline([twilio.input(), vad, ToOutput(), vapi.output()])
+        analysis = [VADProcessor(vad_analyzer=SileroVADAnalyzer())] if vad else []
+        to_vapi = Pipeline([twilio.input(), *analysis, ToOutput(), vapi.output()])
         to_twilio = Pipeline([vapi.input(), ToOutput(), twilio.output()])
         runner = WorkerRunner(handle_sigint=False)
         workers: list[Any] = [
@@ -153,7 +153,8 @@ def app(vapi_base: str) -> FastAPI:
 
 def main() -> None:
     port, vapi_base = int(sys.argv[1]), sys.argv[2]
-    uvicorn.run(app(vapi_base), host="127.0.0.1", port=port, log_level="warning")
+    vad = "--no-vad" not in sys.argv[3:]  # the variant pipecat-novad: what the VAD costs
+    uvicorn.run(app(vapi_base, vad), host="127.0.0.1", port=port, log_level="warning")
 
 
 if __name__ == "__main__":
