@@ -600,6 +600,8 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
         caller.sending = True
     await asyncio.sleep(3.0)  # settle: first frames, resampler and playout warm-up
     cpu0, me0, wall0 = proc_cpu_s(edge), time.process_time(), time.perf_counter()
+    mono0 = time.monotonic()  # the edge's +gcstats pauses are on this (system-wide) clock
+    each0 = [proc_cpu_s([pid]) for pid in edge]
     wait0 = proc_runq_wait_s(edge)
     stats.window = (wall0, wall0 + args.window)
     sent0 = sum(len(c.sent_at) for c in callers)
@@ -607,8 +609,9 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
         await sample_edge(args, edge, callers, stats, wall0)
     else:
         await asyncio.sleep(args.window)
-    wall1 = time.perf_counter()
+    wall1, mono1 = time.perf_counter(), time.monotonic()
     cpu1, me1 = proc_cpu_s(edge), time.process_time()
+    each1 = [proc_cpu_s([pid]) for pid in edge]
     wait1 = proc_runq_wait_s(edge)
     rss1 = proc_rss_kb(edge)
     stats.frames_sent = sum(len(c.sent_at) for c in callers) - sent0
@@ -631,9 +634,14 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
         "bridged": stats.bridged,
         "rejected": stats.rejected,
         "window_s": round(elapsed, 2),
+        "window_monotonic": [mono0, mono1],
         "edge_processes": len(edge),  # the supervisor and its workers are summed
         "edge_cpu_pct": round((cpu1 - cpu0) / elapsed * 100, 1),
         "edge_cpu_pct_per_call": round((cpu1 - cpu0) / elapsed * 100 / max(1, len(live)), 4),
+        # Per process, supervisor first then workers in pid order (EDGE_WORKERS > 1): the spread.
+        "edge_cpu_pct_by_process": [
+            round((b - a) / elapsed * 100, 1) for a, b in zip(each0, each1, strict=True)
+        ],
         "edge_runq_wait_pct": round((wait1 - wait0) / elapsed * 100, 1),
         "edge_rss_mb": round(rss1 / 1024, 1),
         "edge_rss_kb_per_call": round((rss1 - rss0) / max(1, len(live)), 1),
@@ -965,7 +973,10 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
         EDGE_PUBLIC_URL=f"ws://127.0.0.1:{port}",
         STREAM_TOKEN_SECRET=TOKEN_SECRET,
         EDGE_AUDIO_FORMAT="pcm16" if variant.startswith("pcm16") else "mulaw",
-        PYTHONPATH="",  # the edge's packages come from its working directory (source_tree)
+        # The edge's packages come from its working directory (source_tree); +gcstats adds
+        # benchmarks/gcstats (a sitecustomize timing every collection) and nothing else.
+        PYTHONPATH=str(ROOT / "benchmarks" / "gcstats") if "gcstats" in flags else "",
+        VB_GC_STATS=str(log.with_suffix(".gc.json")),
         EDGE_HOST="127.0.0.1",
         EDGE_PORT=str(port),
         EDGE_MAX_CALLS="5000",
@@ -974,6 +985,7 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
         EDGE_WORKERS=str(workers),
         EDGE_UVLOOP=str("uvloop" in flags).lower(),  # the edge's own switch: asyncio without it
     )
+    log.with_suffix(".gc.json").unlink(missing_ok=True)
     with log.open("wb") as out:
         cwd = ROOT if variant.startswith(("naive", "pipecat")) else source_tree(variant, log.parent)
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
@@ -1042,6 +1054,18 @@ def run_point(
             edge.kill()
             edge.wait()
     result["variant"] = variant
+    gc_stats = log_dir / f"edge-{variant}-{calls}.gc.json"
+    if "gcstats" in variant_flags(variant) and gc_stats.is_file():
+        start, end = result["window_monotonic"]
+        pauses = [(g, ms) for t, g, ms in json.loads(gc_stats.read_text()) if start <= t < end]
+        result["gc_in_window"] = {
+            f"gen{gen}": {
+                "count": len(mine := [ms for g, ms in pauses if g == gen]),
+                "total_ms": round(sum(mine), 2),
+                "max_ms": round(max(mine, default=0.0), 2),
+            }
+            for gen in (0, 1, 2)
+        }
     return result
 
 

@@ -19,6 +19,7 @@ Outside Lambda (no ``snapshot_restore_py``), ``register()`` does nothing.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from types import ModuleType
 
 from functions import aws
@@ -33,8 +34,9 @@ def warm() -> None:
     import httpx  # noqa: F401  (tools and the admin API call out with it)
 
     session = boto3.session.Session()
+    make: Callable[..., object] = session.client  # one of many typed overloads per service
     for service in WARM_CLIENTS:
-        session.client(service, region_name=session.region_name or "us-east-1")
+        make(service, region_name=session.region_name or "us-east-1")
 
 
 def reset() -> None:
@@ -51,7 +53,8 @@ def _hooks() -> ModuleType | None:
         import snapshot_restore_py  # provided by Lambda's Python runtimes (3.12+)
     except ImportError:
         return None
-    return snapshot_restore_py
+    module: ModuleType = snapshot_restore_py
+    return module
 
 
 def register() -> bool:

@@ -58,8 +58,11 @@ def test_the_runtime_stage_has_no_compiler_and_overlays_the_extensions_on_the_so
     assert len(sources) == 2  # the pure-Python fallback, always there
     assert overlay == ["--from=compile /compiled/ ./"]
     assert copies.index(overlay[0]) > copies.index(sources[-1])  # extensions beside the .py
-    # The builder keeps only extensions (and mypyc's shared runtime) in what it hands over.
-    assert "-name '*.py' -delete" in runs(stages()["compile"])
+    # The builder keeps only extensions (and mypyc's shared runtime) in what it hands over,
+    # and refuses a build kind it does not know.
+    commands = runs(stages()["compile"])
+    assert "find /compiled -type f ! -name '*.so' -delete" in commands
+    assert "exit 1" in commands
 
 
 def test_compile_extra_is_only_the_pinned_mypy_and_the_edge_has_mypyc_attr_at_run_time() -> None:
