@@ -116,7 +116,7 @@ def main(argv: list[str]) -> int:
         print(f"usage: python {argv[0]} OUT_DIR", file=sys.stderr)
         return 2
     try:
-        out = build(Path(argv[1]).resolve(), quiet=False)
+        out = build(Path(argv[1]).resolve())
     except CompileError as exc:
         print(f"edge_compile: {exc}", file=sys.stderr)
         return 1
