@@ -49,7 +49,7 @@ bench-dsp: $(STAMP)  ## per-frame DSP cost, resampler quality, VAD accuracy
 	$(BIN)/python -m pip install --quiet --no-deps 'silero-vad>=5,<7'
 	$(BIN)/python -m benchmarks.dsp
 
-bench-edge: $(STAMP)  ## edge CPU and added latency at 100/250/500 concurrent calls
+bench-edge: $(STAMP)  ## edge CPU, latency, memory at 1/100/250 calls, vs pipecat and a naive relay
 	$(BIN)/python -m benchmarks.edge
 
 bench-soak: $(STAMP)  ## the shipped edge under 100 calls for 30 min: CPU/RSS/fds plot

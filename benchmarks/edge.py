@@ -20,22 +20,29 @@ its edges), so the fake Vapi reads the tag back from the middle sample either wa
 The edge's run-queue wait (/proc/pid/schedstat) is reported next to its CPU: on a shared
 machine, a point where the edge waited for a CPU measures the neighbours as much as the edge.
 
-Variants: ``naive``, ``naive-picows``, ``mulaw``, ``pcm16``, with suffixes ``+uvloop``, ``+mypyc``
-and ``+w2`` (combinable, e.g. ``mulaw+w2+uvloop``). ``+w2`` runs the edge with EDGE_WORKERS=2: a
-supervisor and two SO_REUSEPORT workers. Then nothing is pinned the usual way: the supervisor is
-not pinned, worker i (in pid order) is pinned to CPU i where the machine has one, and the load
-generator is NOT pinned (it shares the CPUs with the workers, so its CPU competes with theirs:
-compare with the pinned single-process rows with that in mind). Edge CPU, RSS and run-queue wait
-are then the SUM over the supervisor and all its workers (descendants from
-/proc/<pid>/task/*/children), so the CPU column can pass 100 % of a core. ``+uvloop`` sets
-EDGE_UVLOOP=true (the edge's default; without the suffix the variant runs EDGE_UVLOOP=false, plain
-asyncio; under ``+w2`` the workers run uvloop and the supervisor stays on asyncio).
-``naive-picows`` is the naive relay on picows (Cython framing) under uvloop; ``+mypyc`` runs the
-edge from a copy whose per-frame modules are compiled with mypyc (see ``compiled_tree``).
+Variants: ``naive``, ``naive-picows``, ``pipecat``, ``pipecat-novad``, ``shipped``, ``mulaw``,
+``pcm16``, with suffixes ``+uvloop``, ``+mypyc``, ``+w2`` and ``+gcstats`` (combinable, e.g.
+``mulaw+w2+uvloop``) and an optional ``@REV`` (e.g. ``shipped@1a48a0a``).
+- ``naive``: a websockets relay (JSON -> base64 -> forward, no checks, DSP or pacing), the floor;
+  ``naive-picows``: the same on picows (Cython framing) under uvloop.
+- ``pipecat``: the same bridge built from pipecat (benchmarks/pipecat_peer.py: its Twilio
+  serializer and WebSocket transports, Silero VAD, default resampling); ``pipecat-novad``:
+  without the VAD.
+- ``shipped``: exactly what the image runs: the per-frame modules compiled by
+  infra/edge_compile.py (as the Dockerfile's builder stage does), uvloop, one process.
+- ``mulaw``/``pcm16``: the edge from the sources (pure Python) on plain asyncio, unless
+  ``+uvloop``; ``+mypyc`` compiles them as ``shipped`` does.
+- ``+w2``: EDGE_WORKERS=2, the supervisor and two workers. The workers are pinned to CPUs 0 and
+  1, the supervisor and the load generator are not (they share the CPUs with the workers);
+  CPU, RSS and run-queue wait are then summed over the supervisor and its workers (also given
+  per process), so the CPU column can pass 100 % of a core.
+- ``+gcstats``: every garbage collection in the edge is timed (benchmarks/gcstats); those in the
+  window are reported.
+- ``@REV``: the edge from that git revision (``git archive``), for an A/B of one change measured
+  in one run.
 
-    python -m benchmarks.edge [--calls 1 100 250 500] [--window 10] [--variants naive
-                              naive-picows mulaw mulaw+uvloop pcm16+uvloop
-                              mulaw+mypyc+uvloop mulaw+w2+uvloop] [--no-echo]
+    python -m benchmarks.edge [--calls 1 100 250] [--window 10] [--variants naive pipecat
+                              shipped mulaw+uvloop] [--no-echo]
     python -m benchmarks.edge --core   # CPU per frame through the sans-I/O core, in process
 """
 
@@ -1071,7 +1078,7 @@ def run_point(
 
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| edge | calls (bridged) | edge CPU % of a core | % per call | frames delivered "
+        "| variant | calls (bridged) | edge CPU % of a core | % per call | frames delivered "
         "| p50 ms | p99 ms | max ms | RSS MB | KB per call | load-gen CPU % |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -1088,19 +1095,12 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, nargs="+", default=[1, 100, 250, 500])
+    parser.add_argument("--calls", type=int, nargs="+", default=[1, 100, 250])
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument(
         "--variants",
         nargs="+",
-        default=[
-            "naive",
-            "naive-picows",
-            "mulaw",
-            "mulaw+uvloop",
-            "pcm16+uvloop",
-            "mulaw+mypyc+uvloop",
-        ],
+        default=["naive", "pipecat", "shipped", "mulaw+uvloop"],
     )
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-echo", action="store_true", help="fake Vapi stays silent")

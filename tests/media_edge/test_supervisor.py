@@ -163,7 +163,7 @@ async def workers_answering(port: int, path: str, status: int, tries: int = 200)
     return seen
 
 
-async def test_two_workers_share_the_port_and_both_get_connections(supervised):
+async def test_both_workers_get_connections_through_the_supervisors_port(supervised):
     edge = await supervised()
     assert len(set(edge.worker_pids().values())) == 2
     assert await workers_answering(edge.port, "/health", 200) == {"0", "1"}
