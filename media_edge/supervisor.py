@@ -43,7 +43,6 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import httpx
 
@@ -129,6 +128,7 @@ class WorkerLink:
         self._server: EdgeServer | None = None
         self._sids: set[str] = set()
         self._sync: asyncio.Task[None] | None = None
+        self._adopting: set[asyncio.Task[None]] = set()
         self.role = WorkerRole(args.index, lambda calls: self.report(b"%d" % calls))
 
     @classmethod
@@ -150,9 +150,12 @@ class WorkerLink:
         self.report(b"ready")
 
     def close(self) -> None:
-        """Stop adopting (the drain): what the supervisor still sends stays unanswered."""
+        """At exit, after the server has stopped (every call ended): say so, adopt no more."""
         if self._sync is not None:
             self._sync.cancel()
+        for sid in self._sids:
+            self.report(b"-" + sid.encode())
+        self._sids = set()
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(self._handoff.fileno())
         self._handoff.close()
@@ -182,10 +185,18 @@ class WorkerLink:
                 conn_id = -1
             sock = socket.socket(fileno=fds[0])
             sock.setblocking(False)
-            factory = functools.partial(HandedSocket, self._server, self, conn_id)
-            loop.create_task(loop.connect_accepted_socket(factory, sock)).add_done_callback(
-                _task_error
-            )
+            task = loop.create_task(self._adopt_one(self._server, sock, conn_id))
+            self._adopting.add(task)  # held until done: a task nobody references may vanish
+            task.add_done_callback(self._adopting.discard)
+
+    async def _adopt_one(self, server: EdgeServer, sock: socket.socket, conn_id: int) -> None:
+        factory = functools.partial(HandedSocket, server, self, conn_id)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(factory, sock)
+        except OSError as exc:  # e.g. the peer is already gone: nothing to serve, say so
+            edge_logger().warning("handed connection failed", extra={"detail": str(exc)})
+            sock.close()
+            self.closed(conn_id)
 
     async def _sync_sids(self, server: EdgeServer) -> None:
         while True:
@@ -210,11 +221,6 @@ class HandedSocket(TwilioSocket):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._link.closed(self._conn_id)
-
-
-def _task_error(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        edge_logger().warning("handed connection failed", extra={"detail": str(task.exception())})
 
 
 class TaskCalls:
@@ -410,13 +416,16 @@ class Supervisor:
             started = loop.time()
             pid, code, calls = await self._run_worker(slot)
             if self._draining.is_set():
-                self.clean = self.clean and code in (0, -signal.SIGTERM)
-                if code not in (0, -signal.SIGTERM):
+                clean = code in (0, -signal.SIGTERM)
+                self.clean = self.clean and clean
+                if not clean:
                     self._logger.warning(
                         "worker failed while stopping",
                         extra={"worker": index, "pid": pid, "exitCode": code},
                     )
-                self._orphans(slot)
+                    self._orphans(slot)  # it did not end its calls itself
+                slot.close_handed()  # a clean worker ended them (and said so, mostly)
+                slot.sids.clear()
                 return
             delay = RESTART_DELAY_S if loop.time() - started >= STABLE_S else delay
             self._logger.error(

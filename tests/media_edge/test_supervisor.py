@@ -313,9 +313,12 @@ async def test_sigterm_drains_every_worker_with_protection_and_calls_summed_per_
 
 async def test_a_second_signal_ends_the_calls_at_once(supervised):
     vapi = FakeVapi()
-    vapi_url = await vapi.start()
+    twilio = HttpFake(lambda m, p, b: (200, {}))
+    vapi_url, twilio_url = await vapi.start(), await twilio.start()
     try:
-        edge = await supervised(VAPI_BASE_URL=vapi_url, DRAIN_SECONDS="600")
+        edge = await supervised(
+            VAPI_BASE_URL=vapi_url, TWILIO_API_BASE=twilio_url, DRAIN_SECONDS="600"
+        )
         assert edge.proc is not None
         async with TwilioCaller(edge.port) as caller:
             await caller.start()
@@ -331,8 +334,12 @@ async def test_a_second_signal_ends_the_calls_at_once(supervised):
         async with asyncio.timeout(WAIT_S):
             assert await edge.proc.wait() == 0
         assert {"type": "end-call"} in vapi.texts
+        # Workers that stop cleanly ended their calls themselves: no apology on top.
+        assert not twilio.requests
+        assert not edge.logs("calls of a dead worker redirected")
     finally:
         await vapi.stop()
+        await twilio.stop()
 
 
 async def test_a_worker_that_dies_is_logged_counted_and_restarted(supervised):
