@@ -101,3 +101,34 @@ def test_template_enables_snapstart_on_published_versions_of_both_functions():
 def test_the_bundle_never_ships_its_own_snapshot_restore_py():
     """The runtime runs the hooks registered with ITS copy; one in /var/task would shadow it."""
     assert not any("snapshot" in r for r in deps.requirements("lambda"))
+
+
+def test_sam_points_the_http_api_and_the_queue_at_the_snapshotted_aliases(monkeypatch):
+    """SAM's own transform (offline): with AutoPublishAlias the API Gateway integration, its
+    invoke permission and the SQS event source mapping all target the ``live`` alias, i.e. the
+    published version SnapStart snapshots (the unpublished $LATEST never runs)."""
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    template = yaml_parse((cfn.ROOT / "template.yaml").read_text())
+    template["Globals"]["Function"]["CodeUri"] = "s3://bucket/key"  # sam build's job
+    parameters = {
+        "EdgeCertificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/x",
+        "TwilioAccountSid": "AC" + "0" * 32,
+    }
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    resources = transform(template, parameters, NoManagedPolicies())["Resources"]
+    (mapping,) = [r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert mapping["Properties"]["FunctionName"] == {"Ref": "WorkerFunctionAliaslive"}
+    body = resources["HttpApi"]["Properties"]["Body"]
+    uri = body["paths"]["$default"]["x-amazon-apigateway-any-method"][
+        "x-amazon-apigateway-integration"
+    ]["uri"]["Fn::Sub"]
+    assert "${ApiFunctionAliaslive}" in uri
+    (permission,) = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"]
+    assert permission["Properties"]["FunctionName"] == {"Ref": "ApiFunctionAliaslive"}
