@@ -1,4 +1,4 @@
-"""EDGE_WORKERS > 1: the supervisor and its SO_REUSEPORT workers, as real processes on loopback."""
+"""EDGE_WORKERS > 1: the supervisor and its workers, as real processes on loopback."""
 
 from __future__ import annotations
 
