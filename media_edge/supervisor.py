@@ -43,6 +43,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import httpx
 
@@ -328,7 +329,7 @@ class Supervisor:
         slots = asyncio.gather(*(self._keep(slot) for slot in self._slots))
         try:
             first = asyncio.create_task(signals.get())
-            await asyncio.wait({slots, first}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(_either(slots, first), return_when=asyncio.FIRST_COMPLETED)
             if not first.done():  # slots only end after a signal: this is a bug, surface it
                 first.cancel()
                 slots.result()
@@ -336,7 +337,7 @@ class Supervisor:
             self._draining.set()
             self._forward()
             second = asyncio.create_task(signals.get())
-            await asyncio.wait({slots, second}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(_either(slots, second), return_when=asyncio.FIRST_COMPLETED)
             if second.done():  # a second signal: workers end their calls now
                 self._forward()
             else:
@@ -583,6 +584,11 @@ class Supervisor:
         else:
             self._logger.warning("bad call report", extra={"worker": slot.index})
         return None
+
+
+def _either(*futures: asyncio.Future[Any]) -> set[asyncio.Future[Any]]:
+    """What ``asyncio.wait`` takes, for futures of different result types."""
+    return set(futures)
 
 
 async def _relay_lines(stream: asyncio.StreamReader) -> None:
