@@ -10,12 +10,12 @@ import json
 import os
 import time
 
-_PATH = os.environ.get("VB_GC_STATS")
+_PATH = os.environ.get("VB_GC_STATS", "")
 if _PATH:
     _pauses: list[tuple[float, int, float]] = []
     _started = [0.0]
 
-    def _timer(phase: str, info: dict) -> None:
+    def _timer(phase: str, info: dict[str, int]) -> None:
         now = time.perf_counter()
         if phase == "start":
             _started[0] = now
