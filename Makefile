@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Silences setuptools' "editable installation" banner from the build of voicebridge itself.
 PIP    := PYTHONWARNINGS=ignore $(BIN)/python -m pip
 
-.PHONY: help install test lint format run demo bench bench-api bench-dsp bench-edge build deploy \
+.PHONY: help install test lint format run demo bench bench-api bench-dsp bench-edge bench-soak build deploy \
         image push setup logs delete clean
 
 help:  ## list the targets
@@ -38,8 +38,12 @@ format: $(TESTS)  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint  ## lint, then the whole test suite (unit, socket, end-to-end, template checks)
+test: lint  ## lint, the whole test suite, then the edge's suite again on its compiled build
 	$(BIN)/python -m pytest -q
+	$(BIN)/python infra/edge_compile.py .build/edge-compiled
+	cd .build/edge-compiled && VOICEBRIDGE_EDGE_BUILD=compiled $(abspath $(BIN))/python -m pytest -q \
+		-p no:cacheprovider --import-mode=append --rootdir $(CURDIR) -c $(CURDIR)/pyproject.toml \
+		$(CURDIR)/tests/media_edge
 
 run: $(LOCAL)  ## the whole local stack in the foreground, one line per call event (JSON=1: raw logs)
 	$(BIN)/python -m infra.local $(if $(JSON),--json)
@@ -57,8 +61,11 @@ bench-dsp: $(BENCH)  ## per-frame DSP cost, resampler quality, VAD accuracy
 	$(PIP) install --quiet --no-deps 'silero-vad>=5,<7'
 	$(BIN)/python -m benchmarks.dsp
 
-bench-edge: $(BENCH)  ## edge CPU and added latency at 100/250/500 concurrent calls
+bench-edge: $(BENCH)  ## edge CPU, latency, memory at 1/100/250 calls, vs pipecat and a naive relay
 	$(BIN)/python -m benchmarks.edge
+
+bench-soak: $(BENCH)  ## the shipped edge under 100 calls for 30 min: CPU/RSS/fds plot
+	$(BIN)/python -m benchmarks.soak_edge
 
 clean:  ## remove the virtualenv and build output
 	rm -rf $(VENV) .aws-sam .pytest_cache .ruff_cache

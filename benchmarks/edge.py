@@ -20,22 +20,29 @@ its edges), so the fake Vapi reads the tag back from the middle sample either wa
 The edge's run-queue wait (/proc/pid/schedstat) is reported next to its CPU: on a shared
 machine, a point where the edge waited for a CPU measures the neighbours as much as the edge.
 
-Variants: ``naive``, ``naive-picows``, ``mulaw``, ``pcm16``, with suffixes ``+uvloop``, ``+mypyc``
-and ``+w2`` (combinable, e.g. ``mulaw+w2+uvloop``). ``+w2`` runs the edge with EDGE_WORKERS=2: a
-supervisor and two SO_REUSEPORT workers. Then nothing is pinned the usual way: the supervisor is
-not pinned, worker i (in pid order) is pinned to CPU i where the machine has one, and the load
-generator is NOT pinned (it shares the CPUs with the workers, so its CPU competes with theirs:
-compare with the pinned single-process rows with that in mind). Edge CPU, RSS and run-queue wait
-are then the SUM over the supervisor and all its workers (descendants from
-/proc/<pid>/task/*/children), so the CPU column can pass 100 % of a core. ``+uvloop`` sets
-EDGE_UVLOOP=true (the edge's default; without the suffix the variant runs EDGE_UVLOOP=false, plain
-asyncio; under ``+w2`` the workers run uvloop and the supervisor stays on asyncio).
-``naive-picows`` is the naive relay on picows (Cython framing) under uvloop; ``+mypyc`` runs the
-edge from a copy whose per-frame modules are compiled with mypyc (see ``compiled_tree``).
+Variants: ``naive``, ``naive-picows``, ``pipecat``, ``pipecat-novad``, ``shipped``, ``mulaw``,
+``pcm16``, with suffixes ``+uvloop``, ``+mypyc``, ``+w2`` and ``+gcstats`` (combinable, e.g.
+``mulaw+w2+uvloop``) and an optional ``@REV`` (e.g. ``shipped@1a48a0a``).
+- ``naive``: a websockets relay (JSON -> base64 -> forward, no checks, DSP or pacing), the floor;
+  ``naive-picows``: the same on picows (Cython framing) under uvloop.
+- ``pipecat``: the same bridge built from pipecat (benchmarks/pipecat_peer.py: its Twilio
+  serializer and WebSocket transports, Silero VAD, default resampling); ``pipecat-novad``:
+  without the VAD.
+- ``shipped``: exactly what the image runs: the per-frame modules compiled by
+  infra/edge_compile.py (as the Dockerfile's builder stage does), uvloop, one process.
+- ``mulaw``/``pcm16``: the edge from the sources (pure Python) on plain asyncio, unless
+  ``+uvloop``; ``+mypyc`` compiles them as ``shipped`` does.
+- ``+w2``: EDGE_WORKERS=2, the supervisor and two workers. The workers are pinned to CPUs 0 and
+  1, the supervisor and the load generator are not (they share the CPUs with the workers);
+  CPU, RSS and run-queue wait are then summed over the supervisor and its workers (also given
+  per process), so the CPU column can pass 100 % of a core.
+- ``+gcstats``: every garbage collection in the edge is timed (benchmarks/gcstats); those in the
+  window are reported.
+- ``@REV``: the edge from that git revision (``git archive``), for an A/B of one change measured
+  in one run.
 
-    python -m benchmarks.edge [--calls 1 100 250 500] [--window 10] [--variants naive
-                              naive-picows mulaw mulaw+uvloop pcm16+uvloop
-                              mulaw+mypyc+uvloop mulaw+w2+uvloop] [--no-echo]
+    python -m benchmarks.edge [--calls 1 100 250] [--window 10] [--variants naive pipecat
+                              shipped mulaw+uvloop] [--no-echo]
     python -m benchmarks.edge --core   # CPU per frame through the sans-I/O core, in process
 """
 
@@ -50,7 +57,6 @@ import hashlib
 import http
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -77,9 +83,14 @@ BUCKETS = 10  # callers are spread over 10 send phases per 20 ms, as real calls 
 TAG_CODES = [0x90 + 2 * i for i in range(16)] + [0x10 + 2 * i for i in range(16)]
 TAG_LEVELS = ulaw_decode(bytes(TAG_CODES)).astype(int)
 TAG_PAYLOADS = [base64.b64encode(bytes([c]) * 160).decode() for c in TAG_CODES]
-CODE_TO_TAG = {code: i for i, code in enumerate(TAG_CODES)}
+# A received code maps to the tag within one mu-law step of it (a resampler's ripple on a
+# constant frame moves the code by a step at most; the peer's extra resamplers do that).
+CODE_TO_TAG = {
+    code + d: i for i, code in enumerate(TAG_CODES) for d in (-1, 1, 0)
+}  # exact codes last, so they win
 # After 16 kHz resampling a constant frame's middle is within +-2 of the decoded level.
 LEVEL_TO_TAG = {int(level) + d: i for i, level in enumerate(TAG_LEVELS) for d in range(-2, 3)}
+TAG_PROBES = (16, 48, 80, 112, 144)  # samples into a 20 ms block where its tag is read
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -398,17 +409,35 @@ class VapiConnection(asyncio.Protocol):
                 self.transport.close()
 
     def on_audio(self, payload: bytes) -> None:
+        """Each whole 20 ms block of the message (our edge sends one per message, pipecat two;
+        filled-in silence has no tag) is matched to the frame it carries, by its tag."""
         now = time.perf_counter()
         caller = self.caller
         if caller is None:
             return
+        block = 640 if self.pcm16 else 160
+        start = len(payload) % block
+        for at in range(start, len(payload), block):
+            tag = self.tag_of(payload, at)
+            if tag >= 0:
+                self.on_frame(caller, tag, now)
+
+    def tag_of(self, payload: bytes, at: int) -> int:
+        """The tag most probes of the block at ``at`` read, -1 if none (e.g. silence)."""
+        votes = [0] * 32
+        for probe in TAG_PROBES:
+            if self.pcm16:
+                i = at + 4 * probe  # 16 kHz: two samples per 8 kHz sample, two bytes each
+                tag = LEVEL_TO_TAG.get(int.from_bytes(payload[i : i + 2], "little", signed=True))
+            else:
+                tag = CODE_TO_TAG.get(payload[at + probe])
+            if tag is not None:
+                votes[tag] += 1
+        best = max(range(32), key=votes.__getitem__)
+        return best if votes[best] * 2 > len(TAG_PROBES) else -1
+
+    def on_frame(self, caller: Caller, tag: int, now: float) -> None:
         stats = self.server.stats
-        # The middle of the last 20 ms (filled-in silence would come first).
-        if self.pcm16:
-            at = len(payload) - 320
-            tag = LEVEL_TO_TAG.get(int.from_bytes(payload[at : at + 2], "little", signed=True), -1)
-        else:
-            tag = CODE_TO_TAG.get(payload[-80], -1)
         sent = caller.sent_at
         k = self.expect
         if k < 0 or k >= len(sent) or k % 32 != tag:
@@ -485,7 +514,7 @@ def proc_rss_kb(pids: list[int]) -> int:
 
 
 def listeners(port: int) -> int:
-    """Sockets listening on ``port`` (this network namespace): how many workers are up."""
+    """Sockets listening on ``port`` (this network namespace)."""
     count = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
@@ -510,6 +539,43 @@ async def ticker(callers: list[Caller], stop: asyncio.Event) -> None:
             if caller.sending:
                 caller.send_media()
         tick += 1
+
+
+def proc_fds(pids: list[int]) -> int:
+    """Open descriptors summed over ``pids``."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+    return total
+
+
+async def sample_edge(
+    args: argparse.Namespace, edge: list[int], callers: list[Caller], stats: Stats, wall0: float
+) -> None:
+    """The soak's time series (benchmarks/soak_edge.py): every ``--sample-s`` through the
+    window, one JSON line to ``--samples``: the edge's CPU % of a core over the interval, RSS,
+    open descriptors, frames sent and received so far, and the interval's latency p50/p99."""
+    cpu_prev, t_prev, lat_at = proc_cpu_s(edge), wall0, 0
+    with open(args.samples, "w") as out:  # noqa: ASYNC230  (one small write per interval)
+        while (now := time.perf_counter()) < wall0 + args.window:
+            await asyncio.sleep(min(args.sample_s, wall0 + args.window - now))
+            now, cpu = time.perf_counter(), proc_cpu_s(edge)
+            window = np.array(stats.latencies[lat_at:] or [np.nan])
+            lat_at = len(stats.latencies)
+            row = {
+                "t_s": round(now - wall0, 2),
+                "cpu_pct": round((cpu - cpu_prev) / (now - t_prev) * 100, 2),
+                "rss_mb": round(proc_rss_kb(edge) / 1024, 2),
+                "fds": proc_fds(edge),
+                "frames_sent": sum(len(c.sent_at) for c in callers),
+                "frames_received": stats.frames_received,
+                "p50_ms": round(float(np.percentile(window, 50)), 3),
+                "p99_ms": round(float(np.percentile(window, 99)), 3),
+            }
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            cpu_prev, t_prev = cpu, now
 
 
 async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
@@ -541,18 +607,27 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
         caller.sending = True
     await asyncio.sleep(3.0)  # settle: first frames, resampler and playout warm-up
     cpu0, me0, wall0 = proc_cpu_s(edge), time.process_time(), time.perf_counter()
+    mono0 = time.monotonic()  # the edge's +gcstats pauses are on this (system-wide) clock
+    each0 = [proc_cpu_s([pid]) for pid in edge]
     wait0 = proc_runq_wait_s(edge)
     stats.window = (wall0, wall0 + args.window)
     sent0 = sum(len(c.sent_at) for c in callers)
-    await asyncio.sleep(args.window)
-    wall1 = time.perf_counter()
+    if args.samples:
+        await sample_edge(args, edge, callers, stats, wall0)
+    else:
+        await asyncio.sleep(args.window)
+    wall1, mono1 = time.perf_counter(), time.monotonic()
     cpu1, me1 = proc_cpu_s(edge), time.process_time()
+    each1 = [proc_cpu_s([pid]) for pid in edge]
     wait1 = proc_runq_wait_s(edge)
     rss1 = proc_rss_kb(edge)
     stats.frames_sent = sum(len(c.sent_at) for c in callers) - sent0
     await asyncio.sleep(0.5)  # the last frames in flight
     stop.set()
     await tick_task
+    await asyncio.sleep(1.0)  # every frame sent has arrived (or is lost)
+    received_all = stats.frames_received
+    sent_all = sum(len(c.sent_at) for c in live)
     for caller in callers:
         caller.stop()
     with contextlib.suppress(TimeoutError):
@@ -566,14 +641,21 @@ async def loadgen(args: argparse.Namespace) -> dict[str, Any]:
         "bridged": stats.bridged,
         "rejected": stats.rejected,
         "window_s": round(elapsed, 2),
+        "window_monotonic": [mono0, mono1],
         "edge_processes": len(edge),  # the supervisor and its workers are summed
         "edge_cpu_pct": round((cpu1 - cpu0) / elapsed * 100, 1),
         "edge_cpu_pct_per_call": round((cpu1 - cpu0) / elapsed * 100 / max(1, len(live)), 4),
+        # Per process, supervisor first then workers in pid order (EDGE_WORKERS > 1): the spread.
+        "edge_cpu_pct_by_process": [
+            round((b - a) / elapsed * 100, 1) for a, b in zip(each0, each1, strict=True)
+        ],
         "edge_runq_wait_pct": round((wait1 - wait0) / elapsed * 100, 1),
         "edge_rss_mb": round(rss1 / 1024, 1),
         "edge_rss_kb_per_call": round((rss1 - rss0) / max(1, len(live)), 1),
         "loadgen_cpu_pct": round((me1 - me0) / elapsed * 100, 1),
         "frames_sent": stats.frames_sent,
+        "frames_sent_total": sent_all,  # the whole run, settling included
+        "frames_received_total": received_all,
         "frames_measured": len(stats.latencies),
         "tag_mismatches": stats.tag_mismatches,
         "twilio_media_in": stats.twilio_media_in,
@@ -827,60 +909,52 @@ def pin(pid: int, cpu: int) -> None:
 
 def edge_workers(variant: str) -> int:
     """``+w2`` -> 2 (EDGE_WORKERS); 1 without such a suffix."""
-    counts = [int(flag[1:]) for flag in variant.split("+")[1:] if flag[:1] == "w"]
+    counts = [int(flag[1:]) for flag in variant_flags(variant) if flag[:1] == "w"]
     return counts[0] if counts else 1
 
 
-# The per-frame modules compiled by the ``+mypyc`` variant (the asyncio shell, session and
-# server stay interpreted): what compiling the Python hot path would give.
-MYPYC_MODULES = [
-    "media_edge/core/actions.py",
-    "media_edge/core/events.py",
-    "media_edge/core/audio.py",
-    "media_edge/core/playout.py",
-    "media_edge/core/call.py",
-    "media_edge/protocol/twilio.py",
-    "media_edge/dsp/framing.py",
-    "media_edge/dsp/vad.py",
-    "media_edge/io/ws.py",
-]
+def source_tree(variant: str, log_dir: Path) -> Path:
+    """Where the variant's edge runs from: this checkout, or with ``@REV`` that revision's
+    ``media_edge`` + ``voicebridge`` (``git archive``), for an A/B of one change in one run;
+    with ``+mypyc`` (or ``shipped``) the build infra/edge_compile.py makes of it, exactly as
+    the image's builder stage does."""
+    _, _, rev = variant.partition("@")
+    root = ROOT
+    if rev:
+        sha = subprocess.run(  # noqa: S603
+            ["git", "rev-parse", "--short=12", rev],  # noqa: S607
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        root = log_dir / f"rev-{sha}"
+        if not (root / "media_edge").is_dir():
+            root.mkdir(parents=True, exist_ok=True)
+            archive = subprocess.run(  # noqa: S603
+                ["git", "archive", sha, "media_edge", "voicebridge"],  # noqa: S607
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)  # noqa: S603, S607
+    if "mypyc" not in variant_flags(variant):
+        return root
+    from infra import edge_compile
+
+    label = root.name if rev else "worktree"
+    return edge_compile.build(log_dir / f"compiled-{label}", root=root)
 
 
-def compiled_tree(log_dir: Path) -> Path:
-    """A copy of ``media_edge`` + ``voicebridge`` with MYPYC_MODULES compiled by mypyc, built
-    once per source state. The copy's WsConnection is marked subclassable by interpreted code
-    (the server's TwilioSocket subclasses it), the one edit mypyc needs; the repo stays pure
-    Python, and this build is an experiment measured here, not what ships."""
-    sources = sorted(p for pkg in ("media_edge", "voicebridge") for p in (ROOT / pkg).rglob("*.py"))
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
-    tree = log_dir / f"mypyc-{digest}"
-    if (tree / ".built").exists():
-        return tree
-    shutil.rmtree(tree, ignore_errors=True)
-    for pkg in ("media_edge", "voicebridge"):
-        shutil.copytree(ROOT / pkg, tree / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    ws_py = tree / "media_edge/io/ws.py"
-    ws_py.write_text(
-        ws_py.read_text().replace(
-            "class WsConnection(asyncio.Protocol):",
-            "from mypy_extensions import mypyc_attr\n\n\n"
-            "@mypyc_attr(allow_interpreted_subclasses=True)\n"
-            "class WsConnection(asyncio.Protocol):",
-        )
-    )
-    subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "mypyc", *MYPYC_MODULES],
-        cwd=tree,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    (tree / ".built").touch()
-    return tree
+def variant_flags(variant: str) -> set[str]:
+    """``shipped`` is what the image runs: the compiled build on uvloop (its defaults)."""
+    name, *flags = variant.partition("@")[0].split("+")
+    return {*flags, "mypyc", "uvloop"} if name == "shipped" else set(flags)
 
 
 def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess.Popen[bytes]:
     python = sys.executable
-    flags = set(variant.split("+")[1:])
+    flags = variant_flags(variant)
     workers = edge_workers(variant)
     if variant.startswith("naive"):  # naive (websockets) or naive-picows
         argv = [
@@ -892,6 +966,9 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
             f"http://127.0.0.1:{vapi_port}",
             *(["--picows"] if variant == "naive-picows" else []),
         ]
+    elif variant.startswith("pipecat"):  # pipecat, or pipecat-novad (without Silero)
+        argv = [python, "-m", "benchmarks.pipecat_peer", str(port), f"http://127.0.0.1:{vapi_port}"]
+        argv += ["--no-vad"] if variant == "pipecat-novad" else []
     else:
         argv = [python, "-m", "media_edge"]
     env = dict(os.environ)
@@ -902,7 +979,11 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
         VAPI_BASE_URL=f"http://127.0.0.1:{vapi_port}",
         EDGE_PUBLIC_URL=f"ws://127.0.0.1:{port}",
         STREAM_TOKEN_SECRET=TOKEN_SECRET,
-        EDGE_AUDIO_FORMAT="mulaw" if variant.startswith("naive") else variant.split("+")[0],
+        EDGE_AUDIO_FORMAT="pcm16" if variant.startswith("pcm16") else "mulaw",
+        # The edge's packages come from its working directory (source_tree); +gcstats adds
+        # benchmarks/gcstats (a sitecustomize timing every collection) and nothing else.
+        PYTHONPATH=str(ROOT / "benchmarks" / "gcstats") if "gcstats" in flags else "",
+        VB_GC_STATS=str(log.with_suffix(".gc.json")),
         EDGE_HOST="127.0.0.1",
         EDGE_PORT=str(port),
         EDGE_MAX_CALLS="5000",
@@ -911,14 +992,16 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
         EDGE_WORKERS=str(workers),
         EDGE_UVLOOP=str("uvloop" in flags).lower(),  # the edge's own switch: asyncio without it
     )
+    log.with_suffix(".gc.json").unlink(missing_ok=True)
     with log.open("wb") as out:
-        cwd = compiled_tree(log.parent) if "mypyc" in flags else ROOT
+        cwd = ROOT if variant.startswith(("naive", "pipecat")) else source_tree(variant, log.parent)
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
     if workers == 1:
         pin(proc.pid, 0)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if listeners(port) >= workers:  # every worker (or the one process) is listening
+        # The one process (or the supervisor, which holds connections until a worker is up).
+        if listeners(port) and len(proc_tree(proc.pid)) > (workers if workers > 1 else 0):
             url = f"http://127.0.0.1:{port}/health"
             with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:
@@ -934,8 +1017,14 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
 
 
 def run_point(
-    variant: str, calls: int, window: float, log_dir: Path, echo: bool = True
+    variant: str,
+    calls: int,
+    window: float,
+    log_dir: Path,
+    echo: bool = True,
+    samples: tuple[Path, float] | None = None,
 ) -> dict[str, Any]:
+    """One point; ``samples=(path, every_s)`` also writes the soak's time series."""
     edge_port, vapi_port = free_port(), free_port()
     edge = start_edge(variant, edge_port, vapi_port, log_dir / f"edge-{variant}-{calls}.log")
     try:
@@ -957,6 +1046,7 @@ def run_point(
             "--edge-pid",
             str(edge.pid),
             *([] if echo else ["--no-echo"]),
+            *(["--samples", str(samples[0]), "--sample-s", str(samples[1])] if samples else []),
         ]
         gen = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE)  # noqa: S603
         if edge_workers(variant) == 1:  # with workers on every CPU, pinning it would only hurt
@@ -971,12 +1061,24 @@ def run_point(
             edge.kill()
             edge.wait()
     result["variant"] = variant
+    gc_stats = log_dir / f"edge-{variant}-{calls}.gc.json"
+    if "gcstats" in variant_flags(variant) and gc_stats.is_file():
+        start, end = result["window_monotonic"]
+        pauses = [(g, ms) for t, g, ms in json.loads(gc_stats.read_text()) if start <= t < end]
+        result["gc_in_window"] = {
+            f"gen{gen}": {
+                "count": len(mine := [ms for g, ms in pauses if g == gen]),
+                "total_ms": round(sum(mine), 2),
+                "max_ms": round(max(mine, default=0.0), 2),
+            }
+            for gen in (0, 1, 2)
+        }
     return result
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| edge | calls (bridged) | edge CPU % of a core | % per call | frames delivered "
+        "| variant | calls (bridged) | edge CPU % of a core | % per call | frames delivered "
         "| p50 ms | p99 ms | max ms | RSS MB | KB per call | load-gen CPU % |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -993,19 +1095,12 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, nargs="+", default=[1, 100, 250, 500])
+    parser.add_argument("--calls", type=int, nargs="+", default=[1, 100, 250])
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument(
         "--variants",
         nargs="+",
-        default=[
-            "naive",
-            "naive-picows",
-            "mulaw",
-            "mulaw+uvloop",
-            "pcm16+uvloop",
-            "mulaw+mypyc+uvloop",
-        ],
+        default=["naive", "pipecat", "shipped", "mulaw+uvloop"],
     )
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-echo", action="store_true", help="fake Vapi stays silent")
@@ -1016,6 +1111,8 @@ def main() -> None:
     parser.add_argument("--edge-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--naive-relay", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--picows", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--samples", help=argparse.SUPPRESS)  # the soak's time series file
+    parser.add_argument("--sample-s", type=float, default=10.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_relay:
         port, vapi_base = int(args.naive_relay[0]), args.naive_relay[1]

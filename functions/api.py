@@ -11,9 +11,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from mangum import Mangum
 
-from functions import admin, twilio_webhooks, vapi_webhooks, web
+from functions import admin, snapstart, twilio_webhooks, vapi_webhooks, web
 from voicebridge.config import ConfigError, running_in_lambda
 
+snapstart.register()  # SnapStart: warm before the snapshot, re-read secrets after a restore
 app = FastAPI(
     title="voicebridge control plane",
     docs_url=None,

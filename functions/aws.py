@@ -153,3 +153,11 @@ async def call(deadline: Deadline, dependency: Dependency, fn: Callable[..., T],
         if _unreachable(exc):
             _down_until[dependency] = time.monotonic() + COOLDOWN_SECONDS
         raise
+
+
+def reset() -> None:
+    """Forget every client (after a SnapStart restore: functions/snapstart.py); the next use
+    makes new ones, with the credentials and connections of the restored environment."""
+    with _lock:
+        _clients.clear()
+    _down_until.clear()  # a restored snapshot starts with no known outage

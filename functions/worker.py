@@ -37,13 +37,14 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 
-from functions import aws
+from functions import aws, snapstart
 from functions.events import Envelope
 from functions.observability import MetricUnit, call_context, logger_for, metrics_for
 from functions.storage import MAX_TEXT_CHARS, STATUS_RANK, Store, get_store
 from voicebridge import telemetry
 from voicebridge.config import Settings, get_settings, running_in_lambda
 
+snapstart.register()  # SnapStart: warm before the snapshot, re-read secrets after a restore
 logger = logger_for(telemetry.SERVICE_WORKER)
 metrics = metrics_for(telemetry.SERVICE_WORKER)
 # A batch that fails entirely is reported item by item like any other (not raised): SQS retries

@@ -15,17 +15,23 @@ PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 DEPLOYABLES = ("lambda", "edge")
 
 
+BUILD_TOOLS = ("compile",)  # extras a build stage installs alone (mypyc for the edge image)
+
+
 def requirements(deployable: str, pyproject: Path = PYPROJECT) -> list[str]:
-    """Shared runtime dependencies followed by the deployable's own extra."""
-    if deployable not in DEPLOYABLES:
+    """Shared runtime dependencies followed by the deployable's own extra; for a build tool,
+    its extra alone."""
+    if deployable not in (*DEPLOYABLES, *BUILD_TOOLS):
         raise ValueError(f"unknown deployable {deployable!r}; one of {', '.join(DEPLOYABLES)}")
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    return [*project["dependencies"], *project["optional-dependencies"][deployable]]
+    extra = project["optional-dependencies"][deployable]
+    return list(extra) if deployable in BUILD_TOOLS else [*project["dependencies"], *extra]
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[1] not in DEPLOYABLES:
-        print(f"usage: python {argv[0]} {{{'|'.join(DEPLOYABLES)}}}", file=sys.stderr)
+    if len(argv) != 2 or argv[1] not in (*DEPLOYABLES, *BUILD_TOOLS):
+        choices = "|".join((*DEPLOYABLES, *BUILD_TOOLS))
+        print(f"usage: python {argv[0]} {{{choices}}}", file=sys.stderr)
         return 2
     print("\n".join(requirements(argv[1])))
     return 0

@@ -6,9 +6,9 @@ upgrade is checked before anything else: ``X-Twilio-Signature`` over ``EDGE_PUBL
 failing call never reaches the server. ``EdgeServer`` is the in-process entry point (tests, the
 local stack, the load benchmark): ``port = await server.start()``, ``await server.drain()``,
 ``await server.stop()``. Under ``media_edge.supervisor`` (EDGE_WORKERS > 1) it runs as one of
-several workers (``worker=WorkerRole(...)``): it listens with SO_REUSEPORT, reports its live-call
-count instead of emitting ActiveCalls or touching ECS task protection, and names itself in an
-``X-Edge-Worker`` header on its HTTP answers.
+several workers (``worker=WorkerRole(...)``): it serves the connections the supervisor hands
+it, reports its live-call count (and ``call_sids``) instead of emitting ActiveCalls or touching
+ECS task protection, and names itself in an ``X-Edge-Worker`` header on its HTTP answers.
 """
 
 from __future__ import annotations
@@ -89,6 +89,12 @@ class EdgeServer:
     @property
     def active_calls(self) -> int:
         return len(self._sessions)
+
+    @property
+    def call_sids(self) -> set[str]:
+        """CallSids of the live calls that have started (a supervisor redirects them if this
+        worker dies)."""
+        return {session.call.call_sid for session in self._sessions if session.call.call_sid}
 
     @property
     def port(self) -> int:

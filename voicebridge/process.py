@@ -1,8 +1,8 @@
 """Child processes that cannot outlive their parent.
 
 The local stack (``infra``) and the edge supervisor (``media_edge``) both start children that hold
-ports; if the parent dies, however it dies (SIGKILL included), an orphan would keep the port, or
-its share of an SO_REUSEPORT listener, and take connections nobody supervises. Linux's
+ports or calls; if the parent dies, however it dies (SIGKILL included), an orphan would keep the
+port, or calls (and an ECS task) alive with nobody supervising them. Linux's
 PR_SET_PDEATHSIG has the kernel signal the child instead.
 """
 

@@ -26,6 +26,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from mypy_extensions import mypyc_attr
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidMessage
 from websockets.frames import Frame, Opcode
@@ -105,6 +106,8 @@ def _header(first: int, length: int, mask_bit: int) -> bytes:
     return _HEADER_64(first, mask_bit | 127, length)
 
 
+# Compiled by infra/edge_compile.py; the server's TwilioSocket (interpreted) subclasses it.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class WsConnection(asyncio.Protocol):
     """One WebSocket over one transport. Callbacks (set with :meth:`attach`):
 

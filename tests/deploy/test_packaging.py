@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCAL = {"voicebridge", "functions", "media_edge", "infra", "tests", "benchmarks"}
 # deployable (= its pyproject slice in infra/deps.py) -> the packages copied into it
 SHIPPED = {"lambda": {"voicebridge", "functions"}, "edge": {"voicebridge", "media_edge"}}
+# Modules the platform provides and the artefact must NOT bundle: Lambda's Python runtime runs
+# the SnapStart hooks registered with its own snapshot_restore_py (functions/snapstart.py).
+RUNTIME_PROVIDED = {"lambda": {"snapshot_restore_py"}, "edge": set[str]()}
 
 
 def _imports(packages: set[str]) -> set[str]:
@@ -72,6 +75,7 @@ def test_shipped_code_imports_only_what_its_slice_installs(deployable: str) -> N
     local = imported & LOCAL
     assert local <= packages, f"{deployable} imports {local - packages}, which it does not ship"
     third_party = imported - LOCAL - set(sys.stdlib_module_names) - {"__future__"}
+    third_party -= RUNTIME_PROVIDED[deployable]
     providers = md.packages_distributions()
     installed = _closure(deps.requirements(deployable))
     missing = {
@@ -144,7 +148,7 @@ def test_dockerignore_keeps_the_context_to_what_the_image_copies() -> None:
     ]
     assert rules[0] == "*"
     allowed = {line[1:].rstrip("/") for line in rules if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "infra/deps.py", *SHIPPED["edge"]}
+    assert allowed == {"pyproject.toml", "infra/deps.py", "infra/edge_compile.py", *SHIPPED["edge"]}
     assert (
         "docker buildx build --platform linux/arm64 --load -f infra/Dockerfile"
         in (ROOT / "Makefile").read_text()

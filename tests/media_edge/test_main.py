@@ -151,3 +151,33 @@ async def test_sigterm_drains_live_calls_then_exits_cleanly():
             await proc.wait()
         await proc.communicate()
         await vapi.stop()
+
+
+async def test_the_edge_logs_which_build_it_runs_and_freezes_its_start_up_heap():
+    """``compiled`` is true exactly when the per-frame modules are mypyc's extensions: false on
+    the sources, true when ``make test`` reruns this suite on the compiled build."""
+    from tests.media_edge.conftest import COMPILED
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "media_edge",
+        env=edge_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await read_listening(proc)
+        assert proc.stdout is not None
+        async with asyncio.timeout(WAIT_S):
+            while b'"edge build"' not in (line := await proc.stdout.readline()):
+                assert line, "the edge exited before logging its build"
+        build = json.loads(line)
+        assert build["compiled"] is COMPILED
+        # The start-up heap (modules, numpy, websockets, ...) is out of the collector's way.
+        assert build["gcFrozen"] > 10_000
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT_S):
+            await proc.wait()
+        await proc.communicate()

@@ -1,4 +1,4 @@
-"""EDGE_WORKERS > 1: the supervisor and its SO_REUSEPORT workers, as real processes on loopback."""
+"""EDGE_WORKERS > 1: the supervisor and its workers, as real processes on loopback."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ from websockets.exceptions import InvalidStatus
 
 from media_edge.io.protection import TaskProtection
 from media_edge.io.telemetry import EdgeMetrics, edge_logger
+from media_edge.protocol.twilio import apology_twiml
 from media_edge.server import WORKER_HEADER
 from media_edge.supervisor import TaskCalls
-from tests.media_edge.fakes import FakeVapi, HttpFake, TwilioCaller, sig_headers
+from tests.media_edge.fakes import ACCOUNT_SID, FakeVapi, HttpFake, TwilioCaller, sig_headers
 from tests.media_edge.test_main import edge_env, run_edge
 from voicebridge import config, telemetry
 from voicebridge.config import ConfigError, load_settings
@@ -52,10 +54,11 @@ class Supervised:
             stderr=asyncio.subprocess.PIPE,
         )
         self._reader = asyncio.create_task(self._read())
-        await self.until(lambda: len(self.logs("edge listening")) == 2)
+        await self.until(lambda: len(self.logs("edge build")) == 2)  # both adopt connections
         (started,) = self.logs("supervisor started")
         self.port = started["port"]
-        assert {line["port"] for line in self.logs("edge listening")} == {self.port}
+        # Only the supervisor listens on the task's port; a worker's own listener is private.
+        assert self.port not in {line["port"] for line in self.logs("edge listening")}
 
     async def _read(self) -> None:
         assert self.proc is not None
@@ -160,7 +163,7 @@ async def workers_answering(port: int, path: str, status: int, tries: int = 200)
     return seen
 
 
-async def test_two_workers_share_the_port_and_both_get_connections(supervised):
+async def test_both_workers_get_connections_through_the_supervisors_port(supervised):
     edge = await supervised()
     assert len(set(edge.worker_pids().values())) == 2
     assert await workers_answering(edge.port, "/health", 200) == {"0", "1"}
@@ -169,6 +172,96 @@ async def test_two_workers_share_the_port_and_both_get_connections(supervised):
     edge.proc.send_signal(signal.SIGTERM)
     async with asyncio.timeout(WAIT_S):
         assert await edge.proc.wait() == 0
+
+
+def sid(n: int) -> str:
+    return f"CA{n:032x}"
+
+
+async def place(edge: Supervised, caller: TwilioCaller) -> int:
+    """Start ``caller``'s call; the worker the supervisor reports it on."""
+    await caller.start()
+    await edge.until(
+        lambda: any(r["callSid"] == caller.call_sid for r in edge.logs("call registered"))
+    )
+    (line,) = [r for r in edge.logs("call registered") if r["callSid"] == caller.call_sid]
+    return int(line["worker"])
+
+
+async def test_each_connection_goes_to_the_worker_with_the_fewest_open_ones(supervised):
+    """Not the kernel's hash: four calls alternate, then, with worker 0's two ended, the next
+    two both go to worker 0."""
+    vapi = FakeVapi()
+    vapi_url = await vapi.start()
+    try:
+        edge = await supervised(VAPI_BASE_URL=vapi_url, POWERTOOLS_LOG_LEVEL="DEBUG")
+        callers = [TwilioCaller(edge.port, call_sid=sid(n)) for n in range(6)]
+        async with contextlib.AsyncExitStack() as stack:
+            placed = []
+            for caller in callers[:4]:
+                await stack.enter_async_context(caller)
+                placed.append(await place(edge, caller))
+            assert placed == [0, 1, 0, 1]  # ties go to the lower index
+            for caller in (callers[0], callers[2]):  # worker 0's calls end
+                await caller.stop()
+                async with asyncio.timeout(WAIT_S):
+                    await caller.closed()
+            await edge.until(lambda: edge.metric(telemetry.ACTIVE_CALLS)[-1:] == [2.0])
+            await asyncio.sleep(0.3)  # and its "closed" reports are in
+            for caller in callers[4:]:
+                await stack.enter_async_context(caller)
+                placed.append(await place(edge, caller))
+            assert placed[4:] == [0, 0]
+    finally:
+        await vapi.stop()
+
+
+async def test_a_dead_workers_calls_get_the_apology_and_vapi_sees_its_socket_close(supervised):
+    """SIGKILL mid-call: Twilio's stream stays open (the supervisor holds it) until Twilio REST
+    has swapped the call's TwiML for the apology, then closes; the Vapi socket closes with the
+    worker (Vapi ends such a call: endedReason phone-call-provider-closed-websocket, in
+    #/components/schemas/Call/properties/endedReason/enum). The other worker's call goes on."""
+    twilio = HttpFake(lambda m, p, b: (200, {"status": "in-progress"}))
+    vapi = FakeVapi()
+    twilio_url, vapi_url = await twilio.start(), await vapi.start()
+    try:
+        edge = await supervised(
+            VAPI_BASE_URL=vapi_url, TWILIO_API_BASE=twilio_url, POWERTOOLS_LOG_LEVEL="DEBUG"
+        )
+        async with (
+            TwilioCaller(edge.port, call_sid=sid(1)) as a,
+            TwilioCaller(edge.port, call_sid=sid(2)) as b,
+        ):
+            assert [await place(edge, a), await place(edge, b)] == [0, 1]
+            await poll(lambda: len(vapi.connections) == 2)
+            a_vapi = next(
+                ws
+                for ws, body in zip(vapi.connections, vapi.bodies, strict=True)
+                if body["assistantOverrides"]["metadata"]["callSid"] == a.call_sid
+            )
+            os.kill(edge.worker_pids()[0], signal.SIGKILL)
+            async with asyncio.timeout(WAIT_S):
+                await a_vapi.wait_closed()  # the kernel closed it with the process
+            async with asyncio.timeout(WAIT_S):
+                await a.closed()
+            # The stream closed only after the redirect had been made.
+            ((method, path, _, body),) = twilio.requests
+            assert method == "POST"
+            assert path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{a.call_sid}.json"
+            form = urllib.parse.parse_qs(body.decode())
+            assert form["Twiml"] == [apology_twiml(None)]
+            (redirected,) = edge.logs("calls of a dead worker redirected")
+            assert (redirected["worker"], redirected["calls"], redirected["redirected"]) == (
+                0,
+                1,
+                1,
+            )
+            assert b.ws is not None
+            assert b.ws.close_code is None  # worker 1's call is untouched
+            await edge.until(lambda: sum(edge.metric(telemetry.WORKER_EXITS)) == 1)
+    finally:
+        await twilio.stop()
+        await vapi.stop()
 
 
 async def test_sigterm_drains_every_worker_with_protection_and_calls_summed_per_task(supervised):
@@ -220,9 +313,12 @@ async def test_sigterm_drains_every_worker_with_protection_and_calls_summed_per_
 
 async def test_a_second_signal_ends_the_calls_at_once(supervised):
     vapi = FakeVapi()
-    vapi_url = await vapi.start()
+    twilio = HttpFake(lambda m, p, b: (200, {}))
+    vapi_url, twilio_url = await vapi.start(), await twilio.start()
     try:
-        edge = await supervised(VAPI_BASE_URL=vapi_url, DRAIN_SECONDS="600")
+        edge = await supervised(
+            VAPI_BASE_URL=vapi_url, TWILIO_API_BASE=twilio_url, DRAIN_SECONDS="600"
+        )
         assert edge.proc is not None
         async with TwilioCaller(edge.port) as caller:
             await caller.start()
@@ -238,8 +334,12 @@ async def test_a_second_signal_ends_the_calls_at_once(supervised):
         async with asyncio.timeout(WAIT_S):
             assert await edge.proc.wait() == 0
         assert {"type": "end-call"} in vapi.texts
+        # Workers that stop cleanly ended their calls themselves: no apology on top.
+        assert not twilio.requests
+        assert not edge.logs("calls of a dead worker redirected")
     finally:
         await vapi.stop()
+        await twilio.stop()
 
 
 async def test_a_worker_that_dies_is_logged_counted_and_restarted(supervised):
