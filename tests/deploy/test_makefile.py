@@ -46,7 +46,13 @@ BENCH_ONLY = closure("bench") - closure("local") - closure("test")
 
 
 def test_benchmark_only_packages_are_only_in_the_bench_extra():
-    assert {"onnxruntime", "picows", "mypy", "soxr", "webrtcvad-wheels"} <= BENCH_ONLY
+    assert {"onnxruntime", "picows", "pipecat-ai", "soxr", "webrtcvad-wheels"} <= BENCH_ONLY
+
+
+def test_the_demo_does_not_install_the_compiler_the_tests_use():
+    # mypy type-checks and compiles the edge in `make test`; `make demo`/`make run` never need it
+    assert "mypy" in closure("test")
+    assert "mypy" not in closure("local")
 
 
 @pytest.mark.parametrize("target", ["demo", "run"])
