@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 
@@ -193,7 +194,8 @@ class Supervisor:
         slots = asyncio.gather(*(self._keep(index) for index in range(self.workers)))
         try:
             first = asyncio.create_task(signals.get())
-            await asyncio.wait({slots, first}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {slots, first}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not first.done():  # slots only end after a signal: this is a bug, surface it
                 first.cancel()
                 slots.result()
@@ -201,7 +203,8 @@ class Supervisor:
             self._draining.set()
             self._forward()
             second = asyncio.create_task(signals.get())
-            await asyncio.wait({slots, second}, return_when=asyncio.FIRST_COMPLETED)
+            either = {slots, second}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if second.done():  # a second signal: workers end their calls now
                 self._forward()
             else:
