@@ -63,7 +63,10 @@ def open_socket(protocol: ServerProtocol | ClientProtocol) -> WsConnection:
 
 
 def config() -> CallConfig:
-    no_flood_limit = {"max_twilio_messages_per_s": 10**9, "twilio_burst_messages": 10**9}
+    no_flood_limit: dict[str, Any] = {
+        "max_twilio_messages_per_s": 10**9,
+        "twilio_burst_messages": 10**9,
+    }
     try:
         return CallConfig(token_secret=SECRET, account_sid=ACCOUNT, **no_flood_limit)
     except TypeError:  # before the account check existed

@@ -279,7 +279,7 @@ async def test_a_start_from_another_twilio_account_closes_1008_without_a_vapi_ca
 @pytest.mark.parametrize("sid", ["CA" + "1" * 32 + "CallStatusringing", "CA" + "1" * 32 + "\n"])
 async def test_a_call_sid_that_is_not_exactly_a_sid_closes_1008(stack, sid):
     await stack.start()
-    async with stack.caller(sid) as caller:
+    async with stack.caller(sid, stream_sid="MZ" + "1" * 32) as caller:
         await caller.start(token=stream_token.mint(TOKEN_SECRET, sid, "asst-1", time.time(), 60))
         assert await caller.closed() == CloseCode.POLICY_VIOLATION
     assert stack.vapi.http.requests == []
@@ -328,6 +328,8 @@ async def test_squatters_hold_no_call_slot_and_a_real_call_gets_through(stack):
     squatters = [await squat(stack.port) for _ in range(6)]  # more than the pending cap
     await until(lambda: edge.open_streams == 4)  # the two oldest made room for newer ones
     assert edge.active_calls == 0
+    assert edge.metrics._active_calls is not None
+    assert edge.metrics._active_calls() == 0  # ActiveCalls, what autoscaling reads
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}") as client:
         assert (await client.get("/ready")).status_code == 200  # squatters are not calls
         async with stack.caller() as caller:
@@ -338,7 +340,8 @@ async def test_squatters_hold_no_call_slot_and_a_real_call_gets_through(stack):
             assert (await client.get("/ready")).status_code == 503  # the call filled the task
             codes = []
             for squatter, keep_alive in squatters:
-                await keep_alive
+                async with asyncio.timeout(WAIT_S):
+                    await keep_alive
                 codes.append(squatter.close_code)
             # The three oldest were evicted (connection dropped), the rest ended at their start
             # deadline although they kept sending: only the real call is left.
