@@ -473,7 +473,10 @@ async def test_a_stalled_table_fails_open_within_the_claim_budget(stack):
             began = time.monotonic()
             await bridged(stack, caller)
             waited = time.monotonic() - began
-        assert waited < CLAIM_TIMEOUT_S + 2.0  # bounded: never botocore's 60 s defaults
+        # Bridged, so within the call's connect deadline (3 s here) although the table never
+        # answered: the claim gave up after CLAIM_TIMEOUT_S, not botocore's 60 s read timeout.
+        assert waited < 10.0
+        assert CLAIM_TIMEOUT_S < 3.0
         assert edge.metrics._counts[telemetry.CLAIM_STORE_ERRORS] == 1
         assert len(stack.vapi.bodies) == 1
     finally:
