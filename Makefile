@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Silences setuptools' "editable installation" banner from the build of voicebridge itself.
 PIP    := PYTHONWARNINGS=ignore $(BIN)/python -m pip
 
-.PHONY: help install test lint format run demo bench bench-api bench-dsp bench-edge bench-soak build deploy \
+.PHONY: help install test lint typecheck format run demo bench bench-api bench-dsp bench-edge bench-soak build deploy \
         image push setup logs delete clean
 
 help:  ## list the targets
@@ -38,7 +38,10 @@ format: $(TESTS)  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint  ## lint, the whole test suite, then the edge's suite again on its compiled build
+typecheck: $(TESTS)  ## mypy: strict for voicebridge/ and the edge's pure core, clean everywhere else
+	$(BIN)/mypy
+
+test: lint typecheck  ## lint, types, the whole test suite, then the edge's suite again compiled
 	$(BIN)/python -m pytest -q
 	$(BIN)/python infra/edge_compile.py .build/edge-compiled
 	cd .build/edge-compiled && VOICEBRIDGE_EDGE_BUILD=compiled $(abspath $(BIN))/python -m pytest -q \

@@ -93,6 +93,9 @@ LEVEL_TO_TAG = {int(level) + d: i for i, level in enumerate(TAG_LEVELS) for d in
 TAG_PROBES = (16, 48, 80, 112, 144)  # samples into a 20 ms block where its tag is read
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 ROOT = Path(__file__).resolve().parent.parent
+# Each load generator's CallSids are its own: the edges of one run share a claims table, which
+# admits one stream per CallSid.
+RUN_ID = os.urandom(4).hex()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,7 +185,7 @@ class Caller(asyncio.Protocol):
 
     def __init__(self, index: int, port: int, public_url: str, stats: Stats) -> None:
         self.index = index
-        self.call_sid = f"CA{index:032x}"
+        self.call_sid = f"CA{RUN_ID}{index:024x}"
         self.stream_sid = f"MZ{index:032x}"
         self.port = port
         self.public_url = public_url
@@ -818,12 +821,14 @@ async def naive_relay_picows(port: int, vapi_base: str) -> None:
 
 def _core_frame_costs(fmt: str, setup: list[str], media_text: str, cpu_us: Any) -> dict[str, float]:
     from media_edge.core import Call, CallConfig
-    from media_edge.core.events import VapiAudio, VapiConnected
+    from media_edge.core.events import ClaimOutcome, StreamClaimed, VapiAudio, VapiConnected
     from media_edge.protocol import twilio as twilio_protocol
 
-    call = Call(CallConfig(TOKEN_SECRET, audio_format=fmt), now=0.0, epoch_offset_s=time.time())
+    config = CallConfig(TOKEN_SECRET, ACCOUNT_SID, audio_format=fmt)
+    call = Call(config, now=0.0, epoch_offset_s=time.time())
     for text in setup:
         call.feed(twilio_protocol.parse(text), 0.0)
+    call.feed(StreamClaimed(ClaimOutcome.CLAIMED), 0.0)
     call.feed(VapiConnected("bench"), 0.0)
     frame = bytes(160) if fmt == "mulaw" else bytes(640)
     clock = [0.0]
@@ -952,7 +957,9 @@ def variant_flags(variant: str) -> set[str]:
     return {*flags, "mypyc", "uvloop"} if name == "shipped" else set(flags)
 
 
-def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_edge(
+    variant: str, port: int, vapi_port: int, log: Path, aws: dict[str, str]
+) -> subprocess.Popen[bytes]:
     python = sys.executable
     flags = variant_flags(variant)
     workers = edge_workers(variant)
@@ -971,7 +978,7 @@ def start_edge(variant: str, port: int, vapi_port: int, log: Path) -> subprocess
         argv += ["--no-vad"] if variant == "pipecat-novad" else []
     else:
         argv = [python, "-m", "media_edge"]
-    env = dict(os.environ)
+    env = {**os.environ, **aws}  # the claims table (embedded AWS) and its credentials
     env.update(
         TWILIO_AUTH_TOKEN=AUTH_TOKEN,
         TWILIO_ACCOUNT_SID=ACCOUNT_SID,
@@ -1021,12 +1028,14 @@ def run_point(
     calls: int,
     window: float,
     log_dir: Path,
+    aws: dict[str, str],
     echo: bool = True,
     samples: tuple[Path, float] | None = None,
 ) -> dict[str, Any]:
     """One point; ``samples=(path, every_s)`` also writes the soak's time series."""
     edge_port, vapi_port = free_port(), free_port()
-    edge = start_edge(variant, edge_port, vapi_port, log_dir / f"edge-{variant}-{calls}.log")
+    log = log_dir / f"edge-{variant}-{calls}.log"
+    edge = start_edge(variant, edge_port, vapi_port, log, aws)
     try:
         argv = [
             sys.executable,
@@ -1136,13 +1145,17 @@ def main() -> None:
         return
     log_dir = Path(tempfile.gettempdir()) / "voicebridge-bench-edge"
     log_dir.mkdir(parents=True, exist_ok=True)
+    from infra.local_aws import embedded_aws
+
     results = []
-    for calls in args.calls:
-        for variant in args.variants:
-            result = run_point(variant, calls, args.window, log_dir, echo=not args.no_echo)
-            result["echo"] = not args.no_echo
-            print(json.dumps(result), flush=True)
-            results.append(result)
+    with embedded_aws(prefix="bench-edge") as aws:
+        for calls in args.calls:
+            for variant in args.variants:
+                echo = not args.no_echo
+                result = run_point(variant, calls, args.window, log_dir, aws, echo=echo)
+                result["echo"] = echo
+                print(json.dumps(result), flush=True)
+                results.append(result)
     print()
     print(markdown(results))
 

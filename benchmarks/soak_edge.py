@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.edge import run_point
+from infra.local_aws import embedded_aws
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,14 +69,16 @@ def main() -> None:
     log_dir = Path(tempfile.gettempdir()) / "voicebridge-bench-edge"
     log_dir.mkdir(parents=True, exist_ok=True)
     samples = log_dir / "soak_edge.jsonl"
-    result = run_point(
-        args.variant,
-        args.calls,
-        args.minutes * 60,
-        log_dir,
-        echo=not args.no_echo,
-        samples=(samples, args.sample_s),
-    )
+    with embedded_aws(prefix="bench-soak") as aws:  # the edge claims each stream in DynamoDB
+        result = run_point(
+            args.variant,
+            args.calls,
+            args.minutes * 60,
+            log_dir,
+            aws,
+            echo=not args.no_echo,
+            samples=(samples, args.sample_s),
+        )
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
     lost = result["frames_sent_total"] - result["frames_received_total"]
     duplex = "caller only" if args.no_echo else "full duplex"

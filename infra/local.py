@@ -56,6 +56,7 @@ class StackOptions:
     overrides: dict[str, str] = field(default_factory=dict)  # e.g. EDGE_IDLE_TIMEOUT_SECONDS
     aws_prefix: str = "voicebridge"  # table/queue names; moto's state is per process, so two
     # stacks in one process (tests) need different prefixes
+    edge_path: str = ""  # a path prefix in EDGE_PUBLIC_URL (e.g. "/edge": it serves /edge/media)
 
 
 class StackError(RuntimeError):
@@ -179,7 +180,7 @@ class LocalStack:
                 "EDGE_PORT": str(edge_port),
                 "EDGE_HOST": "127.0.0.1",
                 "PUBLIC_BASE_URL": f"http://127.0.0.1:{api_sock.getsockname()[1]}",
-                "EDGE_PUBLIC_URL": f"ws://127.0.0.1:{edge_port}",
+                "EDGE_PUBLIC_URL": f"ws://127.0.0.1:{edge_port}{options.edge_path}",
             }
         )
         if not real_vapi:
@@ -263,11 +264,23 @@ class LocalStack:
             )
 
     def _start_edge(self, env: dict[str, str]) -> None:
+        import boto3
+
+        from media_edge.io.claims import DynamoClaimStore
         from media_edge.server import EdgeServer
 
         assert self.loop is not None
         settings = load_settings("edge", env)
-        self.edge = EdgeServer(settings)
+        # In this process, not a child: its boto3 client gets the embedded AWS's credentials
+        # from here rather than from os.environ (which the tests share).
+        session = boto3.session.Session(
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=env["AWS_SESSION_TOKEN"],
+            region_name=env["AWS_REGION"],
+        )
+        store = DynamoClaimStore.from_settings(settings, session=session)
+        self.edge = EdgeServer(settings, claim_store=store)
         self.loop.run(self.edge.start())
 
     def _wait_healthy(self, child: ChildProcess | None, url: str, limit_s: float = 30.0) -> None:
@@ -306,7 +319,8 @@ class LocalStack:
     # -- introspection for tests ------------------------------------------------------------
 
     def edge_sessions(self) -> int:
-        return int(self.edge.active_calls) if self.edge is not None else 0
+        """Streams still open on the edge, calls or not."""
+        return int(self.edge.open_streams) if self.edge is not None else 0
 
     def stack_tasks(self) -> int:
         """Live tasks on the in-process loop (servers' own plus any per-call leftovers)."""

@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
             runner.run(run(settings, worker))
+    except ConfigError as exc:  # found while starting (e.g. no AWS region for the claim table)
+        print(f"media_edge: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # e.g. the port is taken: one line, not a traceback
         print(
             f"media_edge: cannot serve on {settings.edge_host}:{settings.edge_port}: {exc}",

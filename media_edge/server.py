@@ -1,14 +1,28 @@
-"""The edge server: one asyncio listener for /media, /health and /ready.
+"""The edge server: one asyncio listener for ``<prefix>/media``, /health and /ready.
 
 Each TCP connection is a ``WsConnection`` driving websockets' sans-I/O ``ServerProtocol``. The
-upgrade is checked before anything else: ``X-Twilio-Signature`` over ``EDGE_PUBLIC_URL +
-/media`` (HTTP 403), draining or full (HTTP 503). Each accepted stream runs a CallSession; a
-failing call never reaches the server. ``EdgeServer`` is the in-process entry point (tests, the
-local stack, the load benchmark): ``port = await server.start()``, ``await server.drain()``,
-``await server.stop()``. Under ``media_edge.supervisor`` (EDGE_WORKERS > 1) it runs as one of
-several workers (``worker=WorkerRole(...)``): it serves the connections the supervisor hands
-it, reports its live-call count (and ``call_sids``) instead of emitting ActiveCalls or touching
-ECS task protection, and names itself in an ``X-Edge-Worker`` header on its HTTP answers.
+upgrade is checked before anything else: the path is ``EDGE_PUBLIC_URL``'s path + ``/media``
+with no query string (HTTP 400: Twilio's stream URL never has one, and the signature covers the
+URL exactly), ``X-Twilio-Signature`` over ``EDGE_PUBLIC_URL + /media`` (HTTP 403), draining or
+full (HTTP 503). Each accepted stream runs a CallSession; a failing call never reaches the server.
+
+Calls and pending connections are counted apart. A connection is *pending* from its TCP accept
+until its stream's ``start`` carried a valid token (the CallSession's claim admits it), or at
+most ``start_timeout_ms`` after the upgrade; only admitted streams are calls: ``EDGE_MAX_CALLS``,
+``/ready``, ActiveCalls (autoscaling) and task protection count those alone. Pending connections
+have their own cap, ``EDGE_MAX_PENDING``; a new connection that finds it full evicts the oldest
+pending one. So a signature captured once (it covers only the URL, never expires) buys an
+attacker sockets that hold no call slot, each for seconds, and that each newer connection
+pushes out: to keep a real caller from reaching ``start`` they must open EDGE_MAX_PENDING
+connections per task within that caller's own connect-to-start time (tens of milliseconds), a
+flood for the load balancer to shed, not a quiet squat.
+
+``EdgeServer`` is the in-process entry point (tests, the local stack, the load benchmark):
+``port = await server.start()``, ``await server.drain()``, ``await server.stop()``. Under
+``media_edge.supervisor`` (EDGE_WORKERS > 1) it runs as one of several workers
+(``worker=WorkerRole(...)``): it serves the connections the supervisor hands it, reports its
+live-call count (and ``call_sids``) instead of emitting ActiveCalls or touching ECS task
+protection, and names itself in an ``X-Edge-Worker`` header on its HTTP answers.
 """
 
 from __future__ import annotations
@@ -19,24 +33,26 @@ import http
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from media_edge.core import CallConfig
+from media_edge.io.claims import ClaimStore, DynamoClaimStore, StreamClaims
 from media_edge.io.protection import TaskProtection
 from media_edge.io.session import REST_TIMEOUT_S, CallSession, EdgeContext
 from media_edge.io.telemetry import EdgeMetrics, edge_logger, flush_every
 from media_edge.io.ws import CLOSE_TIMEOUT_S, WsConnection
-from voicebridge import telemetry
+from voicebridge import stream_token, telemetry
 from voicebridge.config import Settings
 from voicebridge.twilio_signature import SIGNATURE_HEADER, is_valid_upgrade
 
 MEDIA_PATH = "/media"
-MAX_TWILIO_FRAME_BYTES = 32_768  # websockets closes 1009 above this; the parser caps at 16 KB
+MAX_TWILIO_FRAME_BYTES = 32_768  # websockets closes MESSAGE_TOO_BIG above; the parser caps at 16 KB
 OPEN_TIMEOUT_S = 10.0  # a connection that has not sent its request by then is dropped
-CLOSE_GOING_AWAY = 1001
 WORKER_HEADER = "X-Edge-Worker"
 
 
@@ -50,8 +66,10 @@ class WorkerRole:
 
 def call_config(settings: Settings) -> CallConfig:
     assert settings.stream_token_secret  # required for the edge role
+    assert settings.twilio_account_sid
     return CallConfig(
         token_secret=settings.stream_token_secret,
+        account_sid=settings.twilio_account_sid,
         audio_format=settings.edge_audio_format,
         lead_ms=settings.edge_playout_lead_ms,
         idle_timeout_ms=settings.edge_idle_timeout_seconds * 1000,
@@ -69,15 +87,19 @@ class EdgeServer:
         *,
         call_config_override: CallConfig | None = None,
         worker: WorkerRole | None = None,
+        claim_store: ClaimStore | None = None,
     ):
         self.settings = settings
         self._worker = worker
         self._config = call_config_override or call_config(settings)
         self._logger = edge_logger()
-        self._sessions: set[CallSession] = set()
+        self._claim_store = claim_store  # None: the sessions table (SESSIONS_TABLE)
+        self._sessions: set[CallSession] = set()  # every upgraded stream, admitted or not
+        self._calls: set[CallSession] = set()  # admitted: a valid token and a call slot
+        self._pending: dict[TwilioSocket, None] = {}  # not admitted yet, oldest first
         self._idle = asyncio.Event()
         self._idle.set()
-        self.metrics = EdgeMetrics(None if worker else lambda: len(self._sessions))
+        self.metrics = EdgeMetrics(None if worker else lambda: len(self._calls))
         self.draining = False
         self._server: asyncio.Server | None = None
         self._connections: set[TwilioSocket] = set()
@@ -85,9 +107,21 @@ class EdgeServer:
         self._protection: TaskProtection | None = None
         self._background: list[asyncio.Task[Any]] = []
         self._media_url = f"{settings.edge_public_url}{MEDIA_PATH}"
+        self._media_path = urlsplit(self._media_url).path  # EDGE_PUBLIC_URL's prefix + /media
 
     @property
     def active_calls(self) -> int:
+        """Admitted calls (what EDGE_MAX_CALLS, /ready and ActiveCalls count)."""
+        return len(self._calls)
+
+    @property
+    def pending(self) -> int:
+        """Connections not admitted as calls (yet): before the upgrade or before a valid start."""
+        return len(self._pending)
+
+    @property
+    def open_streams(self) -> int:
+        """Every upgraded stream still running, admitted or not."""
         return len(self._sessions)
 
     @property
@@ -99,11 +133,16 @@ class EdgeServer:
     @property
     def port(self) -> int:
         assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> int:
         """Listen (EDGE_PORT 0 picks a free port); returns the bound port."""
         settings = self.settings
+        store = self._claim_store or DynamoClaimStore.from_settings(settings)
+        self._claims = StreamClaims(
+            store,
+            local_ttl_s=settings.edge_max_call_seconds + stream_token.MAX_TTL_SECONDS,
+        )
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(10.0),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),  # call bursts
@@ -118,6 +157,7 @@ class EdgeServer:
             http=self._http,
             metrics=self.metrics,
             logger=self._logger,
+            claims=self._claims,
         )
         loop = asyncio.get_running_loop()
         try:
@@ -130,6 +170,7 @@ class EdgeServer:
         except OSError:
             await self._http.aclose()
             self._http = None
+            self._claims.close()
             raise
         self._background.append(
             asyncio.create_task(
@@ -171,9 +212,9 @@ class EdgeServer:
         self.draining = True
         if self._server is not None:
             self._server.close()
-            # Like any server going away: 1001 to every stream, each call ends as on a hang-up.
+            # Like any server going away (GOING_AWAY): each call ends as on a hang-up.
             for connection in list(self._connections):
-                connection.close(CLOSE_GOING_AWAY, "server shutdown")
+                connection.close(CloseCode.GOING_AWAY, "server shutdown")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CLOSE_TIMEOUT_S + REST_TIMEOUT_S + 1.0):
                     await self._idle.wait()
@@ -196,6 +237,7 @@ class EdgeServer:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+            self._claims.close()
 
     # -- HTTP before the upgrade ----------------------------------------------------------------
 
@@ -207,15 +249,17 @@ class EdgeServer:
         return response
 
     def _answer(self, protocol: ServerProtocol, request: Request) -> Response | None:
-        path = request.path.partition("?")[0]
+        path, query, _ = request.path.partition("?")
         if path == "/health":
             return protocol.reject(http.HTTPStatus.OK, "ok\n")
         if path == "/ready":
             if self.draining or self.active_calls >= self.settings.edge_max_calls:
                 return protocol.reject(http.HTTPStatus.SERVICE_UNAVAILABLE, "not ready\n")
             return protocol.reject(http.HTTPStatus.OK, "ready\n")
-        if path != MEDIA_PATH:
+        if path != self._media_path:
             return protocol.reject(http.HTTPStatus.NOT_FOUND, "not found\n")
+        if query:  # even "?": the signature covers the configured URL, which has none
+            return protocol.reject(http.HTTPStatus.BAD_REQUEST, "no query string\n")
         signature = request.headers.get(SIGNATURE_HEADER)
         if not is_valid_upgrade(self.settings.twilio_auth_token or "", self._media_url, signature):
             self._logger.warning("upgrade rejected: bad signature")
@@ -228,22 +272,49 @@ class EdgeServer:
     # -- streams --------------------------------------------------------------------------------
 
     def start_session(self, connection: TwilioSocket) -> None:
-        session = CallSession(connection, self._ctx, self._session_done)
+        session = CallSession(
+            connection, self._ctx, self._session_done, lambda s: self._admit(connection, s)
+        )
         self._sessions.add(session)
         self._idle.clear()
+
+    def _admit(self, connection: TwilioSocket, session: CallSession) -> bool:
+        """The stream's token is valid: make it a call, if this task has a slot for it."""
+        if self.draining or len(self._calls) >= self.settings.edge_max_calls:
+            return False
+        self._pending.pop(connection, None)
+        self._calls.add(session)
         if self._protection is not None:
             self._protection.want(True)
         if self._worker is not None:
-            self._worker.report_calls(len(self._sessions))
+            self._worker.report_calls(len(self._calls))
+        return True
 
     def _session_done(self, session: CallSession) -> None:
         self._sessions.discard(session)
+        if session in self._calls:
+            self._calls.discard(session)
+            if not self._calls and self._protection is not None:
+                self._protection.want(False)
+            if self._worker is not None:
+                self._worker.report_calls(len(self._calls))
         if not self._sessions:
             self._idle.set()
-            if self._protection is not None:
-                self._protection.want(False)
-        if self._worker is not None:
-            self._worker.report_calls(len(self._sessions))
+
+    def connection_opened(self, connection: TwilioSocket) -> None:
+        """Every new connection is pending; at the cap, the oldest pending one makes room."""
+        self._connections.add(connection)
+        pending = self._pending
+        while len(pending) >= self.settings.edge_max_pending:
+            oldest = next(iter(pending))
+            del pending[oldest]
+            oldest.abort()  # its session, if any, ends as on a dropped socket
+            self.metrics.count(telemetry.STREAMS_EVICTED, 1)
+        pending[connection] = None
+
+    def connection_closed(self, connection: TwilioSocket) -> None:
+        self._connections.discard(connection)
+        self._pending.pop(connection, None)
 
 
 class TwilioSocket(WsConnection):
@@ -259,7 +330,7 @@ class TwilioSocket(WsConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._server._connections.add(self)
+        self._server.connection_opened(self)
         self._open_timer = asyncio.get_running_loop().call_later(OPEN_TIMEOUT_S, self.abort)
 
     def handshake(self, event: Request | Response) -> None:
@@ -280,5 +351,5 @@ class TwilioSocket(WsConnection):
         if self._open_timer is not None:
             self._open_timer.cancel()
             self._open_timer = None
-        self._server._connections.discard(self)
+        self._server.connection_closed(self)
         super().connection_lost(exc)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from voicebridge.identifiers import E164_EXAMPLE, is_e164
+from voicebridge.identifiers import E164_EXAMPLE, is_account_sid, is_e164
 from voicebridge.vapi_credentials import DEFAULT_PLANS, Plan, parse_plans
 
 Role = Literal["api", "worker", "edge"]
@@ -42,6 +42,22 @@ def _url(*schemes: str) -> Callable[[str], str]:
         return value.rstrip("/")
 
     return parse
+
+
+def _edge_url(value: str) -> str:
+    """``EDGE_PUBLIC_URL``: a ws(s) base, optionally with a path prefix (the edge then serves
+    ``<prefix>/media``), never a query or fragment: Twilio's ``<Stream url>`` takes none, and the
+    upgrade signature covers the URL exactly."""
+    parts = urlsplit(value)
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ValueError(f"must not have a query string or fragment, got {value!r}")
+    return _url("wss", "ws")(value)
+
+
+def _account_sid(value: str) -> str:
+    if not is_account_sid(value):
+        raise ValueError(f"must be a Twilio Account SID (AC + 32 hex digits), got {value!r}")
+    return value
 
 
 def _int(low: int, high: int) -> Callable[[str], int]:
@@ -139,7 +155,7 @@ class _Var:
 # field name -> how it is read. Field names are the lower-cased variable names.
 _VARS: tuple[_Var, ...] = (
     _Var("TWILIO_AUTH_TOKEN", secret=True),
-    _Var("TWILIO_ACCOUNT_SID"),
+    _Var("TWILIO_ACCOUNT_SID", _account_sid),
     _Var("TWILIO_API_BASE", _url("https", "http"), "https://api.twilio.com"),
     _Var("VAPI_API_KEY", secret=True),
     _Var("VAPI_BASE_URL", _url("https", "http"), "https://api.vapi.ai"),
@@ -148,7 +164,7 @@ _VARS: tuple[_Var, ...] = (
     _Var("VAPI_WEBHOOK_AUTH", parse_plans),
     _Var("VAPI_WEBHOOK_CREDENTIAL_ID", _credential_id),
     _Var("PUBLIC_BASE_URL", _url("https", "http")),
-    _Var("EDGE_PUBLIC_URL", _url("wss", "ws")),
+    _Var("EDGE_PUBLIC_URL", _edge_url),
     _Var("STREAM_TOKEN_SECRET", secret=True),
     _Var("STREAM_TOKEN_TTL_SECONDS", _int(10, 300), "120"),
     _Var("ADMIN_API_KEY", secret=True),
@@ -170,6 +186,7 @@ _VARS: tuple[_Var, ...] = (
     _Var("EDGE_IDLE_TIMEOUT_SECONDS", _int(1, 3600), "30"),
     _Var("EDGE_MAX_CALL_SECONDS", _int(10, 14_400), "3600"),
     _Var("EDGE_MAX_CALLS", _int(1, 100_000), "1000"),
+    _Var("EDGE_MAX_PENDING", _int(1, 100_000), "256"),
     _Var("EDGE_LOCAL_BARGE_IN", _bool, "false"),
     _Var("EDGE_DTMF_TO_VAPI", _bool, "true"),
     _Var("EDGE_UVLOOP", _bool, "true"),
@@ -199,6 +216,7 @@ _REQUIRED: dict[Role, tuple[str, ...]] = {
         "VAPI_API_KEY",
         "EDGE_PUBLIC_URL",
         "STREAM_TOKEN_SECRET",
+        "SESSIONS_TABLE",  # the stream claim: one stream per CallSid across every task
     ),
 }
 
@@ -239,6 +257,7 @@ class Settings:
     edge_idle_timeout_seconds: int = 30
     edge_max_call_seconds: int = 3600
     edge_max_calls: int = 1000
+    edge_max_pending: int = 256
     edge_local_barge_in: bool = False
     edge_dtmf_to_vapi: bool = True
     edge_uvloop: bool = True

@@ -37,4 +37,6 @@ FRAMES_DROPPED = "FramesDropped"  # count, duplicate or late inbound frames
 FRAMES_FILLED = "FramesFilled"  # count, silence frames inserted for timestamp gaps
 UNKNOWN_TWILIO_EVENTS = "UnknownTwilioEvents"  # count, media-stream event types we ignored
 CALL_ERRORS = "CallErrors"  # count; emitted twice: with service only, and with service+reason
+STREAMS_EVICTED = "StreamsEvicted"  # count, pre-start connections closed for newer ones
+CLAIM_STORE_ERRORS = "ClaimStoreErrors"  # count, streams admitted on this task's claim alone
 WORKER_EXITS = "WorkerExits"  # count, EDGE_WORKERS > 1: workers that died unexpectedly (restarted)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from websockets.frames import CloseCode
+
 
 @dataclass(slots=True)
 class SendToTwilio:
@@ -21,6 +23,15 @@ class SendAudioToVapi:
 @dataclass(slots=True)
 class SendJsonToVapi:
     message: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ClaimStream:
+    """The token is valid: take a call slot on this task and claim ``call_sid``'s one stream
+    across every task; answer with StreamClaimed. Nothing reaches Vapi before the answer."""
+
+    call_sid: str
+    stream_sid: str
 
 
 @dataclass(slots=True)
@@ -41,7 +52,7 @@ class EndCallViaTwilio:
 
 @dataclass(slots=True)
 class CloseTwilio:
-    code: int
+    code: CloseCode
     reason: str
 
 
@@ -79,6 +90,7 @@ Action = (
     SendToTwilio
     | SendAudioToVapi
     | SendJsonToVapi
+    | ClaimStream
     | CreateVapiCall
     | EndCallViaTwilio
     | CloseTwilio

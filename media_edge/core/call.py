@@ -1,10 +1,11 @@
 """The call state machine: one Twilio media stream bridged to one Vapi websocket call.
 
-States: ``connected`` (Twilio socket open, waiting for ``start``) -> ``started`` (token verified,
-Vapi call being created; caller audio is held) -> ``bridging`` (audio both ways) -> ``ending``
-(Vapi is gone; the assistant's last words finish playing, then a clean hang-up, or the apology /
-fallback ``<Dial>`` if Vapi dropped without ending the call) -> ``closed``. Any state can jump to
-``closed`` through the one teardown, which is idempotent.
+States: ``connected`` (Twilio socket open, waiting for ``start``, which must come within
+``start_timeout_ms`` of the upgrade) -> ``started`` (account and token verified; the stream is
+claimed, then the Vapi call created; caller audio is held) -> ``bridging`` (audio both ways)
+-> ``ending`` (Vapi is gone; the assistant's last words finish playing, then a clean hang-up, or
+the apology / fallback ``<Dial>`` if Vapi dropped without ending the call) -> ``closed``. Any
+state can jump to ``closed`` through the one teardown, which is idempotent.
 
 ``feed(event, now)`` takes the shell's monotonic clock in ms and returns actions to run in
 order. The machine never reads a clock: token expiry uses ``now / 1000 + epoch_offset_s``.
@@ -26,8 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from websockets.frames import CloseCode
+
 from media_edge.core.actions import (
     Action,
+    ClaimStream,
     CloseTwilio,
     CloseVapi,
     CreateVapiCall,
@@ -47,10 +51,12 @@ from media_edge.core.audio import (
     OutboundPath,
 )
 from media_edge.core.events import (
+    ClaimOutcome,
     Event,
     ProtocolViolation,
     Shutdown,
     SocketClosed,
+    StreamClaimed,
     Tick,
     VapiAudio,
     VapiConnected,
@@ -80,10 +86,10 @@ from voicebridge import telemetry
 from voicebridge.stream_token import StreamTokenError, verify
 
 TOKEN_PARAMETER = "token"
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
+CLOSE_NORMAL = CloseCode.NORMAL_CLOSURE
+CLOSE_GOING_AWAY = CloseCode.GOING_AWAY
+CLOSE_POLICY = CloseCode.POLICY_VIOLATION
+CLOSE_INTERNAL = CloseCode.INTERNAL_ERROR
 ENDING_GRACE_MS = 500  # after our estimate of the last frame playing, wait this long for its mark
 LOCAL_BARGE_IN_FRAMES = 10  # 200 ms of loud caller speech over the assistant
 LOCAL_BARGE_IN_MIN_DBFS = -35.0  # line echo of our own playout sits well below this
@@ -120,10 +126,15 @@ class CallConfig:
     """Per-process call policy (times in ms); built from Settings by the shell."""
 
     token_secret: str
+    account_sid: str  # TWILIO_ACCOUNT_SID: a start from any other account is refused
     audio_format: str = "mulaw"
     lead_ms: int = 100
     idle_timeout_ms: int = 30_000
     max_call_ms: int = 3_600_000
+    # Twilio sends ``start`` "immediately after the connected message"
+    # (https://www.twilio.com/docs/voice/media-streams/websocket-messages#start-message): a
+    # socket without one this long after its upgrade is not a call, whatever else it sends.
+    start_timeout_ms: int = 5_000
     connect_timeout_ms: int = 6_000  # POST /call + socket; then the caller hears the fallback
     # Caller audio held while Vapi connects (the most recent this many ms; older is dropped and
     # counted): POST /call can take ~1 s under load, and the caller often speaks first.
@@ -145,6 +156,7 @@ class Call:
     __slots__ = (
         "_bucket",
         "_bucket_at",
+        "_create_body",
         "_created",
         "_ending_deadline",
         "_epoch_offset_s",
@@ -196,6 +208,7 @@ class Call:
         self._bucket_at = now
         self._ending_deadline = 0.0
         self._vad_factory = vad_factory
+        self._create_body: dict[str, Any] | None = None  # POST /call body, sent once claimed
         self._inbound: InboundPath | None = None
         self._held: HeldAudio | None = None
         self._held_digits: list[str] = []
@@ -240,7 +253,7 @@ class Call:
         if state is _CLOSED:
             return None
         if state is _CONNECTED:
-            return self._last_rx + cfg.idle_timeout_ms
+            return self._created + cfg.start_timeout_ms  # from the upgrade: no message moves it
         deadline = min(self._last_rx + cfg.idle_timeout_ms, self._start + cfg.max_call_ms)
         if state is _STARTED:
             return min(deadline, self._start + cfg.connect_timeout_ms)
@@ -297,6 +310,10 @@ class Call:
             self._teardown("duplicate_start", now, out, error=True, code=CLOSE_POLICY)
             return
         self.stream_sid, self.call_sid = event.stream_sid, event.call_sid
+        if event.account_sid != self.config.account_sid:
+            out.append(Log("warning", "stream from another Twilio account", {}))
+            self._teardown("wrong_account", now, out, error=True, code=CLOSE_POLICY)
+            return
         params = event.custom_parameters
         try:
             grant = verify(
@@ -328,6 +345,33 @@ class Call:
             grant.assistant_id, cfg.audio_format, metadata, params.get("from")
         )
         out.append(Log("info", "stream started", {"assistantId": grant.assistant_id}))
+        self._create_body = body
+        out.append(ClaimStream(event.call_sid, event.stream_sid))
+
+    def _on_stream_claimed(self, event: StreamClaimed, now: float, out: list[Action]) -> None:
+        """A token admits one stream: only a claimed stream may create the Vapi call."""
+        body, self._create_body = self._create_body, None
+        if self.state is not _STARTED or body is None:
+            return
+        outcome = event.outcome
+        if outcome is ClaimOutcome.ALREADY_CLAIMED:
+            # Not the apology: the CallSid's first stream is the real call, and a REST update
+            # would replace ITS TwiML. This socket is a replay; it just goes.
+            out.append(Log("warning", "stream refused: this call already has a stream", {}))
+            self._teardown("stream_already_claimed", now, out, error=True, code=CLOSE_POLICY)
+            return
+        if outcome is ClaimOutcome.NO_CAPACITY:
+            # The token is valid, so this is our caller: the apology (or fallback number) beats
+            # the silence of a closed stream.
+            out.append(Log("warning", "stream refused: edge at EDGE_MAX_CALLS", {}))
+            out.append(EndCallViaTwilio(self.call_sid, apology_twiml(self.config.fallback_number)))
+            out.append(CloseTwilio(CloseCode.TRY_AGAIN_LATER, "edge full"))
+            self._finish("no_capacity", now, out, error=True)
+            return
+        if outcome is ClaimOutcome.CLAIMED_LOCALLY:
+            fields = {"detail": event.detail}
+            out.append(Log("error", "claim store unavailable: claimed on this task only", fields))
+            out.append(Metric(telemetry.CLAIM_STORE_ERRORS, 1))
         out.append(CreateVapiCall(body))
 
     def _on_media(self, event: TwilioMedia, now: float, out: list[Action]) -> None:
@@ -433,7 +477,7 @@ class Call:
         the most recent audio). The burst arrives faster than real time, so a recogniser that
         streams faster than real time (as the usual STT backends do; not measured against
         Vapi itself) catches up on it rather than carrying it as a lasting delay."""
-        if self.state is not _STARTED:
+        if self.state is not _STARTED or self._create_body is not None:  # not yet claimed
             out.append(CloseVapi())
             return
         self.state = _BRIDGING
@@ -580,10 +624,11 @@ class Call:
     def _on_tick(self, event: Tick, now: float, out: list[Action]) -> None:
         cfg = self.config
         state = self.state
-        if now - self._last_rx >= cfg.idle_timeout_ms:
+        if state is _CONNECTED:
+            if now - self._created >= cfg.start_timeout_ms:
+                self._teardown("start_timeout", now, out, error=True, code=CLOSE_POLICY)
+        elif now - self._last_rx >= cfg.idle_timeout_ms:
             self._teardown("idle_timeout", now, out, error=True, code=CLOSE_GOING_AWAY)
-        elif state is _CONNECTED:
-            return
         elif now - self._start >= cfg.max_call_ms:
             self._teardown("max_duration", now, out, error=True, code=CLOSE_NORMAL)
         elif state is _STARTED and now - self._start >= cfg.connect_timeout_ms:
@@ -656,7 +701,7 @@ class Call:
         out: list[Action],
         *,
         error: bool,
-        code: int,
+        code: CloseCode,
         twilio_open: bool = True,
     ) -> None:
         """The one way out: tell Vapi the call is over, close both sides, count and log."""
@@ -711,6 +756,7 @@ _HANDLERS: dict[type, Callable[[Call, Any, float, list[Action]], None]] = {
     VapiIgnored: Call._on_vapi_ignored,
     VapiConnected: Call._on_vapi_connected,
     VapiConnectFailed: Call._on_vapi_connect_failed,
+    StreamClaimed: Call._on_stream_claimed,
     SocketClosed: Call._on_socket_closed,
     ProtocolViolation: Call._on_violation,
     Tick: Call._on_tick,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,6 +31,23 @@ class VapiConnectFailed:
     """POST /call or the socket failed (after retries); ``reason`` is a metric label."""
 
     reason: str
+    detail: str = ""
+
+
+class ClaimOutcome(enum.Enum):
+    """How the shell answered ClaimStream."""
+
+    CLAIMED = "claimed"  # a call slot here, and the CallSid's stream is ours fleet-wide
+    CLAIMED_LOCALLY = "claimed_locally"  # the claim store did not answer: this task's only
+    ALREADY_CLAIMED = "already_claimed"  # another stream of this CallSid came first
+    NO_CAPACITY = "no_capacity"  # this task is at EDGE_MAX_CALLS
+
+
+@dataclass(slots=True)
+class StreamClaimed:
+    """The answer to ClaimStream; ``detail`` says why the store did not answer, if it did not."""
+
+    outcome: ClaimOutcome
     detail: str = ""
 
 
@@ -66,6 +84,7 @@ Event = (
     | VapiAudio
     | VapiConnected
     | VapiConnectFailed
+    | StreamClaimed
     | SocketClosed
     | ProtocolViolation
     | Tick

@@ -3,11 +3,17 @@
 Three producers feed the machine: the Twilio socket, the Vapi socket (``WsConnection``
 callbacks, called from ``data_received``) and one timer. Each feed runs the machine and then its
 actions synchronously, so actions leave in the order the machine decided without a lock, a task
-or a future per message; a feed that arrives while actions are running (it cannot today: writes
-never call back synchronously) is queued behind them. Only what really waits is a task: the Vapi
-POST /call + connect and the Twilio REST fallback. The timer is a single ``loop.call_at`` handle
-moved only when the machine's deadline gets earlier; a call with no assistant audio queued wakes
-only for its idle/max-duration deadlines.
+or a future per message. No feed can arrive while actions run, so there is no queue and no
+re-entrancy guard: an action writes to a transport, closes or aborts one, cancels or starts a
+task, or counts and logs; asyncio's and uvloop's transports report what a write, close or abort
+caused through ``connection_lost`` scheduled with ``call_soon``, never from inside the call, and
+nothing else here calls back (``tests/media_edge/test_server.py`` checks it for every socket
+test, on both loops). Only what really waits is a task: the stream claim, the Vapi POST /call +
+connect and the Twilio REST fallback. Actions are dispatched by a table of typed handlers; one
+that must finish before the next actions run (the REST fallback) returns its coroutine, and the
+rest of the list waits for it. The timer is a single ``loop.call_at`` handle moved only when the
+machine's deadline gets earlier; a call with no assistant audio queued wakes only for its
+deadlines.
 """
 
 from __future__ import annotations
@@ -17,15 +23,17 @@ import json
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from aws_lambda_powertools import Logger
 from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.frames import CloseCode
 
 from media_edge.core import Call, CallConfig, State
 from media_edge.core.actions import (
     Action,
+    ClaimStream,
     CloseTwilio,
     CloseVapi,
     CreateVapiCall,
@@ -38,16 +46,19 @@ from media_edge.core.actions import (
     SendToTwilio,
 )
 from media_edge.core.events import (
+    ClaimOutcome,
     Event,
     ProtocolViolation,
     Shutdown,
     SocketClosed,
+    StreamClaimed,
     Tick,
     VapiAudio,
     VapiConnected,
     VapiConnectFailed,
 )
 from media_edge.io import ws
+from media_edge.io.claims import StreamClaims
 from media_edge.io.telemetry import EdgeMetrics, log_call
 from media_edge.protocol import twilio as twilio_protocol
 from media_edge.protocol import vapi as vapi_protocol
@@ -74,21 +85,25 @@ class EdgeContext:
     http: httpx.AsyncClient
     metrics: EdgeMetrics
     logger: Logger
+    claims: StreamClaims
 
 
 class CallSession:
-    """One call's shell. ``on_done(session)`` runs once both sockets are gone and no task is
-    left: the server's count of live calls (and /ready, drain) follows it."""
+    """One call's shell. ``admit(session)`` takes a call slot once the stream's token is valid
+    (False: the task is full); ``on_done(session)`` runs once both sockets are gone and no task
+    is left: the server's count of live calls (and /ready, drain) follows them."""
 
     def __init__(
         self,
         twilio: ws.WsConnection,
         ctx: EdgeContext,
         on_done: Callable[[CallSession], None],
+        admit: Callable[[CallSession], bool],
     ) -> None:
         self._twilio = twilio
         self._ctx = ctx
         self._on_done = on_done
+        self._admit = admit
         self._loop = asyncio.get_running_loop()
         self.call = Call(
             ctx.call_config,
@@ -97,8 +112,6 @@ class CallSession:
         )
         self._bridge = ctx.metrics.bridge
         self._failed = False
-        self._busy = False
-        self._queued: list[tuple[Event, float]] = []
         self._vapi: ws.WsConnection | None = None
         self._links: set[ws.WsConnection] = {twilio}  # transports not yet lost
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -130,23 +143,6 @@ class CallSession:
     def feed(self, event: Event, now: float) -> None:
         if self._failed:
             return
-        if self._busy:  # re-entered from inside _execute: keep the machine's order
-            self._queued.append((event, now))
-            return
-        self._busy = True
-        try:
-            self._run(event, now)
-            while self._queued:
-                self._run(*self._queued.pop(0))
-        finally:
-            self._busy = False
-        deadline = self.call.next_deadline
-        if deadline is not None and deadline < self._timer_at:
-            self._arm()
-
-    def _run(self, event: Event, now: float) -> None:
-        if self._failed:
-            return
         try:
             actions = self.call.feed(event, now)
             if actions:
@@ -155,6 +151,10 @@ class CallSession:
             self._ctx.logger.exception("call failed", extra=self._keys())
             self._ctx.metrics.count(telemetry.CALL_ERRORS, 1, reason="internal_error")
             self._abort()
+            return
+        deadline = self.call.next_deadline
+        if deadline is not None and deadline < self._timer_at:
+            self._arm()
 
     # -- Twilio socket ----------------------------------------------------------------------------
 
@@ -181,38 +181,69 @@ class CallSession:
     # -- actions --------------------------------------------------------------------------------
 
     def _execute(self, actions: list[Action]) -> None:
-        """Type dispatch, most frequent first (a ``match`` on classes costs more per frame)."""
-        ctx = self._ctx
-        for index, action in enumerate(actions):
-            kind = type(action)
-            if kind is SendAudioToVapi:
-                if self._vapi is not None:
-                    self._vapi.send_binary(action.data)
-            elif kind is SendToTwilio:
-                self._twilio.send_text(action.text)
-            elif kind is Latency:
-                ctx.metrics.latency(action.name, self._now() - action.since_ms)
-            elif kind is Metric:
-                if action.unit == "Milliseconds":
-                    ctx.metrics.latency(action.name, action.value)
-                else:
-                    ctx.metrics.count(action.name, action.value, action.reason)
-            elif kind is Log:
-                log_call(ctx.logger, action.level, action.message, self._keys(), **action.fields)
-            elif kind is SendJsonToVapi:
-                if self._vapi is not None:
-                    self._vapi.send_text(json.dumps(action.message, separators=(",", ":")))
-            elif kind is CreateVapiCall:
-                self._connect_task = self._spawn(self._connect_vapi(action.body))
-            elif kind is CloseVapi:
-                self._close_vapi()
-            elif kind is CloseTwilio:
-                self._twilio.close(action.code, action.reason)
-            elif kind is EndCallViaTwilio:
-                # The apology must replace the stream's TwiML before the stream closes (a closed
-                # stream lets Twilio move on, maybe hang up): the rest waits for the REST call.
-                self._spawn(self._end_via_rest(action, actions[index + 1 :]))
+        """Run ``actions`` in order; an action that returns a coroutine holds the rest until
+        it has finished (see ``_then``)."""
+        handlers = _HANDLERS
+        for action in actions:
+            wait = handlers[type(action)](self, action)
+            if wait is not None:
+                index = next(i for i, queued in enumerate(actions) if queued is action)
+                self._spawn(self._then(wait, actions[index + 1 :]))
                 return
+
+    async def _then(self, wait: Coroutine[Any, Any, None], rest: list[Action]) -> None:
+        await wait
+        if rest and not self._failed:
+            try:
+                self._execute(rest)
+            except Exception:
+                self._ctx.logger.exception("call failed", extra=self._keys())
+                self._abort()
+
+    # one handler per action type (the table is at the end of the module)
+
+    def _send_audio_to_vapi(self, action: SendAudioToVapi) -> None:
+        if self._vapi is not None:
+            self._vapi.send_binary(action.data)
+
+    def _send_to_twilio(self, action: SendToTwilio) -> None:
+        self._twilio.send_text(action.text)
+
+    def _latency(self, action: Latency) -> None:
+        self._ctx.metrics.latency(action.name, self._now() - action.since_ms)
+
+    def _metric(self, action: Metric) -> None:
+        if action.unit == "Milliseconds":
+            self._ctx.metrics.latency(action.name, action.value)
+        else:
+            self._ctx.metrics.count(action.name, action.value, action.reason)
+
+    def _log(self, action: Log) -> None:
+        log_call(self._ctx.logger, action.level, action.message, self._keys(), **action.fields)
+
+    def _send_json_to_vapi(self, action: SendJsonToVapi) -> None:
+        if self._vapi is not None:
+            self._vapi.send_text(json.dumps(action.message, separators=(",", ":")))
+
+    def _claim_stream(self, action: ClaimStream) -> None:
+        """A call slot here first (synchronously, so call bursts are counted as they come),
+        then the fleet-wide claim; the answer is fed back as StreamClaimed."""
+        admitted = self._admit(self)
+        self._spawn(self._claim(action, admitted))
+
+    def _create_vapi_call(self, action: CreateVapiCall) -> None:
+        self._connect_task = self._spawn(self._connect_vapi(action.body))
+
+    def _close_vapi_action(self, action: CloseVapi) -> None:
+        self._close_vapi()
+
+    def _close_twilio(self, action: CloseTwilio) -> None:
+        self._twilio.close(action.code, action.reason)
+
+    def _end_call_via_twilio(self, action: EndCallViaTwilio) -> Coroutine[Any, Any, None]:
+        # The apology must replace the stream's TwiML before the stream closes (a closed stream
+        # lets Twilio move on, maybe hang up): the actions after it wait for the REST call.
+        return self._end_via_rest(action)
 
     def _close_vapi(self) -> None:
         task = self._connect_task
@@ -222,7 +253,7 @@ class CallSession:
         if vapi is not None:
             vapi.close()
 
-    async def _end_via_rest(self, action: EndCallViaTwilio, rest: list[Action]) -> None:
+    async def _end_via_rest(self, action: EndCallViaTwilio) -> None:
         ctx = self._ctx
         try:
             async with asyncio.timeout(REST_TIMEOUT_S):
@@ -237,12 +268,13 @@ class CallSession:
         except (TwilioRestError, TimeoutError, ValueError) as exc:
             log_call(ctx.logger, "error", "twilio fallback failed", self._keys(), detail=str(exc))
             ctx.metrics.count(telemetry.CALL_ERRORS, 1, reason="twilio_fallback_failed")
-        if rest and not self._failed:
-            try:
-                self._execute(rest)
-            except Exception:
-                self._ctx.logger.exception("call failed", extra=self._keys())
-                self._abort()
+
+    async def _claim(self, action: ClaimStream, admitted: bool) -> None:
+        if admitted:
+            outcome, detail = await self._ctx.claims.claim(action.call_sid, action.stream_sid)
+        else:
+            outcome, detail = ClaimOutcome.NO_CAPACITY, ""
+        self.feed(StreamClaimed(outcome, detail), self._now())
 
     # -- Vapi -----------------------------------------------------------------------------------
 
@@ -282,7 +314,7 @@ class CallSession:
 
     def _on_vapi_message(self, raw: ws.Message) -> None:
         now = self._loop.time() * 1000.0
-        if type(raw) is bytes:
+        if isinstance(raw, bytes):
             self.feed(VapiAudio(raw), now)
             if self.call.state is _BRIDGING:
                 self._bridge.add(self._loop.time() * 1000.0 - now)
@@ -292,7 +324,8 @@ class CallSession:
     def _on_vapi_close(self, conn: ws.WsConnection) -> None:
         if conn is self._vapi:  # not when we closed it ourselves
             self._vapi = None
-            self.feed(SocketClosed("vapi", conn.close_code or 1006), self._now())
+            code = conn.close_code or CloseCode.ABNORMAL_CLOSURE
+            self.feed(SocketClosed("vapi", code), self._now())
 
     # -- timer and lifetime ---------------------------------------------------------------------
 
@@ -343,7 +376,7 @@ class CallSession:
             self._timer.cancel()
             self._timer = None
         self._close_vapi()
-        self._twilio.close(1011, "internal error")
+        self._twilio.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     def _check_done(self) -> None:
         if self._done or self._twilio in self._links:
@@ -363,3 +396,34 @@ class CallSession:
 
     def _keys(self) -> dict[str, str]:
         return self.call.log_keys
+
+
+_A = TypeVar("_A")
+_Handler = Callable[[CallSession, Any], Coroutine[Any, Any, None] | None]
+
+
+def _handler(
+    kind: type[_A], run: Callable[[CallSession, _A], Coroutine[Any, Any, None] | None]
+) -> tuple[type, _Handler]:
+    """One table row; the type checker holds ``run`` to the action type it is filed under."""
+    return kind, run
+
+
+# Dispatch by exact action type, most frequent first (one dict lookup per action, as the core's
+# _HANDLERS does for events; benchmarks/shell.py measures it against the if/elif ladder it
+# replaced).
+_HANDLERS: dict[type, _Handler] = dict(
+    (
+        _handler(SendAudioToVapi, CallSession._send_audio_to_vapi),
+        _handler(SendToTwilio, CallSession._send_to_twilio),
+        _handler(Latency, CallSession._latency),
+        _handler(Metric, CallSession._metric),
+        _handler(Log, CallSession._log),
+        _handler(SendJsonToVapi, CallSession._send_json_to_vapi),
+        _handler(ClaimStream, CallSession._claim_stream),
+        _handler(CreateVapiCall, CallSession._create_vapi_call),
+        _handler(CloseVapi, CallSession._close_vapi_action),
+        _handler(CloseTwilio, CallSession._close_twilio),
+        _handler(EndCallViaTwilio, CallSession._end_call_via_twilio),
+    )
+)

@@ -7,8 +7,8 @@ to a plain callback, in order, synchronously; sends serialise and write at once.
 or lock per message: the only timers are a keepalive ping (<= 20 s) and a close deadline.
 
 The protocol object (``ServerProtocol`` for Twilio, ``ClientProtocol`` for Vapi) does the
-handshake and all of RFC 6455 that is not a plain data frame: control frames, fragments, max
-message size (1009), protocol errors, the close handshake. The plain data frames, which are
+handshake and all of RFC 6455 that is not a plain data frame: control frames, fragments, the
+maximum message size, protocol errors, the close handshake. The plain data frames, which are
 nearly all the traffic (a media message every 20 ms each way), take a hand-written fast path
 both ways: a complete, unfragmented, correctly masked text or binary frame within max_size is
 cut out of the buffer and unmasked here; every other frame is handed to the protocol object
@@ -29,7 +29,7 @@ from typing import Any
 from mypy_extensions import mypyc_attr
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidMessage
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -55,8 +55,9 @@ _TEXT, _BINARY, _CONT, _PING, _PONG = (
 )
 _OPEN = State.OPEN
 _CONNECTING = State.CONNECTING
-_CLOSE_INVALID_DATA = 1007
-_CLOSE_INTERNAL = 1011
+_CLOSE_INVALID_DATA = CloseCode.INVALID_DATA
+_CLOSE_INTERNAL = CloseCode.INTERNAL_ERROR
+_CLOSE_TOO_BIG = CloseCode.MESSAGE_TOO_BIG
 
 # How bytes received are handled (see the module docstring).
 _HANDSHAKE, _FRAMES, _PROTOCOL = 0, 1, 2
@@ -166,9 +167,9 @@ class WsConnection(asyncio.Protocol):
 
     @property
     def oversize(self) -> bool:
-        """We failed the connection because a message was over max_size (1009)."""
+        """We failed the connection because a message was over max_size (MESSAGE_TOO_BIG)."""
         sent = self.ws.close_sent
-        return sent is not None and sent.code == 1009
+        return sent is not None and sent.code == _CLOSE_TOO_BIG
 
     def send_text(self, text: str) -> None:
         if self.ws.state is _OPEN:
@@ -193,7 +194,7 @@ class WsConnection(asyncio.Protocol):
         if self._stall_timer is not None and transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             self.abort()
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: CloseCode = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake; the transport is aborted if it does not finish in
         CLOSE_TIMEOUT_S."""
         if self.ws.state is _OPEN:
@@ -259,7 +260,7 @@ class WsConnection(asyncio.Protocol):
                     break
                 length = int.from_bytes(data[pos + 2 : head], "big")
             if max_size is not None and length > max_size:
-                self._mode = _PROTOCOL  # websockets fails it with 1009 on seeing the header
+                self._mode = _PROTOCOL  # websockets fails it (MESSAGE_TOO_BIG) on seeing the header
                 break
             masked = second & _MASK_BIT
             if masked:
@@ -405,7 +406,7 @@ class WsConnection(asyncio.Protocol):
         if self._stall_timer is not None and transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             self.abort()
 
-    def _fail(self, code: int, reason: str) -> None:
+    def _fail(self, code: CloseCode, reason: str) -> None:
         self._failed = True
         self.ws.fail(code, reason)
         self._flush()

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
 
 import orjson
+
+from voicebridge.identifiers import is_account_sid, is_call_sid, is_stream_sid
 
 MAX_MESSAGE_CHARS = 16_384  # a 20 ms media message is ~400 chars; start with parameters ~2 KB
 MAX_PAYLOAD_CHARS = 8_192  # 6 KB of mu-law = 750 ms: far above Twilio's 160-byte frames
@@ -104,6 +107,15 @@ def _str(parent: dict[str, Any], key: str, limit: int = MAX_SID_CHARS) -> str:
     return value
 
 
+def _sid(parent: dict[str, Any], key: str, matches: Callable[[object], bool]) -> str:
+    """A SID matched in full (voicebridge.identifiers): never a prefix, never with a newline."""
+    value = parent.get(key)
+    if not matches(value):
+        raise ProtocolError("bad_sid", key)
+    assert isinstance(value, str)
+    return value
+
+
 def _uint(parent: dict[str, Any], key: str) -> int:
     """Twilio sends numbers as strings ("5"); accept non-negative ints in either form."""
     value = parent.get(key)
@@ -130,7 +142,7 @@ def _media(message: dict[str, Any]) -> TwilioMedia:
 
 def _start(message: dict[str, Any]) -> TwilioStart:
     start = _obj(message, "start")
-    stream_sid = _str(message, "streamSid")
+    stream_sid = _sid(message, "streamSid", is_stream_sid)
     if start.get("streamSid", stream_sid) != stream_sid:
         raise ProtocolError("stream_sid_mismatch", "start.streamSid differs")
     fmt = start.get("mediaFormat")
@@ -148,7 +160,8 @@ def _start(message: dict[str, Any]) -> TwilioStart:
         if not isinstance(value, str) or len(key) + len(value) > 500:
             raise ProtocolError("bad_parameters", str(key)[:40])
         custom[key] = value
-    return TwilioStart(stream_sid, _str(start, "callSid"), _str(start, "accountSid"), custom)
+    call_sid = _sid(start, "callSid", is_call_sid)
+    return TwilioStart(stream_sid, call_sid, _sid(start, "accountSid", is_account_sid), custom)
 
 
 def parse(raw: str | bytes) -> TwilioEvent:

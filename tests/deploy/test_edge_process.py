@@ -37,6 +37,10 @@ def edge() -> Iterator[tuple[subprocess.Popen[str], int, dict[str, str]]]:
         **cfn.edge_env_with_defaults(),
         "EDGE_HOST": "127.0.0.1",  # loopback in tests; the template binds 0.0.0.0 for the ALB
         "EDGE_PORT": "0",
+        # What ECS adds to every task's environment (its credentials come from the task role):
+        # https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-environment-variables.html
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",  # the one boto3 reads
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(ROOT),
     }

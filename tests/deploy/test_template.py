@@ -84,6 +84,24 @@ def test_the_edge_reads_only_its_own_secrets() -> None:
     assert statement["Resource"] == cfn.SECRET_REF
 
 
+def test_the_edge_may_only_claim_streams_in_the_sessions_table() -> None:
+    # The stream claim is one conditional UpdateItem; the edge reads and writes nothing else.
+    statements = [
+        statement
+        for policy in cfn.props("EdgeTaskRole")["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+    ]
+    dynamodb = [s for s in statements if "dynamodb" in str(s["Action"])]
+    assert dynamodb == [
+        {
+            "Effect": "Allow",
+            "Action": "dynamodb:UpdateItem",
+            "Resource": {"Fn::GetAtt": ["SessionsTable", "Arn"]},
+        }
+    ]
+    assert cfn.edge_deployable().env["SESSIONS_TABLE"] == {"Ref": "SessionsTable"}
+
+
 def test_worker_batches_report_item_failures_with_bounded_concurrency() -> None:
     (event,) = cfn.props("WorkerFunction")["Events"].values()
     assert event["Type"] == "SQS"

@@ -1,16 +1,20 @@
 """The edge suite runs twice in ``make test``: on the pure-Python sources, then against the
 mypyc build (infra/edge_compile.py) with VOICEBRIDGE_EDGE_BUILD=compiled. That second run must
-really import the compiled modules, or it would test the fallback twice: checked first."""
+really import the compiled modules, or it would test the fallback twice: checked first.
+
+It also provides embedded AWS for the tests that need the real stream-claim table."""
 
 from __future__ import annotations
 
 import importlib
 import os
 import sysconfig
+from collections.abc import Iterator
 
 import pytest
 
 from infra import edge_compile
+from infra.local_aws import embedded_aws
 
 COMPILED = os.environ.get("VOICEBRIDGE_EDGE_BUILD") == "compiled"
 
@@ -31,3 +35,12 @@ def pytest_configure(config: pytest.Config) -> None:
         if not all(build.values()):
             pure = sorted(name for name, compiled in build.items() if not compiled)
             raise pytest.UsageError(f"VOICEBRIDGE_EDGE_BUILD=compiled, but {pure} are not")
+
+
+@pytest.fixture(scope="package")
+def edge_aws() -> Iterator[dict[str, str]]:
+    """A moto server on loopback with the template's tables (SESSIONS_TABLE holds the claims),
+    for ``python -m media_edge`` processes and the claim's own tests; stopped with the package
+    so moto's per-process state is the next package's again."""
+    with embedded_aws(prefix="media-edge") as env:
+        yield env

@@ -22,6 +22,22 @@ ACCOUNT_SID = "AC" + "a" * 32
 TOKEN_SECRET = "stream-token-secret-for-tests-0123456789"
 VAPI_KEY = "vapi-private-key-for-tests"
 PUBLIC_URL = "wss://edge.example.com"
+SESSIONS_TABLE = "voicebridge-test-sessions"
+
+
+class MemoryClaims:
+    """The stream-claim store in memory, with the table's semantics (one stream per CallSid);
+    ``failure`` makes every claim raise it, as an unreachable table would. Tests of the real
+    conditional write run it against moto (test_server.py)."""
+
+    def __init__(self) -> None:
+        self.claims: dict[str, str] = {}
+        self.failure: Exception | None = None
+
+    def claim(self, call_sid: str, stream_sid: str, now: float) -> bool:
+        if self.failure is not None:
+            raise self.failure
+        return self.claims.setdefault(call_sid, stream_sid) == stream_sid
 
 
 class HttpFake:
@@ -149,8 +165,16 @@ def sig_headers(url: str = PUBLIC_URL + "/media") -> dict[str, str]:
 class TwilioCaller:
     """Speaks Twilio Media Streams to the edge: connected, start, media, marks, stop."""
 
-    def __init__(self, port: int, call_sid: str = "CA" + "1" * 32, stream_sid: str = "") -> None:
-        self.url = f"ws://127.0.0.1:{port}/media"
+    def __init__(
+        self,
+        port: int,
+        call_sid: str = "CA" + "1" * 32,
+        stream_sid: str = "",
+        path: str = "/media",
+        signed_url: str = PUBLIC_URL + "/media",
+    ) -> None:
+        self.url = f"ws://127.0.0.1:{port}{path}"
+        self.signed_url = signed_url  # what X-Twilio-Signature covers (Twilio's <Stream url>)
         self.call_sid = call_sid
         self.stream_sid = stream_sid or "MZ" + call_sid[2:]
         self.ws: ClientConnection | None = None
@@ -161,7 +185,8 @@ class TwilioCaller:
         self.got_message = asyncio.Event()
 
     async def __aenter__(self) -> TwilioCaller:
-        self.ws = await connect(self.url, additional_headers=sig_headers(), compression=None)
+        headers = sig_headers(self.signed_url)
+        self.ws = await connect(self.url, additional_headers=headers, compression=None)
         self._reader = asyncio.create_task(self._read())
         return self
 
@@ -189,9 +214,15 @@ class TwilioCaller:
         assert self.ws is not None
         await self.ws.send(message if isinstance(message, str | bytes) else json.dumps(message))
 
-    async def start(self, token: str | None = None, **params: str) -> None:
+    def token(self) -> str:
+        """A fresh stream token for this call, as /twilio/voice mints one."""
+        return stream_token.mint(TOKEN_SECRET, self.call_sid, "asst-1", _now(), 120)
+
+    async def start(
+        self, token: str | None = None, account_sid: str = ACCOUNT_SID, **params: str
+    ) -> None:
         if token is None:
-            token = stream_token.mint(TOKEN_SECRET, self.call_sid, "asst-1", _now(), 120)
+            token = self.token()
         await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         await self.send(
             {
@@ -199,7 +230,7 @@ class TwilioCaller:
                 "sequenceNumber": "1",
                 "streamSid": self.stream_sid,
                 "start": {
-                    "accountSid": ACCOUNT_SID,
+                    "accountSid": account_sid,
                     "streamSid": self.stream_sid,
                     "callSid": self.call_sid,
                     "tracks": ["inbound"],
@@ -241,10 +272,11 @@ class TwilioCaller:
         )
 
     async def closed(self) -> int | None:
-        """Wait for the edge to close the stream; its close code."""
+        """Wait for the edge to close the stream (10 s at most: a hang fails); its close code."""
         assert self._reader is not None
         assert self.ws is not None
-        await self._reader
+        async with asyncio.timeout(10.0):
+            await asyncio.shield(self._reader)
         return self.ws.close_code
 
     def events(self, kind: str) -> list[dict[str, Any]]:

@@ -7,9 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from websockets.frames import CloseCode
 
 from media_edge.core import Call, CallConfig, State
 from media_edge.core.actions import (
+    Action,
+    ClaimStream,
     CloseTwilio,
     CloseVapi,
     CreateVapiCall,
@@ -24,9 +27,11 @@ from media_edge.core.actions import (
 from media_edge.core.audio import VAD_HANGOVER_MS
 from media_edge.core.call import PAUSE_LIMIT_MS
 from media_edge.core.events import (
+    ClaimOutcome,
     ProtocolViolation,
     Shutdown,
     SocketClosed,
+    StreamClaimed,
     Tick,
     VapiAudio,
     VapiConnected,
@@ -51,6 +56,7 @@ from media_edge.protocol.vapi import (
 from voicebridge import stream_token, telemetry
 
 SECRET = "s" * 32
+ACCOUNT_SID = "AC" + "3" * 32
 EPOCH = 1_800_000_000.0  # wall clock at now=0
 CALL_SID = "CA" + "1" * 32
 STREAM_SID = "MZ" + "2" * 32
@@ -65,11 +71,19 @@ def token(call_sid: str = CALL_SID, secret: str = SECRET, now: float = EPOCH) ->
 def start_event(tok: str | None = None, call_sid: str = CALL_SID) -> TwilioStart:
     params = {"from": "+14155550100", "to": "+14155550199", "callSid": call_sid}
     params["token"] = token() if tok is None else tok
-    return TwilioStart(STREAM_SID, call_sid, "AC" + "3" * 32, params)
+    return TwilioStart(STREAM_SID, call_sid, ACCOUNT_SID, params)
+
+
+def start(call: Call, now: float) -> list[Action]:
+    """``start`` with a valid token, then the claim granted: the actions of both, in order."""
+    actions = call.feed(start_event(), now)
+    if of(actions, ClaimStream):
+        actions += call.feed(StreamClaimed(ClaimOutcome.CLAIMED), now)
+    return actions
 
 
 def make(**overrides) -> Call:
-    config = CallConfig(token_secret=SECRET, **overrides)
+    config = CallConfig(token_secret=SECRET, account_sid=ACCOUNT_SID, **overrides)
     return Call(config, now=0.0, epoch_offset_s=EPOCH)
 
 
@@ -96,7 +110,7 @@ def errors(actions) -> list[str]:
 def bridged(**overrides) -> Call:
     call = make(**overrides)
     call.feed(TwilioConnected("Call"), 0.0)
-    call.feed(start_event(), 1.0)
+    start(call, 1.0)
     call.feed(VapiConnected("vapi-call-1"), 301.0)
     assert call.state is State.BRIDGING
     return call
@@ -112,7 +126,7 @@ def media(ts: int, payload: bytes = FRAME) -> TwilioMedia:
 def test_valid_start_creates_the_vapi_call_with_assistant_format_and_metadata():
     call = make(audio_format="pcm16")
     assert call.feed(TwilioConnected("Call"), 0.0) == []
-    actions = call.feed(start_event(), 5.0)
+    actions = start(call, 5.0)
     (create,) = of(actions, CreateVapiCall)
     body = create.body
     assert body["assistantId"] == ASSISTANT
@@ -139,7 +153,7 @@ def test_every_vapi_call_asks_for_the_events_barge_in_needs():
 
 def test_mulaw_is_the_default_vapi_format():
     call = make()
-    (create,) = of(call.feed(start_event(), 0.0), CreateVapiCall)
+    (create,) = of(start(call, 0.0), CreateVapiCall)
     assert create.body["transport"]["audioFormat"] == {
         "format": "mulaw",
         "container": "raw",
@@ -162,7 +176,7 @@ def test_rejected_token_closes_1008_and_never_creates_a_vapi_call(bad_token):
     call = make()
     actions = call.feed(start_event(bad_token), 0.0)
     assert not of(actions, CreateVapiCall)
-    assert [(c.code) for c in of(actions, CloseTwilio)] == [1008]
+    assert [(c.code) for c in of(actions, CloseTwilio)] == [CloseCode.POLICY_VIOLATION]
     assert errors(actions) == ["token_rejected"]
     assert call.closed
     assert call.next_deadline is None
@@ -171,13 +185,70 @@ def test_rejected_token_closes_1008_and_never_creates_a_vapi_call(bad_token):
 def test_token_expiry_uses_the_injected_clock():
     call = make()
     # 121 s after minting (TTL 120): expired by the machine's own notion of time.
-    actions = call.feed(start_event(), 121_000.0)
+    actions = start(call, 121_000.0)
     assert errors(actions) == ["token_rejected"]
+
+
+def test_start_from_another_twilio_account_is_refused_without_a_vapi_call():
+    call = make()
+    other = TwilioStart(STREAM_SID, CALL_SID, "AC" + "4" * 32, start_event().custom_parameters)
+    actions = call.feed(other, 0.0)
+    assert not of(actions, ClaimStream)
+    assert not of(actions, CreateVapiCall)
+    assert [c.code for c in of(actions, CloseTwilio)] == [CloseCode.POLICY_VIOLATION]
+    assert errors(actions) == ["wrong_account"]
+
+
+def test_a_valid_start_claims_the_stream_before_anything_reaches_vapi():
+    call = make()
+    actions = call.feed(start_event(), 0.0)
+    assert of(actions, ClaimStream) == [ClaimStream(CALL_SID, STREAM_SID)]
+    assert not of(actions, CreateVapiCall)
+    held = call.feed(media(0), 20.0)  # the caller's audio is held while we claim
+    assert not of(held, SendAudioToVapi)
+    assert call.feed(VapiConnected("not yet"), 30.0) == [CloseVapi()]  # no call before the claim
+    (create,) = of(call.feed(StreamClaimed(ClaimOutcome.CLAIMED), 40.0), CreateVapiCall)
+    assert create.body["assistantId"] == ASSISTANT
+    sent = of(call.feed(VapiConnected("v"), 300.0), SendAudioToVapi)
+    assert [a.data for a in sent] == [FRAME]
+
+
+def test_a_stream_whose_call_is_already_claimed_ends_without_vapi_or_rest():
+    call = make()
+    call.feed(start_event(), 0.0)
+    actions = call.feed(StreamClaimed(ClaimOutcome.ALREADY_CLAIMED), 10.0)
+    assert not of(actions, CreateVapiCall)
+    assert not of(actions, EndCallViaTwilio)  # the REST update would hit the real call
+    assert [c.code for c in of(actions, CloseTwilio)] == [CloseCode.POLICY_VIOLATION]
+    assert errors(actions) == ["stream_already_claimed"]
+    assert call.closed
+
+
+def test_a_full_edge_apologises_to_a_valid_stream_through_rest():
+    call = make(fallback_number="+14155550123")
+    call.feed(start_event(), 0.0)
+    actions = call.feed(StreamClaimed(ClaimOutcome.NO_CAPACITY), 10.0)
+    assert not of(actions, CreateVapiCall)
+    (end,) = of(actions, EndCallViaTwilio)
+    assert end.twiml == "<Response><Dial>+14155550123</Dial></Response>"
+    assert [c.code for c in of(actions, CloseTwilio)] == [CloseCode.TRY_AGAIN_LATER]
+    assert errors(actions) == ["no_capacity"]
+
+
+def test_claim_store_down_fails_open_with_an_error_log_and_a_metric():
+    call = make()
+    call.feed(start_event(), 0.0)
+    actions = call.feed(StreamClaimed(ClaimOutcome.CLAIMED_LOCALLY, "EndpointConnectionError"), 9.0)
+    assert of(actions, CreateVapiCall)
+    (log,) = [a for a in of(actions, Log) if a.level == "error"]
+    assert log.fields == {"detail": "EndpointConnectionError"}
+    assert [(m.name, m.value) for m in of(actions, Metric)] == [(telemetry.CLAIM_STORE_ERRORS, 1)]
+    assert errors(actions) == []
 
 
 def test_duplicate_start_ends_the_call():
     call = bridged()
-    actions = call.feed(start_event(), 400.0)
+    actions = start(call, 400.0)
     assert errors(actions) == ["duplicate_start"]
     assert of(actions, SendJsonToVapi)[0].message == {"type": "end-call"}
 
@@ -191,7 +262,7 @@ def test_events_before_start_end_the_call(event):
     call = make()
     actions = call.feed(event, 0.0)
     assert errors(actions) == ["event_before_start"]
-    assert of(actions, CloseTwilio)[0].code == 1008
+    assert of(actions, CloseTwilio)[0].code == CloseCode.POLICY_VIOLATION
     assert call.closed
 
 
@@ -231,7 +302,7 @@ def test_second_connected_is_a_violation():
 def connecting(**overrides) -> Call:
     call = make(**overrides)
     call.feed(TwilioConnected("Call"), 0.0)
-    call.feed(start_event(), 1.0)
+    start(call, 1.0)
     assert call.state is State.STARTED
     return call
 
@@ -352,7 +423,7 @@ def test_wrong_stream_sid_ends_only_with_a_reason():
     assert errors(actions) == ["wrong_stream_sid"]
     assert of(actions, SendJsonToVapi)[0].message == {"type": "end-call"}
     assert of(actions, CloseVapi)
-    assert of(actions, CloseTwilio)[0].code == 1008
+    assert of(actions, CloseTwilio)[0].code == CloseCode.POLICY_VIOLATION
 
 
 def test_message_flood_ends_the_call():
@@ -674,7 +745,7 @@ def test_response_latency_runs_from_speech_end_to_first_reply_audio():
     vad = ScriptedVad()
     call = make()
     call._vad_factory = lambda: vad
-    call.feed(start_event(), 0.0)
+    start(call, 0.0)
     call.feed(VapiConnected("v"), 100.0)
     vad.script = [speech(onset=True), speech(), decision(False, False, True, -70.0)]
     for i in range(3):
@@ -695,7 +766,7 @@ def test_local_vad_barge_in_is_optional_echo_gated_and_only_pauses(enabled, leve
     vad = ScriptedVad()
     call = make(local_barge_in=enabled, lead_ms=100)
     call._vad_factory = lambda: vad
-    call.feed(start_event(), 0.0)
+    start(call, 0.0)
     call.feed(VapiConnected("v"), 100.0)
     call.feed(VapiAudio(assistant_audio(200)), 1000.0)
     vad.script = [speech(level) for _ in range(20)]
@@ -728,7 +799,7 @@ def test_dtmf_forwarding_can_be_disabled():
 def test_dtmf_pressed_while_vapi_connects_follows_the_held_audio_in_order():
     call = make()
     call.feed(TwilioConnected("Call"), 0.0)
-    call.feed(start_event(), 1.0)
+    start(call, 1.0)
     call.feed(media(0), 20.0)
     assert call.feed(TwilioDtmf(STREAM_SID, "4"), 30.0) == []  # nothing to send it to yet
     call.feed(TwilioDtmf(STREAM_SID, "2"), 40.0)
@@ -744,7 +815,7 @@ def test_dtmf_pressed_while_vapi_connects_follows_the_held_audio_in_order():
 
 def test_dtmf_held_while_connecting_is_bounded_and_dropped_if_vapi_never_comes():
     call = make()
-    call.feed(start_event(), 1.0)
+    start(call, 1.0)
     logs = []
     for i in range(40):
         logs += of(call.feed(TwilioDtmf(STREAM_SID, "1"), 10.0 + i), Log)
@@ -761,7 +832,7 @@ def test_stop_ends_vapi_and_closes_twilio_once():
     actions = call.feed(TwilioStop(STREAM_SID), 900.0)
     assert [a.message for a in of(actions, SendJsonToVapi)] == [{"type": "end-call"}]
     assert len(of(actions, CloseVapi)) == 1
-    assert [a.code for a in of(actions, CloseTwilio)] == [1000]
+    assert [a.code for a in of(actions, CloseTwilio)] == [CloseCode.NORMAL_CLOSURE]
     assert errors(actions) == []
     assert call.closed
     assert call.end_reason == "twilio_stop"
@@ -771,7 +842,7 @@ def test_stop_ends_vapi_and_closes_twilio_once():
 
 def test_twilio_socket_close_ends_vapi_without_closing_twilio_again():
     call = bridged()
-    actions = call.feed(SocketClosed("twilio", 1006), 900.0)
+    actions = call.feed(SocketClosed("twilio", CloseCode.ABNORMAL_CLOSURE), 900.0)
     assert [a.message for a in of(actions, SendJsonToVapi)] == [{"type": "end-call"}]
     assert of(actions, CloseVapi)
     assert not of(actions, CloseTwilio)
@@ -794,7 +865,9 @@ def test_vapi_end_lets_the_last_words_play_then_hangs_up():
     final = []
     for name in marks:
         final += call.feed(TwilioMark(STREAM_SID, name), 1500.0)
-    assert [a.code for a in of(final, CloseTwilio)] == [1000]  # ...then hangs up
+    assert [a.code for a in of(final, CloseTwilio)] == [
+        CloseCode.NORMAL_CLOSURE
+    ]  # ...then hangs up
     assert call.closed
     assert errors(final) == []
 
@@ -811,7 +884,7 @@ def test_vapi_end_hangs_up_after_a_grace_even_without_marks():
 def test_vapi_end_with_nothing_playing_hangs_up_at_once():
     call = bridged()
     actions = call.feed(VapiCallEnded("customer-ended-call"), 1000.0)
-    assert [a.code for a in of(actions, CloseTwilio)] == [1000]
+    assert [a.code for a in of(actions, CloseTwilio)] == [CloseCode.NORMAL_CLOSURE]
     assert call.closed
 
 
@@ -821,11 +894,14 @@ def apologised(actions) -> EndCallViaTwilio:
     assert end.call_sid == CALL_SID
     kinds = [type(a) for a in actions]
     assert kinds.index(EndCallViaTwilio) < kinds.index(CloseTwilio)
-    assert [a.code for a in of(actions, CloseTwilio)] == [1011]
+    assert [a.code for a in of(actions, CloseTwilio)] == [CloseCode.INTERNAL_ERROR]
     return end
 
 
-@pytest.mark.parametrize("code", [1006, 1011, 1001, None])
+@pytest.mark.parametrize(
+    "code",
+    [CloseCode.ABNORMAL_CLOSURE, CloseCode.INTERNAL_ERROR, CloseCode.GOING_AWAY, None],
+)
 def test_vapi_drop_mid_call_apologises_through_twilio_rest(code):
     call = bridged()
     actions = call.feed(SocketClosed("vapi", code), 1000.0)
@@ -857,14 +933,14 @@ def test_real_time_assistant_audio_is_marked_every_200_ms_not_every_frame():
 
 def test_vapi_drop_dials_the_fallback_number():
     call = bridged(fallback_number="+14155550123")
-    end = apologised(call.feed(SocketClosed("vapi", 1006), 1000.0))
+    end = apologised(call.feed(SocketClosed("vapi", CloseCode.ABNORMAL_CLOSURE), 1000.0))
     assert end.twiml == "<Response><Dial>+14155550123</Dial></Response>"
 
 
 def test_vapi_drop_lets_queued_words_play_then_apologises_counted_once():
     call = bridged(lead_ms=100)
     call.feed(VapiAudio(assistant_audio(20)), 1000.0)
-    actions = call.feed(SocketClosed("vapi", 1006), 1001.0)
+    actions = call.feed(SocketClosed("vapi", CloseCode.ABNORMAL_CLOSURE), 1001.0)
     assert errors(actions) == ["vapi_dropped"]  # counted now, under its own reason
     assert not of(actions, EndCallViaTwilio)  # the REST update would cut Twilio's buffer
     assert not of(actions, CloseTwilio)
@@ -884,7 +960,7 @@ def test_vapi_drop_lets_queued_words_play_then_apologises_counted_once():
 def test_vapi_drop_then_caller_hangs_up_ends_without_rest():
     call = bridged()
     call.feed(VapiAudio(assistant_audio(20)), 1000.0)
-    call.feed(SocketClosed("vapi", 1006), 1001.0)
+    call.feed(SocketClosed("vapi", CloseCode.ABNORMAL_CLOSURE), 1001.0)
     actions = call.feed(TwilioStop(STREAM_SID), 1100.0)  # the caller hangs up meanwhile
     assert not of(actions, EndCallViaTwilio)
     assert errors(actions) == []
@@ -894,7 +970,7 @@ def test_vapi_drop_then_caller_hangs_up_ends_without_rest():
 def test_shutdown_while_a_dropped_call_plays_out_still_apologises():
     call = bridged()
     call.feed(VapiAudio(assistant_audio(20)), 1000.0)
-    call.feed(SocketClosed("vapi", 1006), 1001.0)
+    call.feed(SocketClosed("vapi", CloseCode.ABNORMAL_CLOSURE), 1001.0)
     actions = call.feed(Shutdown("drain_timeout"), 1050.0)
     apologised(actions)
     assert errors(actions) == ["drain_timeout"]
@@ -908,8 +984,8 @@ def test_shutdown_while_a_dropped_call_plays_out_still_apologises():
 def test_vapi_close_after_its_own_end_is_a_clean_hang_up(ended):
     call = bridged()
     actions = call.feed(ended, 1000.0)
-    actions += call.feed(SocketClosed("vapi", 1000), 1001.0)
-    assert [a.code for a in of(actions, CloseTwilio)] == [1000]
+    actions += call.feed(SocketClosed("vapi", CloseCode.NORMAL_CLOSURE), 1001.0)
+    assert [a.code for a in of(actions, CloseTwilio)] == [CloseCode.NORMAL_CLOSURE]
     assert not of(actions, EndCallViaTwilio)
     assert errors(actions) == []
 
@@ -917,14 +993,14 @@ def test_vapi_close_after_its_own_end_is_a_clean_hang_up(ended):
 def test_vapi_normal_closure_is_a_goodbye_not_a_drop():
     call = bridged(lead_ms=100)
     actions = call.feed(VapiAudio(assistant_audio(20)), 1000.0)
-    actions += call.feed(SocketClosed("vapi", 1000), 1001.0)
+    actions += call.feed(SocketClosed("vapi", CloseCode.NORMAL_CLOSURE), 1001.0)
     assert call.state is State.ENDING  # no REST update yet: it would cut the goodbye off
     actions += run_clock(call, 1400.0, 1001.0)
     assert sum(len(p) for p in media_payloads(actions)) == 20 * 160  # the goodbye played
     for m in twilio_messages(actions):
         if m["event"] == "mark":
             actions += call.feed(TwilioMark(STREAM_SID, m["mark"]["name"]), 1500.0)
-    assert [a.code for a in of(actions, CloseTwilio)] == [1000]
+    assert [a.code for a in of(actions, CloseTwilio)] == [CloseCode.NORMAL_CLOSURE]
     assert not of(actions, EndCallViaTwilio)
     assert errors(actions) == []
     assert call.closed
@@ -933,7 +1009,7 @@ def test_vapi_normal_closure_is_a_goodbye_not_a_drop():
 def test_vapi_close_after_our_end_call_does_nothing_more():
     call = bridged()
     call.feed(TwilioStop(STREAM_SID), 1000.0)
-    assert call.feed(SocketClosed("vapi", 1006), 1001.0) == []
+    assert call.feed(SocketClosed("vapi", CloseCode.ABNORMAL_CLOSURE), 1001.0) == []
 
 
 def test_vapi_protocol_violation_mid_call_abandons_vapi_and_apologises():
@@ -968,10 +1044,18 @@ def test_idle_timeout_uses_the_deadline_the_machine_announces():
     assert of(actions, SendJsonToVapi)[0].message == {"type": "end-call"}
 
 
-def test_idle_before_start():
-    call = make(idle_timeout_ms=2000)
-    assert call.next_deadline == 2000.0
-    assert errors(call.feed(Tick(), 2000.0)) == ["idle_timeout"]
+def test_a_stream_must_start_within_its_deadline_whatever_else_it_sends():
+    # A socket that keeps sending "connected" never becomes a call: the deadline runs from the
+    # upgrade and no message moves it (it used to be the idle timeout, reset by every message).
+    call = make(start_timeout_ms=5000, idle_timeout_ms=30_000)
+    for at in (0.0, 1000.0, 2000.0, 4999.0):
+        assert call.feed(TwilioConnected("Call"), at) == []
+        assert call.next_deadline == 5000.0
+        assert call.feed(Tick(), at) == []
+    actions = call.feed(Tick(), 5000.0)
+    assert errors(actions) == ["start_timeout"]
+    assert [c.code for c in of(actions, CloseTwilio)] == [CloseCode.POLICY_VIOLATION]
+    assert call.closed
 
 
 def test_max_duration():
@@ -984,7 +1068,7 @@ def test_max_duration():
 
 def test_vapi_connect_failure_apologises_through_twilio_rest():
     call = make()
-    call.feed(start_event(), 0.0)
+    start(call, 0.0)
     actions = call.feed(VapiConnectFailed("http_429", "rate limited"), 900.0)
     (end,) = of(actions, EndCallViaTwilio)
     assert end.call_sid == CALL_SID
@@ -998,7 +1082,7 @@ def test_vapi_connect_failure_apologises_through_twilio_rest():
 
 def test_vapi_connect_timeout_dials_the_fallback_number_and_closes_a_late_socket():
     call = make(fallback_number="+14155550123", connect_timeout_ms=3000)
-    call.feed(start_event(), 0.0)
+    start(call, 0.0)
     assert call.next_deadline == 3000.0
     actions = call.feed(Tick(), 3000.0)
     (end,) = of(actions, EndCallViaTwilio)
@@ -1010,14 +1094,14 @@ def test_protocol_violation_is_labelled_by_side():
     call = bridged()
     actions = call.feed(ProtocolViolation("twilio", "bad_base64"), 500.0)
     assert errors(actions) == ["twilio_bad_base64"]
-    assert of(actions, CloseTwilio)[0].code == 1008
+    assert of(actions, CloseTwilio)[0].code == CloseCode.POLICY_VIOLATION
 
 
 def test_shutdown_ends_the_call_going_away():
     call = bridged()
     actions = call.feed(Shutdown("drain_timeout"), 500.0)
     assert of(actions, SendJsonToVapi)[0].message == {"type": "end-call"}
-    assert of(actions, CloseTwilio)[0].code == 1001
+    assert of(actions, CloseTwilio)[0].code == CloseCode.GOING_AWAY
     assert errors(actions) == ["drain_timeout"]
 
 
@@ -1040,7 +1124,7 @@ def test_vad_can_be_switched_off():
     vad = ScriptedVad()
     call = make(vad=False)
     call._vad_factory = lambda: vad
-    call.feed(start_event(), 0.0)
+    start(call, 0.0)
     call.feed(VapiConnected("v"), 100.0)
     vad.script = [speech(onset=True), decision(False, False, True, -70.0)]
     call.feed(media(0), 1000.0)

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.frames import CloseCode
 
 from tests.media_edge.fakes import (
     ACCOUNT_SID,
@@ -27,10 +28,17 @@ from tests.media_edge.fakes import (
 )
 
 WAIT_S = 15.0
+AWS: dict[str, str] = {}  # the embedded AWS every edge process here claims its streams in
+
+
+@pytest.fixture(autouse=True)
+def _claims_table(edge_aws: dict[str, str]) -> None:
+    AWS.update(edge_aws)
 
 
 def edge_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_", "VAPI_", "TWILIO_"))}
+    env.update(AWS)
     env.update(
         {
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
@@ -65,6 +73,15 @@ def test_missing_secret_exits_2():
     result = run_edge(env)
     assert result.returncode == 2
     assert "STREAM_TOKEN_SECRET is required" in result.stderr
+
+
+def test_no_aws_region_for_the_claims_table_exits_2_with_one_line():
+    env = {k: v for k, v in edge_env().items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
+    result = run_edge(env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "media_edge: SESSIONS_TABLE: no DynamoDB client: You must specify a region."
+    ]
 
 
 def test_port_in_use_is_one_line_not_a_traceback():
@@ -141,7 +158,8 @@ async def test_sigterm_drains_live_calls_then_exits_cleanly():
             assert refused.value.response.status_code == 503
             assert caller.ws.close_code is None  # the live call goes on during the drain
             async with asyncio.timeout(WAIT_S):
-                assert await caller.closed() == 1001  # ended when DRAIN_SECONDS ran out
+                # ended when DRAIN_SECONDS ran out
+                assert await caller.closed() == CloseCode.GOING_AWAY
         async with asyncio.timeout(WAIT_S):
             assert await proc.wait() == 0
         assert {"type": "end-call"} in vapi.texts

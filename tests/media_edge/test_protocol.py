@@ -11,6 +11,8 @@ import pytest
 from media_edge.protocol import twilio, vapi
 
 SID = "MZ" + "a" * 32
+ACCOUNT = "AC" + "b" * 32
+CALL = "CA" + "c" * 32
 
 
 def media(**media_fields) -> str:
@@ -21,9 +23,9 @@ def media(**media_fields) -> str:
 
 def start(**start_fields) -> str:
     fields = {
-        "accountSid": "AC1",
+        "accountSid": ACCOUNT,
         "streamSid": SID,
-        "callSid": "CA1",
+        "callSid": CALL,
         "tracks": ["inbound"],
         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
         "customParameters": {"token": "t", "from": "+1"},
@@ -37,7 +39,7 @@ def test_every_twilio_event_parses():
         twilio.TwilioConnected("Call")
     )
     assert twilio.parse(start()) == twilio.TwilioStart(
-        SID, "CA1", "AC1", {"token": "t", "from": "+1"}
+        SID, CALL, ACCOUNT, {"token": "t", "from": "+1"}
     )
     assert twilio.parse(media()) == twilio.TwilioMedia(SID, 40, b"\xff\xff")
     assert twilio.parse(media(timestamp=60)) == twilio.TwilioMedia(SID, 60, b"\xff\xff")
@@ -80,7 +82,17 @@ def test_every_twilio_event_parses():
         (json.dumps({"event": "mark", "streamSid": SID, "mark": {}}), "missing_field"),
         (json.dumps({"event": "dtmf", "streamSid": SID, "dtmf": {"digit": "12"}}), "bad_dtmf"),
         (json.dumps({"event": "dtmf", "streamSid": SID, "dtmf": {"digit": "x"}}), "bad_dtmf"),
-        (start(callSid=None), "missing_field"),
+        (start(callSid=None), "bad_sid"),
+        (start(callSid=CALL + "CallStatusringing"), "bad_sid"),  # the separator-less splice
+        (start(callSid=CALL + "\n"), "bad_sid"),
+        (start(callSid="CA" + "g" * 32), "bad_sid"),
+        (start(accountSid="AC1"), "bad_sid"),
+        (start(accountSid=ACCOUNT + "0"), "bad_sid"),
+        (start(streamSid="MZ" + "a" * 31), "stream_sid_mismatch"),
+        (
+            start().replace(f'"streamSid": "{SID}", "start"', '"streamSid": "MZ1", "start"'),
+            "bad_sid",
+        ),
         (start(streamSid="MZother"), "stream_sid_mismatch"),
         (
             start(mediaFormat={"encoding": "audio/l16", "sampleRate": 16000}),

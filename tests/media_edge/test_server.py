@@ -6,38 +6,48 @@ default (their transports differ in write_eof, buffering and close ordering)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+import boto3
 import httpx
 import numpy as np
 import pytest
 import uvloop
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import CloseCode
 from websockets.http11 import Request
 
+from infra.local_aws import REGION, embedded_aws
 from media_edge.core import Call
 from media_edge.dsp import ulaw_decode, ulaw_encode
 from media_edge.io import ws
+from media_edge.io.claims import CLAIM_TIMEOUT_S, DynamoClaimStore
+from media_edge.io.session import CallSession
 from media_edge.server import EdgeServer, call_config
 from tests.media_edge.fakes import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     PUBLIC_URL,
+    SESSIONS_TABLE,
     TOKEN_SECRET,
     VAPI_KEY,
     Behaviour,
     FakeVapi,
     HttpFake,
+    MemoryClaims,
     TwilioCaller,
     echo,
     sig_headers,
 )
-from voicebridge import telemetry
+from voicebridge import stream_token, telemetry
 from voicebridge.config import load_settings
 
 WAIT_S = 10.0  # upper bound for every wait: a hang fails instead of blocking the suite
@@ -69,6 +79,7 @@ class Stack:
         self.vapi: FakeVapi | None = None
         self.twilio_rest = HttpFake(lambda m, p, b: (200, {"sid": "CA", "status": "completed"}))
         self.edge: EdgeServer | None = None
+        self.claims = MemoryClaims()
 
     async def start(
         self,
@@ -76,6 +87,7 @@ class Stack:
         statuses: list[int] | None = None,
         env: dict[str, str] | None = None,
         vapi: FakeVapi | None = None,
+        claim_store: Any = None,
         **config: Any,
     ) -> EdgeServer:
         self.vapi = vapi or FakeVapi(behaviour, statuses)
@@ -91,6 +103,7 @@ class Stack:
                 "VAPI_BASE_URL": vapi_url,
                 "EDGE_PUBLIC_URL": PUBLIC_URL,
                 "STREAM_TOKEN_SECRET": TOKEN_SECRET,
+                "SESSIONS_TABLE": SESSIONS_TABLE,
                 "EDGE_PORT": "0",
                 "METRICS_FLUSH_SECONDS": "300",
                 **(env or {}),
@@ -98,7 +111,9 @@ class Stack:
         )
         config.setdefault("connect_timeout_ms", 3000)
         self.edge = EdgeServer(
-            settings, call_config_override=replace(call_config(settings), **config)
+            settings,
+            call_config_override=replace(call_config(settings), **config),
+            claim_store=claim_store or self.claims,
         )
         await self.edge.start()
         return self.edge
@@ -108,8 +123,8 @@ class Stack:
         assert self.edge is not None
         return self.edge.port
 
-    def caller(self, call_sid: str = "CA" + "1" * 32) -> TwilioCaller:
-        return TwilioCaller(self.port, call_sid)
+    def caller(self, call_sid: str = "CA" + "1" * 32, **options: Any) -> TwilioCaller:
+        return TwilioCaller(self.port, call_sid, **options)
 
     async def stop(self) -> None:
         if self.edge is not None:
@@ -117,6 +132,26 @@ class Stack:
         if self.vapi is not None:
             await self.vapi.stop()
         await self.twilio_rest.stop()
+
+
+@pytest.fixture(autouse=True)
+def feeds_never_nest(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """What lets CallSession run without a feed queue: no feed starts while another runs (its
+    actions never call back synchronously), checked on both loops in every test of this file."""
+    original = CallSession.feed
+    depth = [0, 0]  # now, deepest
+
+    def feed(self: CallSession, event: Any, now: float) -> None:
+        depth[0] += 1
+        depth[1] = max(depth)
+        try:
+            original(self, event, now)
+        finally:
+            depth[0] -= 1
+
+    monkeypatch.setattr(CallSession, "feed", feed)
+    yield
+    assert depth[1] <= 1, "a feed started inside another"
 
 
 @pytest.fixture
@@ -156,7 +191,13 @@ async def send_audio(caller: TwilioCaller, mulaw: bytes, start_ts: int = 0) -> N
 async def bridged(stack: Stack, caller: TwilioCaller) -> None:
     await caller.start()
     assert stack.vapi is not None
-    await until(lambda: stack.edge is not None and _state(stack) == "bridging")
+    await until(lambda: stack.edge is not None and "bridging" in _states(stack))
+
+
+def _states(stack: Stack) -> set[str]:
+    """The states of every stream on the edge (squatters and replays are streams too)."""
+    assert stack.edge is not None
+    return {session.call.state.value for session in stack.edge._sessions}
 
 
 def _state(stack: Stack) -> str:
@@ -198,8 +239,250 @@ async def test_rejected_token_closes_1008_and_no_vapi_call_is_made(stack):
     async with stack.caller() as caller:
         forged = "v1.eyJjIjoiQ0EifQ.AAAA"
         await caller.start(token=forged)
-        assert await caller.closed() == 1008
+        assert await caller.closed() == CloseCode.POLICY_VIOLATION
     assert stack.vapi.http.requests == []
+
+
+async def test_a_query_string_is_refused_before_the_upgrade_even_if_signed(stack):
+    await stack.start()
+    base = f"ws://127.0.0.1:{stack.port}/media"
+    for signed in ("/media", "/media?x=1"):
+        with pytest.raises(InvalidStatus) as info:
+            await connect(base + "?x=1", additional_headers=sig_headers(PUBLIC_URL + signed))
+        assert info.value.response.status_code == 400
+    # An empty query too (clients drop a bare "?", so by hand):
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
+    headers = "".join(f"{k}: {v}\r\n" for k, v in sig_headers().items())
+    writer.write(
+        (
+            "GET /media? HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{headers}\r\n"
+        ).encode()
+    )
+    async with asyncio.timeout(WAIT_S):
+        assert (await reader.readline()).startswith(b"HTTP/1.1 400 ")
+    writer.close()
+    assert stack.edge.open_streams == 0
+    assert stack.vapi.http.requests == []
+
+
+async def test_a_start_from_another_twilio_account_closes_1008_without_a_vapi_call(stack):
+    await stack.start()
+    async with stack.caller() as caller:
+        await caller.start(account_sid="AC" + "f" * 32)
+        assert await caller.closed() == CloseCode.POLICY_VIOLATION
+    assert stack.vapi.http.requests == []
+    assert stack.edge.metrics._errors == {"wrong_account": 1}
+
+
+@pytest.mark.parametrize("sid", ["CA" + "1" * 32 + "CallStatusringing", "CA" + "1" * 32 + "\n"])
+async def test_a_call_sid_that_is_not_exactly_a_sid_closes_1008(stack, sid):
+    await stack.start()
+    async with stack.caller(sid, stream_sid="MZ" + "1" * 32) as caller:
+        await caller.start(token=stream_token.mint(TOKEN_SECRET, sid, "asst-1", time.time(), 60))
+        assert await caller.closed() == CloseCode.POLICY_VIOLATION
+    assert stack.vapi.http.requests == []
+    assert stack.edge.metrics._errors == {"twilio_bad_sid": 1}
+
+
+async def test_edge_public_url_with_a_path_prefix_serves_prefix_media(stack):
+    public = "wss://edge.example.com/voice/edge"
+    await stack.start(env={"EDGE_PUBLIC_URL": public + "/"})
+    async with stack.caller(path="/voice/edge/media", signed_url=public + "/media") as caller:
+        await bridged(stack, caller)
+        await send_audio(caller, b"\x42" * 320)
+        await until(lambda: len(caller.played) >= 320)
+        await caller.stop()
+        assert await caller.closed() == CloseCode.NORMAL_CLOSURE
+    url = f"ws://127.0.0.1:{stack.port}"
+    for path, signed, status in (
+        ("/media", public + "/media", 404),  # the unprefixed path is not served
+        ("/voice/edge/media", "wss://edge.example.com/media", 403),  # signed without the prefix
+    ):
+        with pytest.raises(InvalidStatus) as info:
+            await connect(url + path, additional_headers=sig_headers(signed))
+        assert info.value.response.status_code == status
+
+
+# -- no slot squatting -------------------------------------------------------------------------
+
+
+async def squat(port: int) -> tuple[ClientConnection, asyncio.Task[None]]:
+    """The reported attack: a signed upgrade, then ``connected`` again and again, never start."""
+    squatter = await connect(f"ws://127.0.0.1:{port}/media", additional_headers=sig_headers())
+
+    async def keep_alive() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await squatter.send(json.dumps({"event": "connected", "protocol": "Call"}))
+                await asyncio.sleep(0.1)
+
+    return squatter, asyncio.create_task(keep_alive())
+
+
+async def test_squatters_hold_no_call_slot_and_a_real_call_gets_through(stack):
+    edge = await stack.start(
+        env={"EDGE_MAX_CALLS": "1", "EDGE_MAX_PENDING": "4"}, start_timeout_ms=1500
+    )
+    squatters = [await squat(stack.port) for _ in range(6)]  # more than the pending cap
+    await until(lambda: edge.open_streams == 4)  # the two oldest made room for newer ones
+    assert edge.active_calls == 0
+    assert edge.metrics._active_calls is not None
+    assert edge.metrics._active_calls() == 0  # ActiveCalls, what autoscaling reads
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.port}") as client:
+        assert (await client.get("/ready")).status_code == 200  # squatters are not calls
+        async with stack.caller() as caller:
+            await bridged(stack, caller)
+            await send_audio(caller, b"\x42" * 320)
+            await until(lambda: b"\x42" * 320 in bytes(caller.played))
+            assert edge.active_calls == 1
+            assert (await client.get("/ready")).status_code == 503  # the call filled the task
+            codes = []
+            for squatter, keep_alive in squatters:
+                async with asyncio.timeout(WAIT_S):
+                    await keep_alive
+                codes.append(squatter.close_code)
+            # The three oldest were evicted (connection dropped), the rest ended at their start
+            # deadline although they kept sending: only the real call is left.
+            assert codes == [CloseCode.ABNORMAL_CLOSURE] * 3 + [CloseCode.POLICY_VIOLATION] * 3
+            assert edge.open_streams == 1
+            assert caller.ws.close_code is None
+            await caller.stop()
+            await caller.closed()
+    assert len(stack.vapi.bodies) == 1
+    assert edge.metrics._counts[telemetry.STREAMS_EVICTED] == 3
+    assert edge.metrics._errors == {"start_timeout": 3}
+
+
+# -- one stream per call -----------------------------------------------------------------------
+
+
+async def test_a_token_used_twice_bridges_one_stream_and_one_vapi_call(stack):
+    await stack.start()
+    async with stack.caller() as first, stack.caller(stream_sid="MZ" + "9" * 32) as replay:
+        token = first.token()
+        await first.start(token=token)
+        await until(lambda: "bridging" in _states(stack))
+        await replay.start(token=token)
+        assert await replay.closed() == CloseCode.POLICY_VIOLATION
+        await send_audio(first, b"\x42" * 160)
+        await until(lambda: b"\x42" * 160 in bytes(first.played))  # the first call goes on
+    assert len(stack.vapi.bodies) == 1
+    assert stack.edge.metrics._errors == {"stream_already_claimed": 1}
+
+
+async def test_this_tasks_claim_holds_while_the_claim_store_is_down(stack):
+    stack.claims.failure = OSError("table unreachable")
+    edge = await stack.start()
+    async with stack.caller() as first, stack.caller(stream_sid="MZ" + "9" * 32) as replay:
+        await bridged(stack, first)  # fail open: the caller is not punished for the outage
+        await replay.start(token=replay.token())  # a second token for the same CallSid
+        assert await replay.closed() == CloseCode.POLICY_VIOLATION
+    assert len(stack.vapi.bodies) == 1
+    assert edge.metrics._counts[telemetry.CLAIM_STORE_ERRORS] == 1
+
+
+class StalledTable:
+    """A DynamoDB endpoint that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> str:
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writers.append(writer)
+
+        self.server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture(scope="module")
+def moto_table() -> Iterator[dict[str, str]]:
+    """A real DynamoDB API (moto server on loopback) with the template's sessions table."""
+    with embedded_aws(prefix="edge-claims") as env:
+        yield env
+
+
+def aws_session() -> Any:
+    return boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+
+
+def table_store(env: dict[str, str]) -> DynamoClaimStore:
+    return DynamoClaimStore(
+        env["SESSIONS_TABLE"], env["AWS_ENDPOINT_URL"], retention_s=3600, session=aws_session()
+    )
+
+
+@pytest.mark.parametrize("replay", ["same token", "second token"])
+async def test_one_stream_per_call_sid_across_edge_tasks_through_the_table(
+    stack, moto_table, replay
+):
+    call_sid = "CA" + secrets.token_hex(16)  # the table outlives each test
+    edge = await stack.start(claim_store=table_store(moto_table))
+    other = EdgeServer(edge.settings, claim_store=table_store(moto_table))  # a second task
+    other_port = await other.start()
+    try:
+        async with (
+            stack.caller(call_sid) as first,
+            TwilioCaller(other_port, call_sid, stream_sid="MZ" + "9" * 32) as second,
+        ):
+            token = first.token()
+            await first.start(token=token)
+            await until(lambda: "bridging" in _states(stack))
+            await second.start(token=token if replay == "same token" else second.token())
+            assert await second.closed() == CloseCode.POLICY_VIOLATION
+            assert first.ws.close_code is None
+        assert other.metrics._errors == {"stream_already_claimed": 1}
+    finally:
+        await other.stop()
+    assert len(stack.vapi.bodies) == 1
+    # /twilio/voice wrote no session here: the claim made its own item.
+    item = (
+        aws_session()
+        .client("dynamodb", endpoint_url=moto_table["AWS_ENDPOINT_URL"])
+        .get_item(
+            TableName=moto_table["SESSIONS_TABLE"],
+            Key={"pk": {"S": f"CALL#{call_sid}"}, "sk": {"S": "STREAM"}},
+        )["Item"]
+    )
+    assert item["stream_sid"] == {"S": first.stream_sid}
+    assert int(item["expires_at"]["N"]) - int(item["claimed_at"]["N"]) == 3600
+
+
+async def test_a_stalled_table_fails_open_within_the_claim_budget(stack):
+    stalled = StalledTable()
+    endpoint = await stalled.start()
+    try:
+        edge = await stack.start(
+            claim_store=DynamoClaimStore(
+                "sessions", endpoint, retention_s=60, session=aws_session()
+            )
+        )
+        async with stack.caller() as caller:
+            began = time.monotonic()
+            await bridged(stack, caller)
+            waited = time.monotonic() - began
+        # Bridged, so within the call's connect deadline (3 s here) although the table never
+        # answered: the claim gave up after CLAIM_TIMEOUT_S, not botocore's 60 s read timeout.
+        assert waited < 10.0
+        assert CLAIM_TIMEOUT_S < 3.0
+        assert edge.metrics._counts[telemetry.CLAIM_STORE_ERRORS] == 1
+        assert len(stack.vapi.bodies) == 1
+    finally:
+        await stack.stop()
+        stack.edge = stack.vapi = None
+        await stalled.stop()
 
 
 # -- audio both ways ------------------------------------------------------------------------
@@ -223,7 +506,7 @@ async def test_mulaw_tone_passes_through_both_ways_without_gaps(stack):
         marks = caller.events("mark")
         assert marks  # the edge tracks playback with marks
         await caller.stop()
-        assert await caller.closed() == 1000
+        assert await caller.closed() == CloseCode.NORMAL_CLOSURE
 
 
 async def test_pcm16_tone_is_resampled_both_ways_at_the_same_frequency(stack):
@@ -375,7 +658,7 @@ async def test_stop_ends_the_vapi_call_and_closes_both_sockets(stack):
     async with stack.caller() as caller:
         await bridged(stack, caller)
         await caller.stop()
-        assert await caller.closed() == 1000
+        assert await caller.closed() == CloseCode.NORMAL_CLOSURE
     await stack.vapi.closed.wait()
     assert {"type": "end-call"} in stack.vapi.texts
 
@@ -398,18 +681,18 @@ async def vapi_reports_end(ws: ServerConnection, fake: FakeVapi) -> None:
 
 async def vapi_closes_without_ending(ws: ServerConnection, fake: FakeVapi) -> None:
     await ws.send(ulaw_encode(tone(500.0, 0.2)))
-    await ws.close(1001)  # e.g. a Vapi server restarting: the call did not end
+    await ws.close(CloseCode.GOING_AWAY)  # e.g. a Vapi server restarting: the call did not end
 
 
 async def vapi_crashes(ws: ServerConnection, fake: FakeVapi) -> None:
     await ws.send(ulaw_encode(tone(500.0, 0.2)))
     await asyncio.sleep(0.05)  # let the audio leave before the connection dies
-    ws.transport.abort()  # TCP reset, no close frame (1006 at the edge)
+    ws.transport.abort()  # TCP reset, no close frame (ABNORMAL_CLOSURE at the edge)
 
 
 async def vapi_closes_normally(ws: ServerConnection, fake: FakeVapi) -> None:
     await ws.send(ulaw_encode(tone(500.0, 0.2)))
-    await ws.close(1000)  # Vapi's deliberate end, without a status-update first
+    await ws.close(CloseCode.NORMAL_CLOSURE)  # Vapi's deliberate end, without a status-update first
 
 
 @pytest.mark.parametrize("behaviour", [vapi_reports_end, vapi_closes_normally])
@@ -417,7 +700,7 @@ async def test_vapi_side_end_plays_the_goodbye_then_closes_twilio(stack, behavio
     edge = await stack.start(behaviour, lead_ms=60)
     async with stack.caller() as caller:
         await caller.start()
-        assert await caller.closed() == 1000
+        assert await caller.closed() == CloseCode.NORMAL_CLOSURE
         assert len(caller.played) == 1600  # the whole 200 ms goodbye played before the hang-up
     assert stack.twilio_rest.requests == []
     assert edge.metrics._errors == {}
@@ -430,7 +713,7 @@ async def test_vapi_drop_mid_call_plays_what_arrived_then_apologises_through_res
     edge = await stack.start(behaviour, lead_ms=60)
     async with stack.caller() as caller:
         await caller.start()
-        assert await caller.closed() == 1011
+        assert await caller.closed() == CloseCode.INTERNAL_ERROR
         assert len(caller.played) == 1600  # what Vapi had sent still played, then the apology
     ((_, path, _, body),) = stack.twilio_rest.requests
     assert path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{caller.call_sid}.json"
@@ -442,7 +725,7 @@ async def test_idle_timeout_ends_a_silent_stream(stack):
     await stack.start(idle_timeout_ms=300)
     async with stack.caller() as caller:
         await caller.start()
-        assert await caller.closed() == 1001
+        assert await caller.closed() == CloseCode.GOING_AWAY
     await stack.vapi.closed.wait()
     assert {"type": "end-call"} in stack.vapi.texts
 
@@ -457,7 +740,7 @@ async def test_max_duration_ends_the_call(stack):
             except ConnectionClosed:  # the cap closed the stream between two frames
                 break
             await asyncio.sleep(0.02)
-        assert await caller.closed() == 1000
+        assert await caller.closed() == CloseCode.NORMAL_CLOSURE
     await stack.vapi.closed.wait()
     assert {"type": "end-call"} in stack.vapi.texts
 
@@ -476,7 +759,7 @@ async def test_drain_refuses_new_streams_then_ends_live_calls(stack):
         assert info.value.response.status_code == 503
         assert _state(stack) == "bridging"  # the live call continues during the grace
         await drain
-        assert await caller.closed() == 1001
+        assert await caller.closed() == CloseCode.GOING_AWAY
     await stack.vapi.closed.wait()
     assert {"type": "end-call"} in stack.vapi.texts
 
@@ -499,7 +782,7 @@ async def test_vapi_unreachable_apologises_through_twilio_rest(stack):
     await stack.start(statuses=[503, 500], connect_timeout_ms=800)
     async with stack.caller() as caller:
         await caller.start()
-        assert await caller.closed() == 1011
+        assert await caller.closed() == CloseCode.INTERNAL_ERROR
     ((_, path, _, body),) = stack.twilio_rest.requests
     assert path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{caller.call_sid}.json"
     form = httpx.QueryParams(body.decode())
@@ -522,7 +805,7 @@ async def test_vapi_socket_refusing_the_upgrade_apologises_through_twilio_rest(s
     stack.vapi._ws_port = int(stack.vapi.http._server.sockets[0].getsockname()[1])
     async with stack.caller() as caller:
         await caller.start()
-        assert await caller.closed() == 1011
+        assert await caller.closed() == CloseCode.INTERNAL_ERROR
     assert [path for _, path, _, _ in stack.vapi.http.requests] == ["/call", "/call-1/transport"]
     ((_, path, _, body),) = stack.twilio_rest.requests
     assert path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{caller.call_sid}.json"
@@ -534,7 +817,7 @@ async def test_vapi_unreachable_dials_the_fallback_number(stack):
     await stack.start(statuses=[400], env={"EDGE_FALLBACK_NUMBER": "+14155550123"})
     async with stack.caller() as caller:
         await caller.start()
-        assert await caller.closed() == 1011
+        assert await caller.closed() == CloseCode.INTERNAL_ERROR
     ((_, _, _, body),) = stack.twilio_rest.requests
     assert httpx.QueryParams(body.decode())["Twiml"] == (
         "<Response><Dial>+14155550123</Dial></Response>"
@@ -598,7 +881,7 @@ async def test_bad_input_ends_only_that_call(stack, name):
         await until(lambda: len(stack.vapi.connections) == 2)
         await until(lambda: all(s.call.state.value == "bridging" for s in edge._sessions))
         await bad.send(BAD_INPUTS[name](bad.stream_sid))
-        assert await bad.closed() in (1008, 1009)
+        assert await bad.closed() in (CloseCode.POLICY_VIOLATION, CloseCode.MESSAGE_TOO_BIG)
         await good.media(b"\x42" * 160, 0)  # the other call still bridges audio both ways
         await until(lambda: b"\x42" * 160 in bytes(good.played))
         assert good.ws.close_code is None
@@ -610,7 +893,7 @@ async def test_media_before_start_ends_the_call(stack):
     edge = await stack.start()
     async with stack.caller() as caller:
         await caller.media(b"\xff" * 160, 0)
-        assert await caller.closed() == 1008
+        assert await caller.closed() == CloseCode.POLICY_VIOLATION
     assert edge.metrics._errors == {"event_before_start": 1}
     assert stack.vapi.http.requests == []
 
@@ -624,7 +907,7 @@ async def test_flood_ends_the_call(stack):
                 await caller.media(b"\xff" * 160, i * 20)
             except ConnectionClosed:  # the flood limit closed the stream mid-burst
                 break
-        assert await caller.closed() == 1008
+        assert await caller.closed() == CloseCode.POLICY_VIOLATION
     assert edge.metrics._errors == {"flood": 1}
 
 
@@ -696,7 +979,7 @@ async def test_a_bug_in_one_call_ends_that_call_only(stack, monkeypatch):
         await until(lambda: all(s.call.state.value == "bridging" for s in edge._sessions))
         await until(lambda: len(edge._sessions) == 2)
         await bad.media(b"\x13" * 160, 0)
-        assert await bad.closed() == 1011
+        assert await bad.closed() == CloseCode.INTERNAL_ERROR
         await good.media(b"\x42" * 160, 0)
         await until(lambda: b"\x42" * 160 in bytes(good.played))
     assert edge.metrics._errors == {"internal_error": 1}
@@ -726,8 +1009,8 @@ async def test_keepalive_drops_a_peer_that_stops_answering_pings(stack, monkeypa
             await reader.readexactly(head[1] & 0x7F)
             rest = await reader.read()  # ... never answered: the edge closes on its own
         writer.close()
-        assert rest[0] == 0x88  # a close frame, code 1011, then EOF
-        assert rest[2:4] == (1011).to_bytes(2, "big")
+        assert rest[0] == 0x88  # a close frame, INTERNAL_ERROR, then EOF
+        assert rest[2:4] == CloseCode.INTERNAL_ERROR.to_bytes(2, "big")
         await until(lambda: stack.edge.active_calls == 1)
         assert alive.ws.close_code is None  # answered its pings for as long: still bridging
         assert _state(stack) == "bridging"

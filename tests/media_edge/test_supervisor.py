@@ -17,6 +17,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.frames import CloseCode
 
 from media_edge.io.protection import TaskProtection
 from media_edge.io.telemetry import EdgeMetrics, edge_logger
@@ -24,7 +25,7 @@ from media_edge.protocol.twilio import apology_twiml
 from media_edge.server import WORKER_HEADER
 from media_edge.supervisor import TaskCalls
 from tests.media_edge.fakes import ACCOUNT_SID, FakeVapi, HttpFake, TwilioCaller, sig_headers
-from tests.media_edge.test_main import edge_env, run_edge
+from tests.media_edge.test_main import _claims_table, edge_env, run_edge  # noqa: F401 (fixture)
 from voicebridge import config, telemetry
 from voicebridge.config import ConfigError, load_settings
 
@@ -330,7 +331,7 @@ async def test_a_second_signal_ends_the_calls_at_once(supervised):
             assert caller.ws.close_code is None
             edge.proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(WAIT_S):  # far inside DRAIN_SECONDS
-                assert await caller.closed() == 1001
+                assert await caller.closed() == CloseCode.GOING_AWAY
         async with asyncio.timeout(WAIT_S):
             assert await edge.proc.wait() == 0
         assert {"type": "end-call"} in vapi.texts

@@ -5,10 +5,11 @@ from voicebridge.vapi_credentials import DEFAULT_PLANS, BearerPlan, HmacPlan, Le
 
 EDGE_ENV = {
     "TWILIO_AUTH_TOKEN": "tok",
-    "TWILIO_ACCOUNT_SID": "AC123",
+    "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
     "VAPI_API_KEY": "vapi-key",
     "EDGE_PUBLIC_URL": "wss://edge.example.com/",
     "STREAM_TOKEN_SECRET": "s3cret",
+    "SESSIONS_TABLE": "voicebridge-sessions",
 }
 
 
@@ -34,6 +35,11 @@ def test_missing_required_variable_is_named_in_one_line(missing):
     [
         ("EDGE_AUDIO_FORMAT", "opus"),
         ("EDGE_PUBLIC_URL", "https://not-a-websocket"),
+        ("EDGE_PUBLIC_URL", "wss://edge.example.com/media?x=1"),  # Twilio's <Stream url> has none
+        ("EDGE_PUBLIC_URL", "wss://edge.example.com/#frag"),
+        ("TWILIO_ACCOUNT_SID", "AC123"),
+        ("TWILIO_ACCOUNT_SID", "AC" + "1" * 32 + "\n"),
+        ("EDGE_MAX_PENDING", "0"),
         ("EDGE_PORT", "99999"),
         ("EDGE_LOCAL_BARGE_IN", "maybe"),
         ("TRANSFER_ALLOWLIST", "sales=555-1234"),
@@ -58,6 +64,11 @@ def test_webhook_auth_defaults_to_every_form_accepted_before_it_existed():
         "edge", {**EDGE_ENV, "VAPI_WEBHOOK_AUTH": '{"type":"hmac","algorithm":"sha1"}'}
     )
     assert configured.vapi_webhook_auth == (HmacPlan(algorithm="sha1"),)
+
+
+def test_edge_public_url_may_carry_a_path_prefix():
+    settings = load_settings("edge", {**EDGE_ENV, "EDGE_PUBLIC_URL": "wss://host.example/edge/"})
+    assert settings.edge_public_url == "wss://host.example/edge"  # the edge serves /edge/media
 
 
 def test_allowlist_parses_named_and_bare_numbers():
