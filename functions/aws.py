@@ -3,11 +3,12 @@
 Built without a ``Config``, a boto3 client waits 60 s to connect and 60 s per read and retries
 several times: one unreachable DynamoDB or SQS held a webhook 25-51 s, past Twilio's 15 s and the
 API function's own timeout. Here every client has connect/read timeouts and a retry budget
-(:class:`Budget`), and every call a webhook makes runs under the request's :class:`Deadline` in a
-worker thread: ``asyncio.wait_for`` ends the wait even where botocore's own timeouts do not reach
-(DNS resolution, a retry's backoff). A dependency that has just failed that way is skipped for
-``COOLDOWN_SECONDS`` (:class:`Unavailable` at once, so its fallback answers in microseconds rather
-than every request waiting out its budget), then tried again.
+(``voicebridge.aws.Budget``, shared with the edge), and every call a webhook makes runs under the
+request's :class:`Deadline` in a worker thread: ``asyncio.wait_for`` ends the wait even where
+botocore's own timeouts do not reach (DNS resolution, a retry's backoff). A dependency that has
+just failed that way is skipped for ``COOLDOWN_SECONDS`` (:class:`Unavailable` at once, so its
+fallback answers in microseconds rather than every request waiting out its budget), then tried
+again.
 
 Importing boto3 costs more than the rest of the API's imports together, so it happens on the first
 request that needs AWS rather than at module import; the lock keeps concurrent first requests
@@ -21,10 +22,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-if TYPE_CHECKING:
-    from botocore.config import Config
+from voicebridge.aws import Budget
 
 Service = Literal["dynamodb", "sqs", "lambda"]
 T = TypeVar("T")
@@ -32,33 +32,14 @@ T = TypeVar("T")
 COOLDOWN_SECONDS = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """How long one AWS call may take: botocore's connect and read timeouts (seconds) and its
-    retry budget (``attempts`` counts the first try; standard mode backs off up to 1 s first)."""
-
-    connect_timeout: float
-    read_timeout: float
-    attempts: int
-
-    def config(self) -> Config:
-        from botocore.config import Config
-
-        return Config(
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            retries={"mode": "standard", "total_max_attempts": self.attempts},
-        )
-
-
 # Webhooks: an in-region DynamoDB/SQS call takes milliseconds; two tries of 0.5 s + 1 s each still
 # end inside the route's Deadline (web.WEBHOOK_DEADLINE_S), which caps whatever is left.
-WEBHOOK = Budget(connect_timeout=0.5, read_timeout=1.0, attempts=2)
+WEBHOOK = Budget(connect_timeout=0.5, read_timeout=1.0, max_attempts=2)
 # The one-shot fallback (Lambda async invoke) after SQS refused an event: one try, then disk.
-FALLBACK = Budget(connect_timeout=0.5, read_timeout=1.0, attempts=1)
+FALLBACK = Budget(connect_timeout=0.5, read_timeout=1.0, max_attempts=1)
 # The worker has its 30 s function timeout and SQS redelivery behind it: more patience, still
 # bounded (3 x (2 + 5) s + backoff stays under that timeout).
-WORKER = Budget(connect_timeout=2.0, read_timeout=5.0, attempts=3)
+WORKER = Budget(connect_timeout=2.0, read_timeout=5.0, max_attempts=3)
 
 _clients: dict[tuple[str, str | None, Budget], Any] = {}
 _lock = threading.Lock()

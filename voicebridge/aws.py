@@ -20,6 +20,16 @@ class Budget:
     read_timeout: float
     max_attempts: int
 
+    def config(self) -> Any:
+        """The botocore ``Config`` for this budget (``standard`` retries)."""
+        from botocore.config import Config
+
+        return Config(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            retries={"total_max_attempts": self.max_attempts, "mode": "standard"},
+        )
+
     @property
     def worst_case_s(self) -> float:
         """Time spent on the wire at most, before botocore's retry back-off (< 1 s per retry
@@ -32,12 +42,6 @@ def client(
 ) -> Any:
     """A new client for ``service`` bound to ``budget`` (``endpoint_url``: the local stack)."""
     import boto3
-    from botocore.config import Config
 
-    config = Config(
-        connect_timeout=budget.connect_timeout,
-        read_timeout=budget.read_timeout,
-        retries={"total_max_attempts": budget.max_attempts, "mode": "standard"},
-    )
     source: Any = session if session is not None else boto3.session.Session()
-    return source.client(service, endpoint_url=endpoint_url, config=config)
+    return source.client(service, endpoint_url=endpoint_url, config=budget.config())

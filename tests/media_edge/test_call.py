@@ -146,7 +146,7 @@ def test_valid_start_creates_the_vapi_call_with_assistant_format_and_metadata():
 
 
 def test_every_vapi_call_asks_for_the_events_barge_in_needs():
-    (create,) = of(make().feed(start_event(), 0.0), CreateVapiCall)
+    (create,) = of(start(make(), 0.0), CreateVapiCall)
     asked = create.body["assistantOverrides"]["clientMessages"]
     assert {"speech-update", "user-interrupted", "status-update"} <= set(asked)
 
@@ -269,7 +269,7 @@ def test_events_before_start_end_the_call(event):
 def test_unknown_twilio_events_are_counted_logged_once_and_ignored():
     call = make()
     assert of(call.feed(TwilioUnknown("hello"), 0.0), Log)  # even before start: not fatal
-    call.feed(start_event(), 1.0)
+    start(call, 1.0)
     call.feed(VapiConnected("vapi-call-1"), 301.0)
     actions = []
     for i in range(3):
