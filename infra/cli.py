@@ -1,4 +1,5 @@
-"""``voicebridge`` command line (dev tools): ``voicebridge call`` places a simulated call.
+"""``voicebridge`` command line (dev tools): ``voicebridge call`` places a simulated call;
+``dial``, ``campaign`` and ``dnc`` drive outbound calling (``infra/cli_outbound.py``).
 
 Against the local stack, ``make run`` prints the exact command with this run's URLs and keys;
 against a deployment, pass its API URL and your Twilio credentials (the caller signs requests
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from infra import cli_outbound
 from infra.audio import load_wav, sample, synth_speech
 from infra.caller import (
     CallerConfig,
@@ -83,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voicebridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _call_parser(sub)
+    cli_outbound.add_parsers(sub)  # dial, campaign, dnc
     args = parser.parse_args(argv)
+    if getattr(args, "run", None) is not None:
+        return cli_outbound.run(args)
     if args.synth:
         audio = synth_speech(args.synth, seed=1)
     else:

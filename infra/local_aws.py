@@ -27,6 +27,9 @@ RESOURCE_ENV: Mapping[str, str] = {
     "IdempotencyTable": "IDEMPOTENCY_TABLE",
     "EventsQueue": "EVENTS_QUEUE_URL",
     "EventsDLQ": "EVENTS_DLQ_URL",
+    "OutboundTable": "OUTBOUND_TABLE",
+    "DialerQueue": "DIALER_QUEUE_URL",
+    "DialerDLQ": "DIALER_DLQ_URL",
 }
 
 FAKE_CREDENTIALS: Mapping[str, str] = {

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from infra.asgi import AsgiServer, bind
+from infra.twilio_outbound import OutboundCalls
 
 MAX_FORM_BYTES = 64 * 1024
 WAIT_SECONDS = 25.0
@@ -67,6 +68,7 @@ class TwilioEmulator:
         self.host = host
         self.calls: dict[str, EmulatedTwilioCall] = {}
         self._server: AsgiServer | None = None
+        self.outbound = OutboundCalls(self)  # POST/GET Calls.json: the calls our API places
 
     @property
     def base_url(self) -> str:
@@ -76,6 +78,7 @@ class TwilioEmulator:
     async def start(self, port: int = 0) -> str:
         app = Starlette(
             routes=[
+                *self.outbound.routes(),  # first: it serves its own calls' fetch, passes the rest
                 Route(
                     "/2010-04-01/Accounts/{account}/Calls/{call}.json",
                     self._update,
@@ -94,6 +97,7 @@ class TwilioEmulator:
         return self.base_url
 
     async def stop(self) -> None:
+        await self.outbound.stop()
         for call in self.calls.values():
             call.changed.set()  # release long-polls
         if self._server is not None:

@@ -9,12 +9,14 @@ Powertools metrics) with the API.
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import boto3
@@ -81,11 +83,21 @@ def to_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
 
 
 class WorkerLoop:
-    def __init__(self, sqs: Any, queue_url: str, handler: Handler, wait_seconds: int = 1) -> None:
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        handler: Handler,
+        wait_seconds: int = 1,
+        context: Callable[..., LambdaContext] = LambdaContext,
+        timeout_ms: int = TIMEOUT_MS,
+    ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.handler = handler
         self.wait_seconds = wait_seconds
+        self.context = context
+        self.timeout_ms = timeout_ms
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
@@ -103,7 +115,9 @@ class WorkerLoop:
         if not received:
             return 0, 0
         try:
-            result = self.handler(to_event(received, self.queue_arn), LambdaContext()) or {}
+            deadline = time.monotonic() + self.timeout_ms / 1000
+            context = self.context(deadline=deadline)
+            result = self.handler(to_event(received, self.queue_arn), context) or {}
             failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
         except Exception:  # a crashed invocation: the whole batch is retried, as in Lambda
             failed = {message["MessageId"] for message in received}
@@ -122,21 +136,38 @@ class WorkerLoop:
             self.poll_once()
 
 
-def main() -> int:
+# Which function the loop plays: its settings role, queue and handler, and its Lambda timeout
+# (template.yaml).
+FUNCTIONS = {
+    "worker": ("events_queue_url", "functions.worker", 30_000),
+    "dialer": ("dialer_queue_url", "functions.dialer", 60_000),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m infra.worker_loop [worker|dialer]`` (default: the worker)."""
+    args = sys.argv[1:] if argv is None else argv
+    name = args[0] if args else "worker"
+    if name not in FUNCTIONS:
+        print(f"usage: python -m infra.worker_loop [{'|'.join(FUNCTIONS)}]", file=sys.stderr)
+        return 2
+    queue_field, module, timeout_ms = FUNCTIONS[name]
     try:
-        settings = load_settings("worker")
+        settings = load_settings(name)  # type: ignore[arg-type]
     except ConfigError as exc:
-        print(f"worker: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
-    if not settings.events_queue_url:
-        print("worker: EVENTS_QUEUE_URL is required for the local worker loop", file=sys.stderr)
+    queue_url = getattr(settings, queue_field)
+    if not queue_url:
+        print(f"{name}: {queue_field.upper()} is required for the local loop", file=sys.stderr)
         return 2
-    from functions.worker import handler
+    handler = importlib.import_module(module).handler
 
     sqs = boto3.session.Session().client(
         "sqs", endpoint_url=settings.aws_endpoint_url, region_name=REGION
     )
-    loop = WorkerLoop(sqs, settings.events_queue_url, handler)
+    context = partial(LambdaContext, function_name=f"voicebridge-{name}-local")
+    loop = WorkerLoop(sqs, queue_url, handler, context=context, timeout_ms=timeout_ms)
 
     def stop(*_: object) -> None:
         loop.stopping = True

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-Role = Literal["api", "worker", "edge"]
+Role = Literal["api", "worker", "edge", "dialer"]
 
 
 class ConfigError(RuntimeError):
@@ -112,6 +112,14 @@ def _text(value: str) -> str:
     return value
 
 
+def _e164(value: str) -> str:
+    from voicebridge.identifiers import E164_EXAMPLE, is_e164
+
+    if not is_e164(value):
+        raise ValueError(f"{value!r} is not an E.164 number like {E164_EXAMPLE}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class _Var:
     env: str
@@ -160,6 +168,11 @@ _VARS: tuple[_Var, ...] = (
     _Var("METRICS_FLUSH_SECONDS", _int(1, 300), "10"),
     _Var("SECRETS_ID"),
     _Var("SECRETS_MAX_AGE", _int(0, 86_400), "300"),
+    # Outbound calls and campaigns (functions/outbound, functions/dialer.py).
+    _Var("OUTBOUND_TABLE"),
+    _Var("DIALER_QUEUE_URL", _url("https", "http")),
+    _Var("OUTBOUND_FROM_NUMBER", _e164),
+    _Var("DIALER_RECONCILE_SECONDS", _int(5, 3600), "120"),
 )
 
 _REQUIRED: dict[Role, tuple[str, ...]] = {
@@ -179,6 +192,13 @@ _REQUIRED: dict[Role, tuple[str, ...]] = {
         "VAPI_API_KEY",
         "EDGE_PUBLIC_URL",
         "STREAM_TOKEN_SECRET",
+    ),
+    "dialer": (
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_ACCOUNT_SID",
+        "SESSIONS_TABLE",
+        "OUTBOUND_TABLE",
+        "DIALER_QUEUE_URL",
     ),
 }
 
@@ -225,6 +245,10 @@ class Settings:
     metrics_flush_seconds: int = 10
     secrets_id: str | None = None
     secrets_max_age: int = 300
+    outbound_table: str | None = None
+    dialer_queue_url: str | None = None
+    outbound_from_number: str | None = None
+    dialer_reconcile_seconds: int = 120
 
     def __repr__(self) -> str:  # secrets never reach logs, even through a repr
         shown = ", ".join(

@@ -69,15 +69,22 @@ def parse(text: str) -> VapiMessage:
 
 
 def create_call_body(
-    assistant_id: str, audio_format: str, metadata: dict[str, str], caller: str | None
+    assistant_id: str,
+    audio_format: str,
+    metadata: dict[str, str],
+    caller: str | None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """CreateCallDTO for a websocket-transport call. ``metadata`` rides in assistantOverrides
     (CreateCallDTO has no top-level metadata field); it reaches webhooks as call metadata and
-    as template variables, so tools can find the Twilio CallSid."""
+    as template variables, so tools can find the Twilio CallSid. ``overrides`` are the signed
+    per-call ones (voicebridge.call_overrides); its variables never replace the metadata's."""
+    extra = dict(overrides or {})
+    variables = {**extra.pop("variableValues", {}), **metadata}
     body: dict[str, Any] = {
         "assistantId": assistant_id,
         "transport": {"provider": "vapi.websocket", "audioFormat": AUDIO_FORMATS[audio_format]},
-        "assistantOverrides": {"metadata": metadata, "variableValues": metadata},
+        "assistantOverrides": {**extra, "metadata": metadata, "variableValues": variables},
     }
     if caller and caller.startswith("+") and caller[1:].isdigit():
         body["customer"] = {"number": caller}

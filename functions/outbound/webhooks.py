@@ -1,0 +1,145 @@
+"""Twilio webhooks of the calls we place: TwiML when a call is answered, its status callbacks.
+
+``POST /twilio/outbound/answer?dial=ID`` is the call's ``Url``: Twilio requests it when the callee
+answers (after answering machine detection, whose verdict comes as ``AnsweredBy``). It answers
+``<Hangup/>`` for a machine under the "hangup" policy, and otherwise what ``/twilio/voice``
+answers an incoming call: a session and a ``<Connect><Stream>`` to the edge with a stream token
+for this CallSid, plus the call's signed options (variables, first message, the callee as Vapi's
+customer). ``POST /twilio/outbound/status?dial=ID`` queues the call's status callbacks for the
+worker exactly like ``/twilio/status`` does, with the dial id added. Twilio signs the URL with its
+query, so both check ``X-Twilio-Signature`` first, as every Twilio route does.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from fastapi import APIRouter, Request, Response
+
+from functions import web
+from functions.events import twilio_event
+from functions.observability import MetricUnit, bind_call_sid
+from functions.outbound.dial import (
+    ANSWER_PATH,
+    DIAL_PARAM,
+    STATUS_PATH,
+    DialPlan,
+    call_options,
+    is_machine,
+)
+from functions.outbound.store import get_outbound_store
+from functions.twilio_webhooks import TWIML, _first, _validated_form
+from voicebridge import call_overrides, stream_token, telemetry
+from voicebridge.config import Settings
+from voicebridge.identifiers import is_call_sid
+
+router = APIRouter()
+_DIAL_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def _dial_id(request: Request) -> str | None:
+    value = request.query_params.get("dial", "")
+    return value if _DIAL_ID.fullmatch(value) else None
+
+
+def _hangup() -> Response:
+    from twilio.twiml.voice_response import VoiceResponse
+
+    response = VoiceResponse()
+    response.hangup()
+    return Response(str(response), media_type=TWIML)
+
+
+def stream_twiml(
+    config: Settings, request: Request, call_sid: str, plan: DialPlan, by: str | None
+) -> str:
+    """``<Connect><Stream>`` to the edge: the token binds the CallSid and the assistant, the
+    ``o*``/``om`` parameters carry this call's signed options."""
+    from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
+
+    secret = config.stream_token_secret or ""
+    token = stream_token.mint(
+        secret,
+        call_sid,
+        plan.assistant_id,
+        now=time.time(),
+        ttl_seconds=config.stream_token_ttl_seconds,
+    )
+    stream = Stream(
+        url=f"{config.edge_public_url}/media",
+        status_callback=web.public_url(request, config, "/twilio/status"),
+        status_callback_method="POST",
+    )
+    parameters = {"callSid": call_sid, "from": plan.from_number, "to": plan.to, "token": token}
+    parameters |= call_overrides.encode(secret, call_sid, call_options(plan, by))
+    for name, value in parameters.items():
+        stream.parameter(name=name, value=value)
+    connect = Connect()
+    connect.append(stream)
+    response = VoiceResponse()
+    response.append(connect)
+    return str(response)
+
+
+@router.post(ANSWER_PATH)
+async def answer(request: Request) -> Response:
+    config = web.settings()
+    form = await _validated_form(request, config, ANSWER_PATH)
+    if form is None:
+        return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
+    call_sid, dial_id = _first(form, "CallSid"), _dial_id(request)
+    if not is_call_sid(call_sid) or dial_id is None:
+        return Response("CallSid or dial id missing or malformed", 400, media_type="text/plain")
+    bind_call_sid(call_sid)
+    answered_by = _first(form, "AnsweredBy") or None
+    if not config.outbound_table:
+        web.logger.error("outbound call answered but OUTBOUND_TABLE is not configured")
+        return _hangup()
+    outbound = get_outbound_store(config.outbound_table, config.aws_endpoint_url)
+    item = outbound.answered(dial_id, call_sid, answered_by)
+    if item is None:
+        web.logger.error("outbound call answered for an unknown dial", extra={"dial": dial_id})
+        return _hangup()
+    plan = DialPlan.from_item(item)
+    if is_machine(answered_by) and plan.machine_detection == "hangup":
+        web.logger.info("answering machine: hanging up", extra={"answeredBy": answered_by})
+        return _hangup()
+    try:
+        web.store(config).put_session(
+            call_sid,
+            plan.from_number,
+            plan.to,
+            plan.assistant_id,
+            time.time(),
+            config.session_ttl_seconds,
+        )
+    except Exception:
+        web.metrics.add_metric(
+            name=telemetry.SESSION_WRITE_FAILURES, unit=MetricUnit.Count, value=1
+        )
+        web.logger.exception("session write failed; connecting the call anyway")
+    web.logger.info(
+        "outbound call answered",
+        extra={"assistantId": plan.assistant_id, "answeredBy": answered_by},
+    )
+    return Response(stream_twiml(config, request, call_sid, plan, answered_by), media_type=TWIML)
+
+
+@router.post(STATUS_PATH, status_code=204)
+async def status(request: Request) -> Response:
+    config = web.settings()
+    form = await _validated_form(request, config, STATUS_PATH)
+    if form is None:
+        return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
+    dial_id = _dial_id(request)
+    if dial_id is None:
+        return Response("dial id missing or malformed", 400, media_type="text/plain")
+    params = {name: _first(form, name) for name in form}
+    params[DIAL_PARAM] = dial_id
+    envelope = twilio_event(params, time.time())
+    if envelope.call_sid:
+        bind_call_sid(envelope.call_sid)
+    web.queue(config).send(envelope)
+    web.metrics.add_metric(name=telemetry.EVENTS_ENQUEUED, unit=MetricUnit.Count, value=1)
+    return Response(status_code=204)
