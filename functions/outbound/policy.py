@@ -38,7 +38,8 @@ OUTCOMES: Final = (
 )
 MAX_BACKOFF_SECONDS: Final = 7 * 86_400
 CREATE_SKEW_SECONDS: Final = 5.0  # Twilio's clock vs ours (both NTP) when matching a lost call
-LEASE_MARGIN_SECONDS: Final = 15  # Twilio's own ring-timeout slack ("a 5-second buffer") + AMD
+# Twilio may ring up to 5 s past Timeout ("we will add a 5-second buffer", Calls.create docs).
+RING_BUFFER_SECONDS: Final = 5
 
 
 def outcome(call_status: str, answered_by: str | None) -> str:
@@ -65,8 +66,9 @@ def retry_at(result: str, attempts: int, retries: Retries, now: float) -> float 
 
 
 def lease_until(now: float, ring_timeout_s: int, check_after_s: int) -> float:
-    """When an unreleased lease is checked with Twilio: after the phone has stopped ringing."""
-    return now + ring_timeout_s + LEASE_MARGIN_SECONDS + check_after_s
+    """When an unreleased lease is checked with Twilio: ``check_after_s`` after the phone has
+    stopped ringing. A call still on then keeps its slot (the lease is extended)."""
+    return now + ring_timeout_s + RING_BUFFER_SECONDS + check_after_s
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,6 +135,10 @@ class Pump:
         if not self._pace(contact.campaign_id, settings, deadline):
             self.store.undial(live, self.clock())
             return "late"
+        current = self.store.get_campaign(contact.campaign_id) or {}
+        if current.get("status") != RUNNING:  # paused or cancelled while we waited
+            self.store.undial(live, self.clock())
+            return "stop"
         try:
             call = self.twilio.create(create_params(plan))
         except TwilioCallError as error:

@@ -28,7 +28,7 @@ def interval_ms(calls_per_second: float) -> int:
     if not MIN_CALLS_PER_SECOND <= calls_per_second <= MAX_CALLS_PER_SECOND:
         raise ValueError(f"calls per second must be in [{MIN_CALLS_PER_SECOND}, 100]")
     spacing = 1000.0 / calls_per_second
-    guard = min(100.0, max(10.0, spacing * 0.05))
+    guard = min(100.0, spacing * 0.05)
     return math.ceil(spacing + guard)
 
 

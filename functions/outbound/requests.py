@@ -9,7 +9,6 @@ contacts are checked one by one, because one bad row of a 5,000-row list must no
 from __future__ import annotations
 
 import csv
-import io
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -222,13 +221,19 @@ class CsvError(ValueError):
     """The CSV as a whole is unusable (no header, no number column, a bad column name)."""
 
 
+def _csv_line(line: str) -> list[str]:
+    """One physical line as CSV fields (csv.Error if it is not valid CSV on its own)."""
+    return next(csv.reader([line], strict=True), [])
+
+
 def parse_csv(text: str) -> tuple[list[Contact], list[RowError]]:
     """CSV with a header: ``number`` (required), ``name``, ``timezone``, and any other column
-    is a template variable of that name. Rows are reported by their line number."""
-    lines = io.StringIO(text.lstrip("\ufeff"), newline="")
-    reader = csv.reader(lines, strict=True)
+    is a template variable of that name. One contact per line (a quoted field may not span
+    lines): a broken line, even an unterminated quote, costs that line only. Rows are reported
+    by their line number."""
+    lines = text.lstrip("\ufeff").splitlines()
     try:
-        header = next(reader, None)
+        header = _csv_line(lines[0]) if lines else []
     except csv.Error as exc:
         raise CsvError(f"the header line is not valid CSV: {exc}") from None
     if not header:
@@ -245,21 +250,18 @@ def parse_csv(text: str) -> tuple[list[Contact], list[RowError]]:
     bad: list[RowError] = []
     seen: set[str] = set()
     rows = 0
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            bad.append(RowError(reader.line_num, None, f"malformed CSV: {exc}"))
-            continue
-        line = reader.line_num
-        if not any(v.strip() for v in values):
+    for line, raw in enumerate(lines[1:], start=2):
+        if not raw.strip():
             continue  # blank line
         rows += 1
         if rows > MAX_CONTACTS:
             bad.append(RowError(line, None, f"more than {MAX_CONTACTS} contacts in one request"))
             break
+        try:
+            values = _csv_line(raw)
+        except csv.Error as exc:
+            bad.append(RowError(line, None, f"malformed CSV: {exc}"))
+            continue
         if len(values) != len(columns):
             number = dict(zip(columns, values, strict=False)).get("number")
             reason = f"expected {len(columns)} fields, got {len(values)}"
