@@ -214,7 +214,7 @@ class Pump:
             return "later"
         if error.created is None:
             return "dialed"  # maybe created: the lease's reconciliation will find out
-        conclude(self.sinks, plan, None, "failed", now, error=str(error))
+        conclude(self.sinks, plan, None, "failed", now, error=str(error), retry=False)
         return "skipped"
 
     def _record(self, plan: DialPlan, call_sid: str) -> None:

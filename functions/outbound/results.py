@@ -30,9 +30,11 @@ def conclude(
     outcome: str,
     now: float,
     error: str | None = None,
+    retry: bool = True,
 ) -> bool:
     """Record ``outcome`` on the call and, for a campaign, move the contact on (retry or done)
-    and release its slot. False when this dial had already been concluded."""
+    and release its slot. False when this dial had already been concluded. ``retry=False``:
+    done whatever the outcome (Twilio refused the number: trying again cannot help)."""
     if sinks.records is not None and call_sid:
         expires_at = int(now) + sinks.record_retention_days * 86_400
         sinks.records.apply_report(call_sid, {"outcome": outcome}, expires_at)
@@ -42,9 +44,9 @@ def conclude(
     if meta is None:
         return False
     settings = CampaignSettings.from_item(meta["settings"])
-    retry = policy.retry_at(outcome, plan.attempt, settings.retries, now)
+    again = policy.retry_at(outcome, plan.attempt, settings.retries, now) if retry else None
     applied = sinks.outbound.finish(
-        plan.campaign_id, plan.contact_index, plan.dial_id, outcome, retry, now, call_sid, error
+        plan.campaign_id, plan.contact_index, plan.dial_id, outcome, again, now, call_sid, error
     )
     if applied and sinks.queue is not None and meta.get("status") == RUNNING:
         sinks.queue.tick(plan.campaign_id)
