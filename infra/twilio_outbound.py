@@ -42,6 +42,7 @@ from starlette.routing import Route
 
 from infra.caller import CallerConfig, Hangup, SimulatedCall, Step, WaitForSilence, WaitForSpeech
 from infra.caller import twiml as twiml_parser
+from infra.runtime import LoopThread
 from voicebridge.identifiers import is_e164
 from voicebridge.twilio_signature import SIGNATURE_HEADER, sign
 
@@ -278,6 +279,7 @@ class OutboundCalls:
         self._next_start = 0.0
         self._cps_lock = asyncio.Lock()
         self._http: httpx.AsyncClient | None = None
+        self._media: LoopThread | None = None
 
     def routes(self) -> list[Route]:
         return [
@@ -294,6 +296,9 @@ class OutboundCalls:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self._media is not None:
+            await asyncio.to_thread(self._media.close)
+            self._media = None
 
     # -- measurements for tests and benchmarks -------------------------------------------------
 
@@ -526,7 +531,13 @@ class OutboundCalls:
             max_seconds=60.0,
         )
         callee = SimulatedCall(config, self.callee(call))
-        call.report = await callee.run_stream(document)
+        # The phones' media (50 frames a second each) runs on a loop of its own, as Twilio's
+        # media servers are not its API: the API's loop stays free, so the times in ``log``
+        # are when requests arrived, not when a busy loop got round to them.
+        if self._media is None:
+            self._media = LoopThread("twilio-emulator-media")
+        running = asyncio.run_coroutine_threadsafe(callee.run_stream(document), self._media.loop)
+        call.report = await asyncio.wrap_future(running)
 
     async def _end(self, call: OutboundCall, status: str) -> None:
         call.ended_at = time.time()

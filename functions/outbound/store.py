@@ -343,6 +343,16 @@ class OutboundStore:
             return rate.take(int(held) if held is not None else None, now_ms, interval)
         return wanted
 
+    def push_rate_slot(self, campaign_id: str, next_free_ms: int) -> None:
+        """Move the next slot to ``next_free_ms`` unless it is already later."""
+        self._update(
+            campaign_pk(campaign_id),
+            "RATE",
+            "SET next_free_ms = :next",
+            "attribute_not_exists(next_free_ms) OR next_free_ms < :next",
+            next=next_free_ms,
+        )
+
     # Contacts --------------------------------------------------------------------------------
 
     def get_contact(self, campaign_id: str, index: int) -> ContactItem | None:

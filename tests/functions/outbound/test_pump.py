@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 import httpx
@@ -68,6 +69,24 @@ def test_calls_are_paced_to_the_calls_per_second_cap(aws):
     gaps = [b - a for a, b in zip(r.twilio.created_at, r.twilio.created_at[1:], strict=False)]
     assert min(gaps) >= rate.interval_ms(2.0) / 1000 - 1e-6
     assert max(gaps) < 0.6  # and no slower than the cap needs
+
+
+def test_pacing_counts_from_when_the_previous_request_was_answered(aws):
+    """Twilio counts arrivals: a request slow on the way must not bring the next one closer."""
+    r = rig(aws)
+    campaign_id = create_campaign(r.store, NUMBERS[:3], max_calls_per_second=1.0)
+    slow = {"first": True}
+
+    def travel(form):
+        if slow.pop("first", False):
+            r.clock.now += 0.3  # this request reaches Twilio 300 ms after it was sent
+        return None
+
+    r.twilio.answer = travel
+    r.pump.run(campaign_id, 30)
+    arrivals = r.twilio.created_at
+    assert len(arrivals) == 3
+    assert min(b - a for a, b in itertools.pairwise(arrivals)) >= 1.0
 
 
 def test_a_redelivered_tick_or_a_racing_dialer_dials_nothing_twice(aws):
