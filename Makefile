@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install test lint format run demo bench bench-api bench-dsp bench-edge build deploy image push clean
+.PHONY: help install test lint format run demo bench bench-api bench-dsp bench-edge bench-outbound build deploy image push clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ bench-dsp: $(STAMP)  ## per-frame DSP cost, resampler quality, VAD accuracy
 
 bench-edge: $(STAMP)  ## edge CPU and added latency at 100/250/500 concurrent calls
 	$(BIN)/python -m benchmarks.edge
+
+bench-outbound: $(STAMP)  ## dialer: calls per second vs the cap, slot-to-dial latency, invocations
+	$(BIN)/python -m benchmarks.outbound
 
 clean:  ## remove the virtualenv and build output
 	rm -rf $(VENV) .aws-sam .pytest_cache .ruff_cache
