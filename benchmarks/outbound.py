@@ -35,6 +35,11 @@ import httpx
 from infra.local import LocalStack, StackOptions
 
 
+def _emulator(stack: LocalStack) -> Any:
+    assert stack.twilio is not None
+    return stack.twilio.outbound
+
+
 def _admin(stack: LocalStack, method: str, path: str, body: Any = None) -> Any:
     response = httpx.request(
         method, f"{stack.api_url}{path}", json=body, headers=stack.admin_headers(), timeout=60
@@ -80,7 +85,7 @@ def _count(stack: LocalStack, name: str, message: str) -> int:
 
 
 def pacing(stack: LocalStack, contacts: int, cps: float) -> dict[str, Any]:
-    emulator = stack.twilio.outbound
+    emulator = _emulator(stack)
     emulator.log.clear()
     runs_before = _count(stack, "dialer", "dialer run")
     events_before = _count(stack, "worker", "event applied")
@@ -112,7 +117,7 @@ def pacing(stack: LocalStack, contacts: int, cps: float) -> dict[str, Any]:
 
 
 def slot_to_dial(stack: LocalStack, contacts: int, concurrent: int) -> dict[str, Any]:
-    emulator = stack.twilio.outbound
+    emulator = _emulator(stack)
     emulator.log.clear()
     numbers = [f"+1555{4000000 + i:07d}" for i in range(contacts)]
     _run_campaign(stack, numbers, cps=100.0, concurrent=concurrent, limit_s=300)
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         aws_prefix="bench-outbound",
     )
     with LocalStack(options) as stack:
-        emulator = stack.twilio.outbound
+        emulator = _emulator(stack)
         emulator.media = False
         emulator.hold_ms = int(args.hold * 1000)
         emulator.ring_ms = 200

@@ -61,7 +61,7 @@ def retry_at(result: str, attempts: int, retries: Retries, now: float) -> float 
     """When to dial again after attempt number ``attempts`` ended with ``result``, or None."""
     if result not in RETRYABLE or attempts > retries.max:
         return None
-    delay = retries.backoff_seconds * 2 ** (attempts - 1)
+    delay: int = retries.backoff_seconds * 2 ** (attempts - 1)
     return now + min(delay, MAX_BACKOFF_SECONDS)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -42,8 +42,10 @@ from functions.outbound.store import (
     OutboundStore,
     get_outbound_store,
 )
-from voicebridge import twilio_calls
 from voicebridge.config import Settings
+
+if TYPE_CHECKING:
+    from voicebridge.twilio_calls import TwilioCallError
 
 router = APIRouter()
 VAPI_LOOKUP_BUDGET_S: Final = 5.0
@@ -124,7 +126,7 @@ def _from_number(config: Settings, options: CallOptions) -> str:
     return number
 
 
-def _twilio_error(error: twilio_calls.TwilioCallError) -> HTTPException:
+def _twilio_error(error: TwilioCallError) -> HTTPException:
     if error.credentials:
         return HTTPException(502, "Twilio refused our credentials (check TWILIO_AUTH_TOKEN)")
     if error.status == 429:
@@ -163,6 +165,8 @@ async def place_call(request: Request, config: Admin) -> JSONResponse:
         variables=spec.variables,
     )
     outbound.put_dial(plan.dial_id, plan.to_item(now))
+
+    from voicebridge import twilio_calls  # httpx: loaded by the routes that call out, not at init
 
     def create() -> dict[str, Any]:
         with twilio_calls.new_client() as client:
