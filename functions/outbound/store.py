@@ -23,6 +23,7 @@ Pending-side changes are guarded by the contact's ``version``; live-side ones by
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,7 +44,7 @@ RUNNING, PAUSED, DRAFT, CANCELLED, COMPLETED = (
     "completed",
 )
 _FAR: Final = "~"  # sorts after every digit: "<= {t}#~" takes every contact due at second t
-MAX_CALLS_KEPT: Final = 12  # one per attempt: 1 + at most 10 retries, and one spare
+TRANSACTION_ATTEMPTS: Final = 4
 
 ClaimResult = Literal["claimed", "stale", "blocked"]
 _NAME = re.compile(r"#[a-z_]+")  # attribute-name placeholders: #state -> state, #status -> status
@@ -198,23 +199,31 @@ class OutboundStore:
         return True
 
     def _transact(self, updates: Sequence[_Update]) -> list[str] | None:
-        """TransactWriteItems of updates; None on success, else each item's reason code."""
+        """TransactWriteItems of updates; None on success, else each item's reason code.
+
+        A conflict with another transaction on the same items (two calls ending at once both
+        move the campaign's counters) is not a decision: it is retried a few times, jittered."""
         from botocore.exceptions import ClientError
 
         items = [
             {"Update": self._request(u.key, u.expression, u.condition, u.values)} for u in updates
         ]
-        try:
-            self.client.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                raise
-            reasons = exc.response.get("CancellationReasons") or []
-            codes = [str(r.get("Code", "None")) for r in reasons]
-            if not codes or any(c not in ("None", "ConditionalCheckFailed") for c in codes):
-                raise  # a conflict or throttling: not a decision, let the caller retry
-            return codes
-        return None
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            try:
+                self.client.transact_write_items(TransactItems=items)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                reasons = exc.response.get("CancellationReasons") or []
+                codes = [str(r.get("Code", "None")) for r in reasons]
+                if codes and all(c in ("None", "ConditionalCheckFailed") for c in codes):
+                    return codes
+                if "TransactionConflict" not in codes or attempt == TRANSACTION_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0, 0.05 * 2**attempt))
+            else:
+                return None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # Campaigns -------------------------------------------------------------------------------
 
