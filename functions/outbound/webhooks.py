@@ -2,8 +2,8 @@
 
 ``POST /twilio/outbound/answer?dial=ID`` is the call's ``Url``: Twilio requests it when the callee
 answers (after answering machine detection, whose verdict comes as ``AnsweredBy``). It answers
-``<Hangup/>`` for a machine under the "hangup" policy, and otherwise what ``/twilio/voice``
-answers an incoming call: a session and a ``<Connect><Stream>`` to the edge with a stream token
+``<Hangup/>`` for a machine under the "hangup" policy and for a fax always, and otherwise what
+``/twilio/voice`` answers an incoming call: a session and a ``<Connect><Stream>`` to the edge with a stream token
 for this CallSid, plus the call's signed options (variables, first message, the callee as Vapi's
 customer). ``POST /twilio/outbound/status?dial=ID`` queues the call's status callbacks for the
 worker exactly like ``/twilio/status`` does, with the dial id added. Twilio signs the URL with its
@@ -102,8 +102,8 @@ async def answer(request: Request) -> Response:
         web.logger.error("outbound call answered for an unknown dial", extra={"dial": dial_id})
         return _hangup()
     plan = DialPlan.from_item(item)
-    if is_machine(answered_by) and plan.machine_detection == "hangup":
-        web.logger.info("answering machine: hanging up", extra={"answeredBy": answered_by})
+    if answered_by == "fax" or (is_machine(answered_by) and plan.machine_detection == "hangup"):
+        web.logger.info("answered by a machine: hanging up", extra={"answeredBy": answered_by})
         return _hangup()
     try:
         web.store(config).put_session(

@@ -197,6 +197,12 @@ def test_a_machine_is_hung_up_on_under_the_hangup_policy(aws, twilio):
     assert response_body(result).endswith(b"<Response><Hangup /></Response>")
 
 
+def test_a_fax_is_hung_up_on_whatever_the_policy(aws, twilio):
+    call("POST", "/calls", {"to": TO, "from": FROM, "machineDetection": "message"})
+    result = answered(twilio, answered_by="fax")
+    assert response_body(result).endswith(b"<Response><Hangup /></Response>")
+
+
 def test_a_machine_gets_the_voicemail_message_under_the_message_policy(aws, twilio):
     body = {"to": TO, "from": FROM, "machineDetection": "message"}
     call("POST", "/calls", {**body, "voicemailMessage": "Please call us back."})
