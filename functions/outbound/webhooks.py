@@ -3,11 +3,12 @@
 ``POST /twilio/outbound/answer?dial=ID`` is the call's ``Url``: Twilio requests it when the callee
 answers (after answering machine detection, whose verdict comes as ``AnsweredBy``). It answers
 ``<Hangup/>`` for a machine under the "hangup" policy and for a fax always, and otherwise what
-``/twilio/voice`` answers an incoming call: a session and a ``<Connect><Stream>`` to the edge with a stream token
-for this CallSid, plus the call's signed options (variables, first message, the callee as Vapi's
-customer). ``POST /twilio/outbound/status?dial=ID`` queues the call's status callbacks for the
-worker exactly like ``/twilio/status`` does, with the dial id added. Twilio signs the URL with its
-query, so both check ``X-Twilio-Signature`` first, as every Twilio route does.
+``/twilio/voice`` answers an incoming call: a session and a ``<Connect><Stream>`` to the edge with
+a stream token for this CallSid, plus the call's signed options (variables, first message, the
+callee as Vapi's customer). ``POST /twilio/outbound/status?dial=ID`` queues the call's status
+callbacks for the worker exactly like ``/twilio/status`` does, with the dial id added. Twilio
+signs the URL with its query, so both check ``X-Twilio-Signature`` first, as every Twilio route
+does.
 """
 
 from __future__ import annotations
