@@ -8,15 +8,21 @@ moto for DynamoDB. The Twilio emulator plays the phones *without media* (an answ
 the product's real path: Calls.create, the TwiML webhook, four status callbacks per call, the
 worker concluding each dial, the tick that wakes the dialer.
 
-1. Pacing: a ``--contacts`` campaign (default 500) under ``--cps`` with a concurrency cap high
-   enough never to bind. Reported against the cap (the baseline of this run): the mean rate,
-   the busiest one-second window (sliding) and the histogram of calls per calendar second, all
-   from the emulator's arrival times (what Twilio would count).
-2. Slot freed -> next dial: a campaign bound by ``maxConcurrent`` (CPS far above): for each call
-   that ended while every slot was taken, the time from the emulator ending it to the next
-   Calls.create arriving. The path: final callback -> API -> SQS -> worker -> tick -> SQS ->
-   dialer -> DynamoDB claim -> Twilio.
+1. Pacing: a ``--contacts`` campaign (default 500; 120 at 1 CPS) under each ``--cps`` (default
+   1 and 2) with a concurrency cap high enough never to bind. Reported against the cap (the
+   baseline of this run): the mean rate, the busiest one-second window (sliding) and the
+   histogram of calls per calendar second, all from the emulator's arrival times (what Twilio
+   would count).
+2. Slot freed -> next dial: a campaign bound by ``maxConcurrent`` (3; CPS far above; 2 s calls):
+   for each call that ended while every slot was taken, the time from the emulator ending it to
+   the next Calls.create arriving. The path: final callback -> API -> SQS -> worker -> tick ->
+   SQS -> dialer -> DynamoDB claim -> Twilio.
 3. Invocations per contact: dialer runs (one per SQS batch here), worker events, API requests.
+
+The local stack is the bottleneck above ~2 calls a second, not the dialer: moto serves DynamoDB
+one call at a time and copies the whole table for every TransactWriteItems, and one worker
+process applies ~7 status callbacks a second (each is 6-10 DynamoDB calls there). So the cap is
+measured where the stack keeps up; in AWS, DynamoDB and the worker's concurrency do not bind.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import statistics
 import sys
 import time
@@ -65,10 +72,14 @@ def _run_campaign(
     campaign_id = created["campaignId"]
     started = time.monotonic()
     _admin(stack, "POST", f"/campaigns/{campaign_id}/start")
+    shown = 0.0
     while time.monotonic() - started < limit_s:
         view = _admin(stack, "GET", f"/campaigns/{campaign_id}?limit=1")
         if view["status"] == "completed":
             return campaign_id, time.monotonic() - started
+        if time.monotonic() - shown > 15:
+            shown = time.monotonic()
+            print(f"  ... {view['counts']}", file=sys.stderr, flush=True)
         time.sleep(0.5)
     raise SystemExit(f"campaign did not complete in {limit_s:.0f} s: {view['counts']}")
 
@@ -90,7 +101,8 @@ def pacing(stack: LocalStack, contacts: int, cps: float) -> dict[str, Any]:
     runs_before = _count(stack, "dialer", "dialer run")
     events_before = _count(stack, "worker", "event applied")
     numbers = [f"+1555{3000000 + i:07d}" for i in range(contacts)]
-    _, elapsed = _run_campaign(stack, numbers, cps, concurrent=200, limit_s=contacts / cps * 3 + 60)
+    limit = contacts / (cps * 0.9) * 1.5 + 120
+    _, elapsed = _run_campaign(stack, numbers, cps, concurrent=200, limit_s=limit)
     arrivals = sorted(c.requested_at for c in emulator.log)
     span = arrivals[-1] - arrivals[0]
     per_second = Counter(int(t) for t in arrivals)
@@ -136,18 +148,23 @@ def slot_to_dial(stack: LocalStack, contacts: int, concurrent: int) -> dict[str,
         "max_concurrent": concurrent,
         "samples": len(delays),
         "p50_ms": round(statistics.median(delays) * 1000),
-        "p95_ms": round(delays[int(len(delays) * 0.95) - 1] * 1000),
+        "p95_ms": round(delays[min(len(delays) - 1, math.ceil(len(delays) * 0.95) - 1)] * 1000),
         "max_ms": round(delays[-1] * 1000),
         "peak_concurrent_seen": emulator.max_concurrent(),
     }
 
 
+def _show(label: str, result: dict[str, Any]) -> None:
+    """stderr: while the stack runs, stdout is its log tap, which keeps JSON lines to itself."""
+    print(f"{label}: {json.dumps(result)}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--contacts", type=int, default=500)
-    parser.add_argument("--cps", type=float, nargs="+", default=[1.0, 10.0])
+    parser.add_argument("--cps", type=float, nargs="+", default=[1.0, 2.0])
     parser.add_argument("--hold", type=float, default=1.0, help="seconds an answered call lasts")
-    parser.add_argument("--slot-contacts", type=int, default=120)
+    parser.add_argument("--slot-contacts", type=int, default=60)
     args = parser.parse_args(argv)
     options = StackOptions(
         api_port=0,
@@ -165,12 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         emulator.cps = 1000.0  # the account's CPS: never the limit here, ours is
         results: dict[str, Any] = {"pacing": [], "slot": None}
         for cps in args.cps:
-            contacts = args.contacts if cps >= 5 else min(args.contacts, 120)
+            contacts = args.contacts if cps >= 2 else min(args.contacts, 120)
             result = pacing(stack, contacts, cps)
             results["pacing"].append(result)
-            print(json.dumps(result), flush=True)
-        results["slot"] = slot_to_dial(stack, args.slot_contacts, concurrent=5)
-        print(json.dumps(results["slot"]), flush=True)
+            _show("pacing", result)
+        emulator.hold_ms = 2000  # 3 calls of 2 s: what one local worker process concludes
+        results["slot"] = slot_to_dial(stack, args.slot_contacts, concurrent=3)
+        _show("slot freed -> next dial", results["slot"])
     return 0
 
 

@@ -143,11 +143,10 @@ class Pump:
             call = self.twilio.create(create_params(plan))
         except TwilioCallError as error:
             return self._refused(live, plan, error)
-        finally:  # the request has arrived, if ever: the next one waits an interval from now
-            interval = rate.interval_ms(settings.max_calls_per_second)
+        finally:  # the request has arrived, if ever: the next one waits a spacing from now
             answered_ms = int(self.clock() * 1000)
             self.store.push_rate_slot(
-                contact.campaign_id, rate.after_request(answered_ms, interval)
+                contact.campaign_id, rate.after_request(answered_ms, settings.max_calls_per_second)
             )
         call_sid = str(call["sid"])
         self.store.dialed(contact.campaign_id, contact.index, dial_id, call_sid, lease)

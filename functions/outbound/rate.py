@@ -10,12 +10,12 @@ apart at a second's boundary).
 What Twilio counts, though, is when our request *reaches* it, and two requests granted an
 interval apart arrive closer whenever the first one spends longer on the way (GC, a busy host:
 100-300 ms measured on a loaded test machine). So once a request has been answered the slot is
-pushed to ``answered + interval`` (:func:`after_request`): the next grant comes an interval after
-the previous request had certainly arrived, whatever its delay. For one dialer at a time (the
+pushed to ``answered + 1/cps`` (:func:`after_request`): the next grant comes a spacing after the
+previous request had certainly arrived, whatever its delay. For one dialer at a time (the
 usual case) that makes the cap exact as Twilio sees it; dialers running in parallel keep the
 grant spacing plus a guard of 5 % of the interval (at most 100 ms) for requests they have in
-flight together. The price is throughput: up to one create's round trip per interval. Twilio
-queues calls over the account's CPS rather than failing them
+flight together. The price is throughput: a create's round trip beyond the guard, per
+interval. Twilio queues calls over the account's CPS rather than failing them
 (https://support.twilio.com/hc/en-us/articles/223180028), so erring low costs little.
 """
 
@@ -53,6 +53,7 @@ def take(next_free_ms: int | None, now_ms: int, interval: int) -> Slot:
     return Slot(False, next_free_ms, next_free_ms - now_ms)
 
 
-def after_request(answered_ms: int, interval: int) -> int:
-    """The earliest next slot once a create request sent under this limit has been answered."""
-    return answered_ms + interval
+def after_request(answered_ms: int, calls_per_second: float) -> int:
+    """The earliest next slot once a create request sent under this limit has been answered:
+    one spacing (no guard: the request has certainly arrived) after the answer."""
+    return answered_ms + math.ceil(1000.0 / calls_per_second)

@@ -63,3 +63,10 @@ def test_dialers_sharing_the_slot_never_exceed_the_cap_in_any_second(cps, dialer
     # And the cap is used: over the run, the rate is within the guard (5 %) of the cap.
     span_s = (granted[-1] - granted[0]) / 1000
     assert (len(granted) - 1) / span_s >= cps * 0.94
+
+
+def test_after_an_answered_request_the_next_slot_is_one_spacing_later():
+    from functions.outbound.rate import after_request
+
+    assert after_request(10_000, 1.0) == 11_000  # no guard: that request has arrived
+    assert after_request(10_000, 3.0) == 10_334
