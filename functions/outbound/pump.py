@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ class Pump:
         except TwilioCallError as error:
             return self._refused(live, plan, error)
         finally:  # the request has arrived, if ever: the next one waits a spacing from now
-            answered_ms = int(self.clock() * 1000)
+            answered_ms = math.ceil(self.clock() * 1000)
             self.store.push_rate_slot(
                 contact.campaign_id, rate.after_request(answered_ms, settings.max_calls_per_second)
             )
