@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Silences setuptools' "editable installation" banner from the build of voicebridge itself.
 PIP    := PYTHONWARNINGS=ignore $(BIN)/python -m pip
 
-.PHONY: help install test lint typecheck format run demo bench bench-api bench-dsp bench-edge bench-soak build deploy \
+.PHONY: help install test lint typecheck format run demo bench bench-api bench-dsp bench-edge bench-soak bench-outbound build deploy \
         image push setup logs delete clean
 
 help:  ## list the targets
@@ -70,6 +70,9 @@ bench-edge: $(BENCH)  ## edge CPU, latency, memory at 1/100/250 calls, vs pipeca
 bench-soak: $(BENCH)  ## the shipped edge under 100 calls for 30 min: CPU/RSS/fds plot
 	$(BIN)/python -m benchmarks.soak_edge
 
+bench-outbound: $(BENCH)  ## dialer: calls per second vs the cap, slot-to-dial latency, invocations
+	$(BIN)/python -m benchmarks.outbound
+
 clean:  ## remove the virtualenv and build output
 	rm -rf $(VENV) .aws-sam .pytest_cache .ruff_cache
 
@@ -99,7 +102,7 @@ build: $(TESTS)  ## sam build: both Lambda bundles into .aws-sam/ (no Docker, no
 # sam build calls these (via infra/lambda/Makefile) with ARTIFACTS_DIR; they are not for humans.
 # Any python >= 3.11 with pip will do (sam build --parallel runs both at once: no venv setup here).
 BUILD_PY     = $(firstword $(wildcard $(BIN)/python) $(PYTHON))
-build-ApiFunction build-WorkerFunction:
+build-ApiFunction build-WorkerFunction build-DialerFunction:
 	$(BUILD_PY) infra/deps.py lambda > "$(ARTIFACTS_DIR)/requirements.txt"
 	$(BUILD_PY) -m pip install --quiet --no-compile $(LAMBDA_PIP) \
 		--target "$(ARTIFACTS_DIR)" -r "$(ARTIFACTS_DIR)/requirements.txt"

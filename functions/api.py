@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from mangum import Mangum
 
 from functions import admin, snapstart, twilio_webhooks, vapi_webhooks, web
+from functions.outbound import routes as outbound_routes
+from functions.outbound import webhooks as outbound_webhooks
 from voicebridge.config import ConfigError, running_in_lambda
 
 snapstart.register()  # SnapStart: warm before the snapshot, re-read secrets after a restore
@@ -25,6 +27,8 @@ app.add_middleware(web.TimingMiddleware)
 app.include_router(twilio_webhooks.router)
 app.include_router(vapi_webhooks.router)
 app.include_router(admin.router)
+app.include_router(outbound_webhooks.router)
+app.include_router(outbound_routes.router)
 
 
 @app.get("/health")

@@ -48,6 +48,7 @@ TWILIO_FIELDS = (
     "StreamName",
     "StreamEvent",
     "StreamError",
+    "AnsweredBy",  # answering machine detection's verdict, on calls we placed
 )
 MAX_TWILIO_VALUE_CHARS = 1000
 
@@ -94,11 +95,14 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-def twilio_event(params: Mapping[str, str], received_at: float) -> Envelope:
+def twilio_event(
+    params: Mapping[str, str], received_at: float, extra: Mapping[str, str] | None = None
+) -> Envelope:
     """A Twilio call-status or stream-status callback (its identifiers already validated).
 
     The payload keeps the documented callback fields, each bounded, so the envelope always fits
-    an SQS message whatever else a signed form carries.
+    an SQS message whatever else a signed form carries; ``extra`` is ours (e.g. an outbound
+    call's dial id, from the signed URL), added as is.
     """
     call_sid = params.get("CallSid") or None
     if params.get("StreamEvent"):
@@ -108,6 +112,7 @@ def twilio_event(params: Mapping[str, str], received_at: float) -> Envelope:
         kind = "call-status"
         key = f"twilio:{call_sid}:{params.get('CallStatus')}:{params.get('SequenceNumber')}"
     payload = {k: params[k][:MAX_TWILIO_VALUE_CHARS] for k in TWILIO_FIELDS if k in params}
+    payload.update(extra or {})
     return Envelope("twilio", kind, call_sid, key, received_at, payload)
 
 

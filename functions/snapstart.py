@@ -1,10 +1,10 @@
-"""Lambda SnapStart runtime hooks for both functions (template.yaml enables SnapStart on their
+"""Lambda SnapStart runtime hooks for every function (template.yaml enables SnapStart on their
 published versions; the API's provisioned concurrency, which SnapStart does not support, turns
 it off for the API).
 
 With SnapStart, Lambda runs the init phase once when a version is published and resumes every
 new execution environment from a snapshot of it, so init's cost (``import functions.api``: FastAPI
-alone is ~440 ms) leaves the cold start. ``register()`` (called at import by both handler
+alone is ~440 ms) leaves the cold start. ``register()`` (called at import by every handler
 modules) hooks two things into the runtime's ``snapshot_restore_py``:
 - before the snapshot, ``warm()``: import what the first request would otherwise import (boto3
   and the parts of botocore a client needs, httpx), so restored environments start with it;

@@ -84,29 +84,22 @@ def _bad_request(reason: str) -> Response:
     return Response(reason, status_code=400, media_type="text/plain")
 
 
-def _stream_parameters(call_sid: str, form: Form, token: str) -> list[tuple[str, str]]:
-    """The ``<Parameter>``s: callSid and token always fit; ``from``/``to`` go only if they do
-    (the edge needs neither to bridge; the session keeps both whatever their length)."""
-    wanted = [("callSid", call_sid), ("from", _first(form, "From")), ("to", _first(form, "To"))]
-    wanted.append(("token", token))
-    kept = [(name, value) for name, value in wanted if len(name) + len(value) < MAX_PARAMETER_CHARS]
-    if len(kept) < len(wanted):
-        dropped = sorted({name for name, _ in wanted} - {name for name, _ in kept})
-        web.logger.warning(
-            "stream parameter too long for Twilio; left out", extra={"dropped": dropped}
-        )
-    return kept
-
-
-def _stream_twiml(
-    request: Request, config: Settings, call_sid: str, form: Form, assistant_id: str
+def stream_twiml(
+    request: Request,
+    config: Settings,
+    call_sid: str,
+    assistant_id: str,
+    *,
+    optional: list[tuple[str, str]],
+    signed: list[tuple[str, str]] | None = None,
 ) -> str:
-    """``<Connect><Stream>`` to the edge; the token binds this call to its assistant."""
-    from twilio.twiml.voice_response import (
-        Connect,
-        Stream,
-        VoiceResponse,
-    )
+    """``<Connect><Stream>`` to the edge, for an inbound call or one we placed. ``callSid`` and the
+    stream token (binding this call to its assistant) always go, and so do ``signed`` parameters
+    (an outbound call's signed options: the edge refuses the stream if one is missing).
+    ``optional`` ones (``from``/``to``) go only if they fit Twilio's limit on a ``<Parameter>``'s
+    name + value: the edge needs neither to bridge, and the session keeps both whatever their
+    length (a SIP URI ``From`` can be longer)."""
+    from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
     token = stream_token.mint(
         config.stream_token_secret or "",
@@ -120,7 +113,13 @@ def _stream_twiml(
         status_callback=web.public_url(request, config, "/twilio/status"),
         status_callback_method="POST",
     )
-    for name, value in _stream_parameters(call_sid, form, token):
+    kept = [(n, v) for n, v in optional if len(n) + len(v) < MAX_PARAMETER_CHARS]
+    if len(kept) < len(optional):
+        dropped = sorted({name for name, _ in optional} - {name for name, _ in kept})
+        web.logger.warning(
+            "stream parameter too long for Twilio; left out", extra={"dropped": dropped}
+        )
+    for name, value in [("callSid", call_sid), *kept, ("token", token), *(signed or [])]:
         stream.parameter(name=name, value=value)
     connect = Connect()
     connect.append(stream)
@@ -151,7 +150,9 @@ async def voice(request: Request) -> Response:
         response.hangup()
         return Response(str(response), media_type=TWIML)
     await _write_session(config, call_sid, caller, called, assistant_id, until)
-    twiml = _stream_twiml(request, config, call_sid, form, assistant_id)
+    twiml = stream_twiml(
+        request, config, call_sid, assistant_id, optional=[("from", caller), ("to", called)]
+    )
     web.logger.info("call answered", extra={"assistantId": assistant_id})
     return Response(twiml, media_type=TWIML)
 

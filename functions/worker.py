@@ -40,6 +40,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from functions import aws, snapstart
 from functions.events import Envelope
 from functions.observability import MetricUnit, call_context, logger_for, metrics_for
+from functions.outbound import status as outbound_status
 from functions.storage import MAX_TEXT_CHARS, STATUS_RANK, Store, get_store
 from voicebridge import telemetry
 from voicebridge.config import Settings, get_settings, running_in_lambda
@@ -196,6 +197,8 @@ def apply_event(event: dict[str, Any]) -> dict[str, str]:
         if not env.call_sid:
             return {"outcome": "no CallSid"}
         outcome = _apply_twilio(store, env, now, expires_at)
+        if outbound_status.dial_id_of(env):  # a call we placed: its campaign side
+            outcome += f"; outbound: {outbound_status.apply(env, store, config, now)}"
     else:
         outcome = _apply_vapi(store, env, now, expires_at)
     logger.info("event applied", extra={"key": env.key, "outcome": outcome})

@@ -1,5 +1,6 @@
 """``voicebridge`` command line: ``call`` places a simulated call; ``setup`` points a Twilio
-number and a Vapi assistant at a deployed stack; ``numbers`` lists numbers and binds them.
+number and a Vapi assistant at a deployed stack; ``numbers`` lists numbers and binds them;
+``dial``, ``campaign`` and ``dnc`` drive outbound calling (``infra/cli_outbound.py``).
 
 Against the local stack, ``make run`` prints the exact ``call`` command with this run's URLs and
 keys; against a deployment, pass its API URL and your Twilio credentials (the caller signs
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from infra import cli_outbound
 from infra.audio import load_wav, sample, synth_speech
 from infra.caller import (
     CallerConfig,
@@ -105,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _call_parser(sub)
     add_setup_parsers(sub)
+    cli_outbound.add_parsers(sub)  # dial, campaign, dnc
     args = parser.parse_args(argv)
+    if getattr(args, "run", None) is not None:
+        return cli_outbound.run(args)
     try:
         if args.command in ("setup", "numbers"):
             return run_setup(args)

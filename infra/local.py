@@ -75,6 +75,8 @@ class LocalStack:
         self.edge: Any = None
         self.assistant_id = ""
         self.loop: LoopThread | None = None
+        self.twilio_loop: LoopThread | None = None
+        self._child_env: dict[str, str] = {}
         self._exit = contextlib.ExitStack()
         self._children: list[ChildProcess] = []
         self._render = None if self.options.json_logs else render_line
@@ -154,6 +156,7 @@ class LocalStack:
             "STREAM_TOKEN_SECRET": secrets.token_urlsafe(32),
             "VAPI_WEBHOOK_SECRET": secrets.token_urlsafe(24),
             "ADMIN_API_KEY": secrets.token_urlsafe(24),
+            "OUTBOUND_FROM_NUMBER": LOCAL_NUMBER,  # caller ID of calls the assistant places
         }
         env = {**generated, **user, **aws, **options.overrides}
         real_vapi = bool(user.get("VAPI_API_KEY"))
@@ -166,8 +169,11 @@ class LocalStack:
                 script=options.script,
             )
             env["VAPI_BASE_URL"] = self.loop.run(self.vapi.start())
+        # Twilio on its own loop: like the real one it runs beside us, and the times its log
+        # keeps (calls per second) are not held up by the edge's work.
+        self.twilio_loop = LoopThread("twilio-emulator")
         self.twilio = TwilioEmulator(env["TWILIO_ACCOUNT_SID"], env["TWILIO_AUTH_TOKEN"])
-        env["TWILIO_API_BASE"] = self.loop.run(self.twilio.start())
+        env["TWILIO_API_BASE"] = self.twilio_loop.run(self.twilio.start())
 
         api_port = int(env.get("API_PORT", options.api_port))
         api_sock = _bind_or_explain("API_PORT", api_port)
@@ -213,16 +219,9 @@ class LocalStack:
         self._children.append(api)
         api_sock.close()  # the child holds it now
         self._start_edge(env)
-        self._children.append(
-            ChildProcess(
-                "worker",
-                [sys.executable, "-m", "infra.worker_loop"],
-                child_env,
-                self.emf,
-                quiet=options.quiet,
-                render=self._render,
-            )
-        )
+        self._child_env = child_env
+        for name in ("worker", "dialer"):
+            self._children.append(self._function(name))
         self._wait_healthy(api, f"{self.api_url}/health")
         self._wait_healthy(None, f"http://127.0.0.1:{edge_port}/health")
         if not real_vapi:
@@ -262,6 +261,27 @@ class LocalStack:
                 f" (calls use VAPI_ASSISTANT_ID={self.assistant_id})",
                 file=sys.stderr,
             )
+
+    def _function(self, name: str) -> ChildProcess:
+        """A Lambda function's SQS event source and handler (``infra.worker_loop``)."""
+        return ChildProcess(
+            name,
+            [sys.executable, "-m", "infra.worker_loop", name],
+            self._child_env,
+            self.emf,
+            quiet=self.options.quiet,
+            render=self._render,
+        )
+
+    def restart(self, name: str, kill: bool = True) -> None:
+        """Kill (SIGKILL: no cleanup, like a crashed Lambda) and start again a function's loop."""
+        (child,) = [c for c in self._children if c.name == name]
+        if kill:
+            child.process.kill()
+            child.process.wait(10)
+        else:
+            child.stop()
+        self._children[self._children.index(child)] = self._function(name)
 
     def _start_edge(self, env: dict[str, str]) -> None:
         import boto3
@@ -305,11 +325,16 @@ class LocalStack:
                 self.loop.run(self.edge.stop(), timeout=15)
         for child in reversed(self._children):
             child.stop()
+        if self.twilio_loop is not None:
+            if self.twilio is not None:
+                with contextlib.suppress(Exception):
+                    self.twilio_loop.run(self.twilio.stop(), timeout=15)
+            self.twilio_loop.close()
+            self.twilio_loop = None
         if self.loop is not None:
-            for server in (self.vapi, self.twilio):
-                if server is not None:
-                    with contextlib.suppress(Exception):
-                        self.loop.run(server.stop(), timeout=15)
+            if self.vapi is not None:
+                with contextlib.suppress(Exception):
+                    self.loop.run(self.vapi.stop(), timeout=15)
             self.loop.close()
             self.loop = None
         self._exit.close()
@@ -355,6 +380,7 @@ def banner(stack: LocalStack) -> str:
         f"  API         {stack.api_url}   (functions.api under uvicorn; GET /health)",
         f"  media edge  {stack.edge_url}/media   (GET /health, /ready)",
         f"  worker      SQS long-poll -> functions.worker.handler ({env['EVENTS_QUEUE_URL']})",
+        f"  dialer      SQS long-poll -> functions.dialer.handler ({env['DIALER_QUEUE_URL']})",
         f"  Vapi        {vapi}" + ("   (emulator)" if stack.vapi else "   (real Vapi)"),
         f"  Twilio REST {env['TWILIO_API_BASE']}   (emulator)",
         f"  AWS         {env['AWS_ENDPOINT_URL']}   (moto: DynamoDB + SQS)",
@@ -370,6 +396,11 @@ def banner(stack: LocalStack) -> str:
         f"  .venv/bin/voicebridge call --api-url {stack.api_url} --account-sid "
         f"{env['TWILIO_ACCOUNT_SID']} --auth-token {env['TWILIO_AUTH_TOKEN']} --twilio-api "
         f"{env['TWILIO_API_BASE']} --barge-in-after 0.8 --heard heard.wav",
+        "",
+        "Or have the assistant call someone (the Twilio emulator plays the phone; numbers ending",
+        "91 are busy, 92 do not answer, 93 fail, 94 are answering machines, see infra/README.md):",
+        f"  .venv/bin/voicebridge dial +15550100123 --api-url {stack.api_url} --admin-key "
+        f"{env['ADMIN_API_KEY']}",
         "",
         "Call events, one line each (make run JSON=1 for the raw JSON logs and metrics):",
     ]

@@ -27,6 +27,9 @@ RESOURCE_ENV: Mapping[str, str] = {
     "IdempotencyTable": "IDEMPOTENCY_TABLE",
     "EventsQueue": "EVENTS_QUEUE_URL",
     "EventsDLQ": "EVENTS_DLQ_URL",
+    "OutboundTable": "OUTBOUND_TABLE",
+    "DialerQueue": "DIALER_QUEUE_URL",
+    "DialerDLQ": "DIALER_DLQ_URL",
 }
 
 FAKE_CREDENTIALS: Mapping[str, str] = {
@@ -117,6 +120,45 @@ def create_resources(
     return env
 
 
+def _moto_server() -> Any:
+    """moto's threaded server, with DynamoDB requests served one at a time.
+
+    moto's DynamoDB backend is not thread-safe: TransactWriteItems deep-copies the table for its
+    rollback while another request thread changes it ("dictionary changed size during
+    iteration", an HTTP 500). DynamoDB itself serialises nothing, but it never fails that way, so
+    the embedded AWS takes a lock around DynamoDB calls. SQS is left concurrent: a long poll
+    waits inside its request and must not hold anyone else up.
+    """
+    import threading
+
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from moto.server import ThreadedMotoServer
+    from werkzeug.serving import make_server
+
+    class SerialDynamoDB(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+            lock = threading.Lock()
+
+            def serve(environ: dict[str, Any], start_response: Any) -> Any:
+                if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+                    return app(environ, start_response)
+                with lock:
+                    return list(app(environ, start_response))
+
+            self._server = make_server(
+                self._ip_address, self._port, serve, True, request_handler=MotoRequestHandler
+            )
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return SerialDynamoDB(ip_address="127.0.0.1", port=0, verbose=False)
+
+
 @contextmanager
 def embedded_aws(prefix: str = "voicebridge") -> Iterator[dict[str, str]]:
     """Start moto on 127.0.0.1 (free port), create the resources, yield the env pointing at it.
@@ -124,10 +166,8 @@ def embedded_aws(prefix: str = "voicebridge") -> Iterator[dict[str, str]]:
     The yielded mapping holds ``AWS_ENDPOINT_URL``, fake credentials and the resource variables;
     callers export it to the processes they start (or ``os.environ`` for in-process use).
     """
-    from moto.server import ThreadedMotoServer
-
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per AWS request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = _moto_server()
     server.start()
     try:
         host, port = server.get_host_and_port()

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from infra.asgi import AsgiServer, bind
 from infra.twilio_numbers import EmulatedNumber, NumberRequestError, page, update_form
+from infra.twilio_outbound import OutboundCalls
 from voicebridge.identifiers import is_call_sid
 
 MAX_FORM_BYTES = 64 * 1024
@@ -74,6 +75,7 @@ class TwilioEmulator:
         self.numbers: dict[str, EmulatedNumber] = {}  # IncomingPhoneNumbers by PN sid
         self.number_updates: list[dict[str, str]] = []  # every accepted update form, in order
         self._server: AsgiServer | None = None
+        self.outbound = OutboundCalls(self)  # POST/GET Calls.json: the calls our API places
 
     @property
     def base_url(self) -> str:
@@ -83,6 +85,7 @@ class TwilioEmulator:
     async def start(self, port: int = 0) -> str:
         app = Starlette(
             routes=[
+                *self.outbound.routes(),  # first: it serves its own calls' fetch, passes the rest
                 Route(
                     "/2010-04-01/Accounts/{account}/Calls/{call}.json",
                     self._update,
@@ -104,6 +107,7 @@ class TwilioEmulator:
         return self.base_url
 
     async def stop(self) -> None:
+        await self.outbound.stop()
         for call in self.calls.values():
             call.changed.set()  # release long-polls
         if self._server is not None:

@@ -14,12 +14,14 @@ than dying, as Lambda's poller would.
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import boto3
@@ -96,6 +98,8 @@ class WorkerLoop:
         handler: Handler,
         wait_seconds: int = 1,
         spool: outbox.Spool | None = None,
+        context: Callable[..., LambdaContext] = LambdaContext,
+        timeout_ms: int = TIMEOUT_MS,
     ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
@@ -104,6 +108,8 @@ class WorkerLoop:
         self.spool = spool
         self._queue = EventQueue(queue_url, client=sqs)
         self._queue_arn: str | None = None
+        self.context = context
+        self.timeout_ms = timeout_ms
         self.stopping = False
 
     @property
@@ -133,7 +139,9 @@ class WorkerLoop:
         if not received:
             return 0, 0
         try:
-            result = self.handler(to_event(received, self.queue_arn), LambdaContext()) or {}
+            deadline = time.monotonic() + self.timeout_ms / 1000
+            context = self.context(deadline=deadline)
+            result = self.handler(to_event(received, self.queue_arn), context) or {}
             failed = {item["itemIdentifier"] for item in result.get("batchItemFailures", [])}
         except Exception:  # a crashed invocation: the whole batch is retried, as in Lambda
             failed = {message["MessageId"] for message in received}
@@ -156,19 +164,35 @@ class WorkerLoop:
                 time.sleep(RETRY_SECONDS)
 
 
+# Which function the loop plays: its settings role, queue and handler, and its Lambda timeout
+# (template.yaml).
+FUNCTIONS = {
+    "worker": ("events_queue_url", "functions.worker", 30_000),
+    "dialer": ("dialer_queue_url", "functions.dialer", 60_000),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    if (sys.argv[1:] if argv is None else argv)[:1] in (["-h"], ["--help"]):
-        print("usage: python -m infra.worker_loop\n\n" + (__doc__ or ""), end="")
+    """``python -m infra.worker_loop [worker|dialer]`` (default: the worker)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["-h"], ["--help"]):
+        print("usage: python -m infra.worker_loop [worker|dialer]\n\n" + (__doc__ or ""), end="")
         return 0
+    name = args[0] if args else "worker"
+    if name not in FUNCTIONS:
+        print(f"usage: python -m infra.worker_loop [{'|'.join(FUNCTIONS)}]", file=sys.stderr)
+        return 2
+    queue_field, module, timeout_ms = FUNCTIONS[name]
     try:
-        settings = load_settings("worker")
+        settings = load_settings(name)  # type: ignore[arg-type]
     except ConfigError as exc:
-        print(f"worker: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
-    if not settings.events_queue_url:
-        print("worker: EVENTS_QUEUE_URL is required for the local worker loop", file=sys.stderr)
+    queue_url = getattr(settings, queue_field)
+    if not queue_url:
+        print(f"{name}: {queue_field.upper()} is required for the local loop", file=sys.stderr)
         return 2
-    from functions.worker import handler
+    handler = importlib.import_module(module).handler
 
     sqs = boto3.session.Session().client(
         "sqs",
@@ -176,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         region_name=REGION,
         config=aws.WORKER.config(),  # bounded: a paused endpoint must not hang the loop
     )
-    loop = WorkerLoop(sqs, settings.events_queue_url, handler, spool=outbox.spool_for(settings))
+    context = partial(LambdaContext, function_name=f"voicebridge-{name}-local")
+    # The API spools the events SQS refused (functions/outbox.py): the worker's loop drains them.
+    spool = outbox.spool_for(settings) if name == "worker" else None
+    loop = WorkerLoop(sqs, queue_url, handler, spool=spool, context=context, timeout_ms=timeout_ms)
 
     def stop(*_: object) -> None:
         loop.stopping = True

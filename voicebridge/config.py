@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from voicebridge.identifiers import E164_EXAMPLE, is_account_sid, is_e164
 from voicebridge.vapi_credentials import DEFAULT_PLANS, Plan, parse_plans
 
-Role = Literal["api", "worker", "edge"]
+Role = Literal["api", "worker", "edge", "dialer"]
 
 
 class ConfigError(RuntimeError):
@@ -144,6 +144,12 @@ def _credential_id(value: str) -> str:
     return value
 
 
+def _e164(value: str) -> str:
+    if not is_e164(value):
+        raise ValueError(f"{value!r} is not an E.164 number like {E164_EXAMPLE}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class _Var:
     env: str
@@ -197,6 +203,11 @@ _VARS: tuple[_Var, ...] = (
     _Var("METRICS_FLUSH_SECONDS", _int(1, 300), "10"),
     _Var("SECRETS_ID"),
     _Var("SECRETS_MAX_AGE", _int(0, 86_400), "300"),
+    # Outbound calls and campaigns (functions/outbound, functions/dialer.py).
+    _Var("OUTBOUND_TABLE"),
+    _Var("DIALER_QUEUE_URL", _url("https", "http")),
+    _Var("OUTBOUND_FROM_NUMBER", _e164),
+    _Var("DIALER_RECONCILE_SECONDS", _int(5, 3600), "120"),
 )
 
 _REQUIRED: dict[Role, tuple[str, ...]] = {
@@ -217,6 +228,13 @@ _REQUIRED: dict[Role, tuple[str, ...]] = {
         "EDGE_PUBLIC_URL",
         "STREAM_TOKEN_SECRET",
         "SESSIONS_TABLE",  # the stream claim: one stream per CallSid across every task
+    ),
+    "dialer": (
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_ACCOUNT_SID",
+        "SESSIONS_TABLE",
+        "OUTBOUND_TABLE",
+        "DIALER_QUEUE_URL",
     ),
 }
 
@@ -268,6 +286,10 @@ class Settings:
     metrics_flush_seconds: int = 10
     secrets_id: str | None = None
     secrets_max_age: int = 300
+    outbound_table: str | None = None
+    dialer_queue_url: str | None = None
+    outbound_from_number: str | None = None
+    dialer_reconcile_seconds: int = 120
 
     def __repr__(self) -> str:  # secrets never reach logs, even through a repr
         shown = ", ".join(

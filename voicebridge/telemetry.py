@@ -12,6 +12,7 @@ NAMESPACE = "Voicebridge"
 SERVICE_API = "voicebridge-api"
 SERVICE_WORKER = "voicebridge-worker"
 SERVICE_EDGE = "voicebridge-edge"
+SERVICE_DIALER = "voicebridge-dialer"
 
 # Control plane (service = SERVICE_API unless noted).
 WEBHOOK_LATENCY = "WebhookLatency"  # ms, per request, every route
@@ -40,3 +41,7 @@ CALL_ERRORS = "CallErrors"  # count; emitted twice: with service only, and with 
 STREAMS_EVICTED = "StreamsEvicted"  # count, pre-start connections closed for newer ones
 CLAIM_STORE_ERRORS = "ClaimStoreErrors"  # count, streams admitted on this task's claim alone
 WORKER_EXITS = "WorkerExits"  # count, EDGE_WORKERS > 1: workers that died unexpectedly (restarted)
+
+# Outbound dialer (service = SERVICE_DIALER).
+CALLS_DIALED = "CallsDialed"  # count, Twilio Calls.create accepted
+DIAL_ERRORS = "DialErrors"  # count, Calls.create refused or unreachable (the contact is kept)

@@ -194,6 +194,35 @@ class SimulatedCall:
             write_wav(config.heard_wav, self.report.heard_pcm())
         return self.report
 
+    async def run_stream(self, document: str) -> CallReport:
+        """Play only the media stream of a call someone else placed and answered: the callee of
+        an outbound call, whose TwiML the Twilio emulator fetched. Runs ``document``'s
+        ``<Connect><Stream>`` with this script and posts the stream's status callbacks; the
+        call's own progress callbacks are the emulator's to send."""
+        self._ended = asyncio.get_running_loop().create_future()
+        async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=10.0)) as http:
+            self._http = http
+            sender = asyncio.create_task(self._send_callbacks())
+            try:
+                self.report.twiml = document
+                try:
+                    instruction = twiml_parser.parse(document).stream
+                except twiml_parser.TwimlError as exc:
+                    self.report.protocol_errors.append(f"TwiML: {exc}")
+                    instruction = None
+                if instruction is not None:
+                    self._answered_at = time.monotonic()
+                    await self._run_stream(instruction)
+                self.report.ended_by = self.report.ended_by or "no-stream"
+                self._outbox.put_nowait(None)
+                await sender
+                await self._flush_callbacks()
+            finally:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+        self._measure()
+        return self.report
+
     async def _place_call(self) -> None:
         await self._register()
         document = await self._voice_webhook()

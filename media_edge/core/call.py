@@ -82,7 +82,7 @@ from media_edge.protocol.vapi import (
     VapiSpeechUpdate,
     VapiUserInterrupted,
 )
-from voicebridge import telemetry
+from voicebridge import call_overrides, telemetry
 from voicebridge.stream_token import StreamTokenError, verify
 
 TOKEN_PARAMETER = "token"
@@ -322,7 +322,8 @@ class Call:
                 event.call_sid,
                 now / 1000.0 + self._epoch_offset_s,
             )
-        except StreamTokenError as exc:
+            options = call_overrides.decode(self.config.token_secret, event.call_sid, params)
+        except (StreamTokenError, call_overrides.OverridesError) as exc:
             out.append(Log("warning", "stream token rejected", {"tokenError": exc.reason}))
             self._teardown("token_rejected", now, out, error=True, code=CLOSE_POLICY)
             return
@@ -342,7 +343,11 @@ class Call:
             "to": params.get("to", ""),
         }
         body = vapi_protocol.create_call_body(
-            grant.assistant_id, cfg.audio_format, metadata, params.get("from")
+            grant.assistant_id,
+            cfg.audio_format,
+            metadata,
+            options.customer_number or params.get("from"),
+            options.assistant_overrides,
         )
         out.append(Log("info", "stream started", {"assistantId": grant.assistant_id}))
         self._create_body = body

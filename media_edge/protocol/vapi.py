@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from voicebridge.identifiers import is_e164
+
 MAX_MESSAGE_BYTES = 1 << 20  # conversation-update carries the whole transcript
 
 # The events this bridge asks Vapi to send on the call's socket, whatever the assistant's own
@@ -85,23 +87,32 @@ def parse(text: str) -> VapiMessage:
 
 
 def create_call_body(
-    assistant_id: str, audio_format: str, metadata: dict[str, str], caller: str | None
+    assistant_id: str,
+    audio_format: str,
+    metadata: dict[str, str],
+    caller: str | None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """CreateCallDTO for a websocket-transport call. ``metadata`` rides in assistantOverrides
     (CreateCallDTO has no top-level metadata field); it reaches webhooks as call metadata and
-    as template variables, so tools can find the Twilio CallSid. ``clientMessages`` is always
-    ours (:data:`CLIENT_MESSAGES`): the socket must carry what the bridge acts on."""
-    overrides = {
+    as template variables, so tools can find the Twilio CallSid. ``overrides`` are the signed
+    per-call ones (voicebridge.call_overrides); its variables never replace the metadata's.
+    ``clientMessages`` is always ours (:data:`CLIENT_MESSAGES`): the socket must carry what the
+    bridge acts on, whatever the assistant or the per-call options say."""
+    extra = dict(overrides or {})
+    variables = {**extra.pop("variableValues", {}), **metadata}
+    assistant_overrides = {
+        **extra,
         "clientMessages": list(CLIENT_MESSAGES),
         "metadata": metadata,
-        "variableValues": metadata,
+        "variableValues": variables,
     }
     body: dict[str, Any] = {
         "assistantId": assistant_id,
         "transport": {"provider": "vapi.websocket", "audioFormat": AUDIO_FORMATS[audio_format]},
-        "assistantOverrides": overrides,
+        "assistantOverrides": assistant_overrides,
     }
-    if caller and caller.startswith("+") and caller[1:].isdigit():
+    if is_e164(caller):  # not a SIP URI or an anonymous caller: Vapi's customer.number is E.164
         body["customer"] = {"number": caller}
     return body
 

@@ -23,6 +23,7 @@ ROLE_OF_SERVICE = {
     telemetry.SERVICE_API: "api",
     telemetry.SERVICE_WORKER: "worker",
     telemetry.SERVICE_EDGE: "edge",
+    telemetry.SERVICE_DIALER: "dialer",
 }
 _SUB_VAR = re.compile(r"\$\{([^}!]+)\}")
 
@@ -165,6 +166,8 @@ _SAMPLES = {  # for parameters without a default, resource names, conditional va
     "IDEMPOTENCY_TABLE": "voicebridge-IdempotencyTable",
     "EVENTS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/voicebridge-events",
     "WORKER_FUNCTION_NAME": "voicebridge-WorkerFunction-abc123",
+    "OUTBOUND_TABLE": "voicebridge-OutboundTable",
+    "DIALER_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/voicebridge-dialer",
     "TWILIO_AUTH_TOKEN": "t" * 32,
     "VAPI_API_KEY": "k" * 32,
     "VAPI_WEBHOOK_SECRET": "w" * 32,

@@ -129,6 +129,7 @@ EXPECTED_AWS_DIMENSIONS = {
     "AWS/SQS": [
         {"QueueName": {"Fn::GetAtt": ["EventsQueue", "QueueName"]}},
         {"QueueName": {"Fn::GetAtt": ["EventsDLQ", "QueueName"]}},
+        {"QueueName": {"Fn::GetAtt": ["DialerDLQ", "QueueName"]}},
         {"QueueName": "<EventsQueueName>"},
         {"QueueName": "<EventsDLQName>"},
     ],

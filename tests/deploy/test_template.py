@@ -31,7 +31,7 @@ def test_functions_run_python312_on_arm64_with_json_logs() -> None:
 
 
 def test_one_deployable_per_role() -> None:
-    assert sorted(d.role for d in DEPLOYABLES) == ["api", "edge", "worker"]
+    assert sorted(d.role for d in DEPLOYABLES) == ["api", "dialer", "edge", "worker"]
 
 
 @pytest.mark.parametrize("deployable", DEPLOYABLES, ids=IDS)
@@ -275,3 +275,51 @@ def test_every_allowed_parameter_value_is_valid_where_it_goes(
     # cfn-lint checks a parameter's default only; a user may pick any allowed value.
     allowed = set(cfn.TEMPLATE["Parameters"][parameter]["AllowedValues"])
     assert allowed <= _schema_enum(resource_type, *path)
+
+
+def test_dialer_batches_report_item_failures_and_its_queue_outlives_six_timeouts() -> None:
+    (event,) = cfn.props("DialerFunction")["Events"].values()
+    sqs = event["Properties"]
+    assert event["Type"] == "SQS"
+    assert sqs["Queue"] == {"Fn::GetAtt": ["DialerQueue", "Arn"]}
+    assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert sqs["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "DialerMaxConcurrency"}
+    queue = cfn.props("DialerQueue")
+    assert queue["VisibilityTimeout"] >= 6 * cfn.props("DialerFunction")["Timeout"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["DialerDLQ", "Arn"]}
+
+
+def _statements(function: str) -> list[dict[str, Any]]:
+    return [
+        statement
+        for policy in cfn.props(function)["Policies"]
+        if isinstance(policy, dict) and "Statement" in policy
+        for statement in policy["Statement"]
+    ]
+
+
+@pytest.mark.parametrize("function", ["ApiFunction", "WorkerFunction", "DialerFunction"])
+def test_outbound_table_access_is_only_what_each_function_does(function: str) -> None:
+    granted = {
+        action
+        for statement in _statements(function)
+        if "OutboundTable" in str(statement["Resource"])
+        for action in statement["Action"]
+    }
+    never = {"dynamodb:Scan", "dynamodb:DeleteTable", "dynamodb:*"}
+    assert granted
+    assert not granted & never
+    if function != "ApiFunction":  # only the admin API deletes (a do-not-call entry)
+        assert "dynamodb:DeleteItem" not in granted
+    crud = [p for p in cfn.props(function)["Policies"] if "DynamoDBCrudPolicy" in p]
+    assert all(p["DynamoDBCrudPolicy"] != {"TableName": {"Ref": "OutboundTable"}} for p in crud)
+
+
+def test_the_outbound_table_has_the_dialers_index_and_ttl() -> None:
+    props = cfn.props("OutboundTable")
+    (index,) = props["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "queue"
+    assert [k["AttributeName"] for k in index["KeySchema"]] == ["q_pk", "q_sk"]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    dialer_resources = [s["Resource"] for s in _statements("DialerFunction")]
+    assert {"Fn::Sub": "${OutboundTable.Arn}/index/queue"} in dialer_resources[0]

@@ -19,6 +19,7 @@ EDGE_ENV = {
     "EDGE_IDLE_TIMEOUT_SECONDS": "10",
     "DRAIN_SECONDS": "0",
     "TRANSFER_ALLOWLIST": "sales=+15550100009",
+    "DIALER_RECONCILE_SECONDS": "5",  # a lost dial is checked with Twilio after 5 s, not 120
 }
 
 

@@ -123,8 +123,9 @@ def test_sam_points_the_http_api_and_the_queue_at_the_snapshotted_aliases(monkey
             return {}
 
     resources = transform(template, parameters, NoManagedPolicies())["Resources"]
-    (mapping,) = [r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
-    assert mapping["Properties"]["FunctionName"] == {"Ref": "WorkerFunctionAliaslive"}
+    mappings = [r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    targets = {m["Properties"]["FunctionName"]["Ref"] for m in mappings}
+    assert targets == {"WorkerFunctionAliaslive", "DialerFunctionAliaslive"}
     body = resources["HttpApi"]["Properties"]["Body"]
     uri = body["paths"]["$default"]["x-amazon-apigateway-any-method"][
         "x-amazon-apigateway-integration"

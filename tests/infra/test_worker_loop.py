@@ -65,3 +65,14 @@ def test_a_crashing_handler_fails_the_whole_batch(aws):
 
     loop = WorkerLoop(sqs, queue, handler, wait_seconds=1)
     assert loop.poll_once() == (0, 1)
+
+
+def test_the_loop_plays_the_worker_or_the_dialer_and_says_what_it_lacks(capsys, monkeypatch):
+    from infra.worker_loop import main
+
+    assert main(["mailer"]) == 2
+    assert "usage: python -m infra.worker_loop [worker|dialer]" in capsys.readouterr().err
+    for name in ("TWILIO_AUTH_TOKEN", "SESSIONS_TABLE", "OUTBOUND_TABLE", "DIALER_QUEUE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["dialer"]) == 2
+    assert "dialer: TWILIO_AUTH_TOKEN is required for the dialer" in capsys.readouterr().err
