@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from media_edge.core import Call, CallConfig
-from media_edge.core.actions import CloseTwilio, CreateVapiCall
+from media_edge.core.actions import ClaimStream, CloseTwilio, CreateVapiCall
+from media_edge.core.events import ClaimOutcome, StreamClaimed
 from media_edge.protocol.twilio import TwilioConnected, TwilioStart
 from voicebridge import call_overrides, stream_token
 
@@ -12,10 +13,12 @@ EPOCH = 1_800_000_000.0
 CALL_SID = "CA" + "1" * 32
 STREAM_SID = "MZ" + "2" * 32
 OUR_NUMBER, CALLEE = "+14155550100", "+14155550123"
+ACCOUNT_SID = "AC" + "3" * 32
 
 
 def start(extra: dict[str, str]) -> list:
-    call = Call(CallConfig(token_secret=SECRET), now=0.0, epoch_offset_s=EPOCH)
+    config = CallConfig(token_secret=SECRET, account_sid=ACCOUNT_SID)
+    call = Call(config, now=0.0, epoch_offset_s=EPOCH)
     call.feed(TwilioConnected("Call"), 0.0)
     params = {
         "callSid": CALL_SID,
@@ -24,7 +27,10 @@ def start(extra: dict[str, str]) -> list:
         "token": stream_token.mint(SECRET, CALL_SID, "asst-1", EPOCH, 120),
         **extra,
     }
-    return call.feed(TwilioStart(STREAM_SID, CALL_SID, "AC" + "3" * 32, params), 1.0)
+    actions = call.feed(TwilioStart(STREAM_SID, CALL_SID, ACCOUNT_SID, params), 1.0)
+    if any(isinstance(a, ClaimStream) for a in actions):  # the stream is admitted: Vapi next
+        actions += call.feed(StreamClaimed(ClaimOutcome.CLAIMED), 1.0)
+    return actions
 
 
 def test_signed_options_reach_the_vapi_call_and_the_callee_is_the_customer():
