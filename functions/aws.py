@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 if TYPE_CHECKING:
     from botocore.config import Config
 
-Service = Literal["dynamodb", "sqs", "lambda"]
+Service = Literal["dynamodb", "sqs", "lambda", "apigatewaymanagementapi"]
 T = TypeVar("T")
 
 COOLDOWN_SECONDS = 5.0

@@ -5,7 +5,8 @@ Keys (table ``SESSIONS_TABLE``, ``pk``/``sk``, TTL attribute ``expires_at``)::
     CALL#{callSid}   SESSION        the live call (from, to, assistant), short TTL; first write
                                     wins, so a replayed /twilio/voice never overwrites it (nor
                                     the edge's claim of its stream, made on the same item)
-    CALL#{callSid}   RECORD         the call record: final status, Vapi report fields
+    CALL#{callSid}   RECORD         the call record: final status, Vapi report fields; also the
+                                    calls list's entry (below)
     CALL#{callSid}   EVENT#{key}    one timeline entry per distinct event (conditional put)
     NUMBER#{e164}    BINDING        which assistant answers this number
     ASSISTANTS       ASSISTANT#{id} assistants created through the admin API
@@ -14,6 +15,14 @@ Keys (table ``SESSIONS_TABLE``, ``pk``/``sk``, TTL attribute ``expires_at``)::
 
 Keys are built only from validated identifiers: full-match Twilio SIDs and E.164 numbers
 (``voicebridge.identifiers``), Vapi ids bounded in length before they get here.
+
+The calls list (``GET /calls``, newest first) is the GSI ``calls-by-time`` over the RECORD items:
+partition ``list_pk`` = ``CALLS#{yyyy-mm}`` of the call's creation (UTC), sort ``list_sk`` =
+``{created ms, 13 digits}#{callSid}``. A month per partition keeps any one partition's writes
+far below DynamoDB's per-partition limit at any call rate a Twilio account reaches, and a page
+needs at most one query per month of retention. ``/twilio/voice`` writes the entry with the
+session (one transaction); the worker adds it for a call it learns of otherwise (a session write
+that failed, an outbound call), from Twilio's callback.
 
 One query on ``CALL#{callSid}`` returns everything about a call. DynamoDB deletes expired items
 lazily, so every read filters ``expires_at`` itself. The boto3 client is created on first use:
@@ -30,6 +39,9 @@ from typing import Any
 
 from functions import aws
 from voicebridge.identifiers import is_call_sid, is_e164
+
+CALLS_INDEX = "calls-by-time"
+LIVE_STATUSES = frozenset({"queued", "initiated", "ringing", "in-progress"})
 
 BINDING_CACHE_SECONDS = 30.0
 MAX_CALL_ITEMS = 1000
@@ -68,6 +80,22 @@ def _from_dynamo(value: Any) -> Any:
     if isinstance(value, list):
         return [_from_dynamo(v) for v in value]
     return value
+
+
+def _list_key(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a calls-list query resumes after this item (the index's and the table's keys)."""
+    return {k: raw[k] for k in ("pk", "sk", "list_pk", "list_sk")}
+
+
+def _transaction_condition_failed(exc: Exception) -> bool:
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    if exc.response["Error"]["Code"] != "TransactionCanceledException":
+        return False
+    reasons = exc.response.get("CancellationReasons") or []
+    return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons) or not reasons
 
 
 def _condition_failed(exc: Exception) -> bool:
@@ -118,10 +146,20 @@ class Store:
     # Sessions ---------------------------------------------------------------------------------
 
     def put_session(
-        self, call_sid: str, caller: str, called: str, assistant_id: str, now: float, ttl: int
+        self,
+        call_sid: str,
+        caller: str,
+        called: str,
+        assistant_id: str,
+        now: float,
+        ttl: int,
+        *,
+        direction: str = "inbound",
+        retention_seconds: int = 90 * 86_400,
     ) -> bool:
-        """Write the live call's session; False if a live one exists already (a replayed or
-        retried /twilio/voice, or the edge claimed the stream first): the first write wins."""
+        """Write the live call's session and its calls-list entry (one transaction); False if a
+        live session exists already (a replayed or retried /twilio/voice, or the edge claimed
+        the stream first): the first write wins, and then nothing is written."""
         if not is_call_sid(call_sid):
             raise ValueError("not a Twilio CallSid")
         item = {
@@ -134,18 +172,154 @@ class Store:
             "created_at": int(now),
             "expires_at": int(now) + ttl,
         }
+        entry = self._list_entry(
+            call_sid,
+            {"from": caller, "to": called, "assistant_id": assistant_id, "direction": direction},
+            now,
+            int(now) + retention_seconds,
+            status="ringing",
+        )
         try:
-            self.client.put_item(
-                TableName=self.table,
-                Item=self._serialize(item),
-                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
-                ExpressionAttributeValues={":now": {"N": str(int(now))}},
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": self._serialize(item),
+                            "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
+                            "ExpressionAttributeValues": {":now": {"N": str(int(now))}},
+                        }
+                    },
+                    {"Update": entry},
+                ]
             )
         except Exception as exc:
-            if _condition_failed(exc):
+            if _transaction_condition_failed(exc):
                 return False
             raise
         return True
+
+    def _list_entry(
+        self,
+        call_sid: str,
+        fields: Mapping[str, str | None],
+        created: float,
+        expires_at: int,
+        *,
+        status: str | None = None,
+    ) -> dict[str, Any]:
+        """An UpdateItem of the RECORD that adds its calls-list entry and summary fields. The
+        earliest start anyone reports wins (the condition), so whatever order the webhook and
+        the callbacks arrive in, the entry converges; each summary field is kept once set."""
+        created_ms = int(created * 1000)
+        month = time.strftime("%Y-%m", time.gmtime(created))
+        summary: dict[str, Any] = {k: v for k, v in fields.items() if v}
+        if status:
+            summary["call_status"] = status
+        names = {f"#f{i}": name for i, name in enumerate(summary)}
+        sets = [f"#f{i} = if_not_exists(#f{i}, :v{i})" for i in range(len(summary))]
+        return {
+            "TableName": self.table,
+            "Key": {"pk": {"S": f"CALL#{call_sid}"}, "sk": {"S": "RECORD"}},
+            "UpdateExpression": ", ".join(
+                [
+                    "SET call_sid = :sid, expires_at = if_not_exists(expires_at, :exp)",
+                    "list_pk = :lpk, list_sk = :lsk, created_at = :c",
+                    *sets,
+                ]
+            ),
+            "ConditionExpression": "attribute_not_exists(list_sk) OR list_sk > :lsk",
+            **({"ExpressionAttributeNames": names} if names else {}),
+            "ExpressionAttributeValues": self._serialize(
+                {
+                    ":sid": call_sid,
+                    ":exp": expires_at,
+                    ":lpk": f"CALLS#{month}",
+                    ":lsk": f"{created_ms:013d}#{call_sid}",
+                    ":c": int(created),
+                    **{f":v{i}": value for i, value in enumerate(summary.values())},
+                }
+            ),
+        }
+
+    def ensure_listed(
+        self, call_sid: str, fields: Mapping[str, str | None], created: float, expires_at: int
+    ) -> None:
+        """Give a call the webhook did not list (its session write failed, or it was placed
+        elsewhere) its calls-list entry; one listed with an earlier start keeps it."""
+        try:
+            self.client.update_item(**self._list_entry(call_sid, fields, created, expires_at))
+        except Exception as exc:
+            if not _condition_failed(exc):
+                raise
+
+    def list_calls(
+        self,
+        *,
+        limit: int,
+        months: list[str],
+        start: tuple[str, dict[str, Any]] | None,
+        number: str | None,
+        status: str | None,
+        now: float,
+        max_evaluated: int = 1000,
+    ) -> tuple[list[dict[str, Any]], tuple[str, dict[str, Any]] | None]:
+        """Newest calls first, filtered by number (from or to) and status (a Twilio status,
+        ``live`` or ``ended``): (calls, where the next page starts or None). ``months`` are the
+        list partitions to read, newest first; ``start`` resumes inside one of them. At most
+        ``max_evaluated`` items are read per page, so a rare filter cannot make one request
+        scan the whole list: the page is then short and the cursor goes on from there."""
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        filters: list[str] = []
+        if number:
+            names |= {"#from": "from", "#to": "to"}
+            values[":n"] = {"S": number}
+            filters.append("(#from = :n OR #to = :n)")
+        if status:
+            names["#st"] = "call_status"
+            group = sorted(LIVE_STATUSES) if status in ("live", "ended") else [status]
+            for i, name in enumerate(group):
+                values[f":s{i}"] = {"S": name}
+            inside = f"#st IN ({', '.join(f':s{i}' for i in range(len(group)))})"
+            filters.append(f"NOT {inside}" if status == "ended" else inside)
+        calls: list[dict[str, Any]] = []
+        last: Mapping[str, Any] = {}
+        last_month = ""
+        evaluated = 0
+        first = months.index(start[0]) if start else 0
+        for month in months[first:]:
+            exclusive = start[1] if start and month == start[0] else None
+            while True:
+                query: dict[str, Any] = {
+                    "TableName": self.table,
+                    "IndexName": CALLS_INDEX,
+                    "KeyConditionExpression": "list_pk = :m",
+                    "ExpressionAttributeValues": {":m": {"S": f"CALLS#{month}"}, **values},
+                    "ScanIndexForward": False,
+                    "Limit": 100 if filters else limit - len(calls) + 1,
+                }
+                if names:
+                    query["ExpressionAttributeNames"] = names
+                if filters:
+                    query["FilterExpression"] = " AND ".join(filters)
+                if exclusive:
+                    query["ExclusiveStartKey"] = exclusive
+                answer = self.client.query(**query)
+                evaluated += int(answer.get("ScannedCount", 0))
+                for raw in answer.get("Items", []):
+                    if int(raw.get("expires_at", {}).get("N", now + 1)) <= now:
+                        continue
+                    if len(calls) == limit:  # one more exists: the next page starts after last
+                        return calls, (last_month, _list_key(last))
+                    calls.append(self._public(self._deserialize(raw)))
+                    last, last_month = raw, month
+                exclusive = answer.get("LastEvaluatedKey")
+                if not exclusive:
+                    break
+                if evaluated >= max_evaluated:
+                    return calls, (month, exclusive)
+        return calls, None
 
     def get_session(self, call_sid: str, now: float) -> dict[str, Any] | None:
         response = self.client.get_item(

@@ -16,6 +16,7 @@ falters"): ``/twilio/voice`` with the number's last known assistant and without 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
@@ -150,7 +151,8 @@ async def voice(request: Request) -> Response:
         response.say(NOT_CONFIGURED)
         response.hangup()
         return Response(str(response), media_type=TWIML)
-    await _write_session(config, call_sid, caller, called, assistant_id, until)
+    direction = _first(form, "Direction") or "inbound"
+    await _write_session(config, call_sid, caller, called, assistant_id, direction, until)
     twiml = _stream_twiml(request, config, call_sid, form, assistant_id)
     web.logger.info("call answered", extra={"assistantId": assistant_id})
     return Response(twiml, media_type=TWIML)
@@ -162,16 +164,22 @@ async def _write_session(
     caller: str,
     called: str,
     assistant_id: str,
+    direction: str,
     until: aws.Deadline,
 ) -> None:
-    """Record the live call; a failure is counted and logged, never the caller's problem (the
-    stream token carries everything the edge needs)."""
+    """Record the live call and list it (one write); a failure is counted and logged, never the
+    caller's problem (the stream token carries everything the edge needs)."""
     store = web.store(config)
+    write = functools.partial(
+        store.put_session,
+        direction=direction[:32],
+        retention_seconds=config.call_record_retention_days * 86_400,
+    )
     try:
         written = await aws.call(
             until,
             store.dependency,
-            store.put_session,
+            write,
             call_sid,
             caller,
             called,

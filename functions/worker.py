@@ -157,6 +157,12 @@ def _apply_twilio(store: Store, env: Envelope, now: float, expires_at: int) -> s
         sequence = 0
     detail = {"status": status, "sequence": sequence, "duration": params.get("CallDuration")}
     store.put_event(sid, env.key, at, "twilio.call-status", detail, expires_at)
+    # A call /twilio/voice did not list (its session write failed, or it was placed through
+    # the REST API) is listed now; its start is the callback's time less the call's length.
+    duration = str(params.get("CallDuration") or "")
+    created = at - (int(duration) if duration.isdigit() else 0)
+    summary = {k.lower(): params.get(k) for k in ("From", "To", "Direction")}
+    store.ensure_listed(sid, summary, created, expires_at)
     if status not in STATUS_RANK:
         return "unknown status"
     store.apply_status(sid, status, sequence, at, expires_at)

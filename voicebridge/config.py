@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from voicebridge.identifiers import E164_EXAMPLE, is_e164
 from voicebridge.vapi_credentials import DEFAULT_PLANS, Plan, parse_plans
 
-Role = Literal["api", "worker", "edge"]
+Role = Literal["api", "worker", "edge", "console"]
 
 
 class ConfigError(RuntimeError):
@@ -180,6 +180,13 @@ _VARS: tuple[_Var, ...] = (
     _Var("METRICS_FLUSH_SECONDS", _int(1, 300), "10"),
     _Var("SECRETS_ID"),
     _Var("SECRETS_MAX_AGE", _int(0, 86_400), "300"),
+    # The live console (functions/console, media_edge/io/live.py, README "The live console").
+    _Var("CONSOLE_CONNECTIONS_TABLE"),
+    _Var("CONSOLE_EVENTS_TABLE"),
+    _Var("CONSOLE_WS_URL", _url("wss", "ws")),
+    _Var("CONSOLE_WS_MANAGEMENT_URL", _url("https", "http")),
+    _Var("CONSOLE_SESSION_MINUTES", _int(5, 720), "60"),
+    _Var("CONSOLE_EVENTS_TTL_SECONDS", _int(3600, 30 * 86_400), "86400"),
 )
 
 _REQUIRED: dict[Role, tuple[str, ...]] = {
@@ -193,6 +200,7 @@ _REQUIRED: dict[Role, tuple[str, ...]] = {
         "EVENTS_QUEUE_URL",
     ),
     "worker": ("SESSIONS_TABLE", "IDEMPOTENCY_TABLE"),
+    "console": ("CONSOLE_CONNECTIONS_TABLE", "CONSOLE_EVENTS_TABLE"),
     "edge": (
         "TWILIO_AUTH_TOKEN",
         "TWILIO_ACCOUNT_SID",
@@ -249,6 +257,12 @@ class Settings:
     metrics_flush_seconds: int = 10
     secrets_id: str | None = None
     secrets_max_age: int = 300
+    console_connections_table: str | None = None
+    console_events_table: str | None = None
+    console_ws_url: str | None = None
+    console_ws_management_url: str | None = None
+    console_session_minutes: int = 60
+    console_events_ttl_seconds: int = 86_400
 
     def __repr__(self) -> str:  # secrets never reach logs, even through a repr
         shown = ", ".join(

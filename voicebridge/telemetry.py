@@ -12,6 +12,7 @@ NAMESPACE = "Voicebridge"
 SERVICE_API = "voicebridge-api"
 SERVICE_WORKER = "voicebridge-worker"
 SERVICE_EDGE = "voicebridge-edge"
+SERVICE_CONSOLE = "voicebridge-console"  # the console's WebSocket API (functions.console.gateway)
 
 # Control plane (service = SERVICE_API unless noted).
 WEBHOOK_LATENCY = "WebhookLatency"  # ms, per request, every route
@@ -37,4 +38,5 @@ FRAMES_DROPPED = "FramesDropped"  # count, duplicate or late inbound frames
 FRAMES_FILLED = "FramesFilled"  # count, silence frames inserted for timestamp gaps
 UNKNOWN_TWILIO_EVENTS = "UnknownTwilioEvents"  # count, media-stream event types we ignored
 CALL_ERRORS = "CallErrors"  # count; emitted twice: with service only, and with service+reason
+LIVE_EVENTS_DROPPED = "LiveEventsDropped"  # count, console events the edge could not deliver
 WORKER_EXITS = "WorkerExits"  # count, EDGE_WORKERS > 1: workers that died unexpectedly (restarted)
