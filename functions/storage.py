@@ -178,6 +178,7 @@ class Store:
             now,
             int(now) + retention_seconds,
             status="ringing",
+            earliest=False,
         )
         try:
             self.client.transact_write_items(
@@ -207,10 +208,13 @@ class Store:
         expires_at: int,
         *,
         status: str | None = None,
+        earliest: bool = True,
     ) -> dict[str, Any]:
-        """An UpdateItem of the RECORD that adds its calls-list entry and summary fields. The
-        earliest start anyone reports wins (the condition), so whatever order the webhook and
-        the callbacks arrive in, the entry converges; each summary field is kept once set."""
+        """An UpdateItem of the RECORD that adds its calls-list entry and summary fields. With
+        ``earliest`` the earliest start anyone reports wins (a condition), so whatever order the
+        callbacks arrive in, the entry converges; without, an entry is only added if absent (the
+        webhook's, inside the session transaction, which a condition here would fail). Each
+        summary field is kept once set."""
         created_ms = int(created * 1000)
         month = time.strftime("%Y-%m", time.gmtime(created))
         summary: dict[str, Any] = {k: v for k, v in fields.items() if v}
@@ -224,11 +228,23 @@ class Store:
             "UpdateExpression": ", ".join(
                 [
                     "SET call_sid = :sid, expires_at = if_not_exists(expires_at, :exp)",
-                    "list_pk = :lpk, list_sk = :lsk, created_at = :c",
+                    *(
+                        ["list_pk = :lpk", "list_sk = :lsk", "created_at = :c"]
+                        if earliest
+                        else [
+                            "list_pk = if_not_exists(list_pk, :lpk)",
+                            "list_sk = if_not_exists(list_sk, :lsk)",
+                            "created_at = if_not_exists(created_at, :c)",
+                        ]
+                    ),
                     *sets,
                 ]
             ),
-            "ConditionExpression": "attribute_not_exists(list_sk) OR list_sk > :lsk",
+            **(
+                {"ConditionExpression": "attribute_not_exists(list_sk) OR list_sk > :lsk"}
+                if earliest
+                else {}
+            ),
             **({"ExpressionAttributeNames": names} if names else {}),
             "ExpressionAttributeValues": self._serialize(
                 {
