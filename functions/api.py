@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from mangum import Mangum
 
 from functions import admin, twilio_webhooks, vapi_webhooks, web
+from functions.console import routes as console
 from voicebridge.config import ConfigError, running_in_lambda
 
 app = FastAPI(
@@ -24,6 +25,7 @@ app.add_middleware(web.TimingMiddleware)
 app.include_router(twilio_webhooks.router)
 app.include_router(vapi_webhooks.router)
 app.include_router(admin.router)
+app.include_router(console.router)
 
 
 @app.get("/health")

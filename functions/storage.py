@@ -41,6 +41,7 @@ from functions import aws
 from voicebridge.identifiers import is_call_sid, is_e164
 
 CALLS_INDEX = "calls-by-time"
+_PRIVATE = frozenset({"pk", "sk", "list_pk", "list_sk", "control_url", "status_rank"})
 LIVE_STATUSES = frozenset({"queued", "initiated", "ringing", "in-progress"})
 
 BINDING_CACHE_SECONDS = 30.0
@@ -608,7 +609,9 @@ class Store:
 
     @staticmethod
     def _public(item: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in item.items() if k not in {"pk", "sk"}}
+        """What the admin API shows of an item: no keys, and never the session's Vapi control
+        URL (a capability: whoever holds it controls the call)."""
+        return {k: v for k, v in item.items() if k not in _PRIVATE}
 
 
 _stores: dict[tuple[str, str | None, aws.Budget], Store] = {}

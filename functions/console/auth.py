@@ -65,11 +65,15 @@ def _b64(raw: bytes) -> str:
 
 
 def _mac(config: Settings, text: str) -> str:
-    return _b64(hmac.new(_key(config, b"voicebridge console session v1"), text.encode(), "sha256").digest())
+    return _b64(
+        hmac.new(_key(config, b"voicebridge console session v1"), text.encode(), "sha256").digest()
+    )
 
 
 def csrf_token(config: Settings, session: str) -> str:
-    return _b64(hmac.new(_key(config, b"voicebridge console csrf v1"), session.encode(), "sha256").digest())
+    return _b64(
+        hmac.new(_key(config, b"voicebridge console csrf v1"), session.encode(), "sha256").digest()
+    )
 
 
 def mint(config: Settings, now: float) -> tuple[str, str, int]:
@@ -178,7 +182,11 @@ def operator(request: Request) -> Operator:
     verified = verify(config, cookie, now) if cookie else None
     if verified is None or not session_alive(config, verified[0], now):
         web.count_auth_failure(request.url.path, "console session" if cookie else "no credentials")
-        raise HTTPException(401, "sign in to the console (or send the admin key as Bearer)")
+        raise HTTPException(
+            401,
+            "admin API key required (or sign in to the console)",
+            {"WWW-Authenticate": "Bearer"},
+        )
     session, expires_at = verified
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER) or ""

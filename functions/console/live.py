@@ -6,6 +6,7 @@ Used by the gateway's handlers (``functions.console.gateway``) and by the API (t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from typing import Any
@@ -154,9 +155,11 @@ class LiveStore:
         }
         while True:
             answer = self.client.query(**kwargs)
-            for item in answer.get("Items", []):
-                if int(item.get("expires_at", {}).get("N", now + 1)) > now:
-                    bodies.append((int(item["seq"]["N"]), item["body"]["S"]))
+            bodies.extend(
+                (int(item["seq"]["N"]), item["body"]["S"])
+                for item in answer.get("Items", [])
+                if int(item.get("expires_at", {}).get("N", now + 1)) > now
+            )
             if "LastEvaluatedKey" not in answer:
                 break
             kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
@@ -221,8 +224,5 @@ class Sockets:
         return True
 
     def close(self, connection_id: str) -> None:
-        try:
+        with contextlib.suppress(self.client.exceptions.GoneException):
             self.client.delete_connection(ConnectionId=connection_id)
-        except self.client.exceptions.GoneException:
-            pass
-
