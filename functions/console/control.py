@@ -80,7 +80,7 @@ async def via_vapi(control_url: str | None, message: dict[str, Any]) -> Outcome:
 
 
 async def transfer(config: Settings, call_sid: str, wanted: str) -> Outcome:
-    from twilio.twiml.voice_response import VoiceResponse  # type: ignore[import-untyped]
+    from twilio.twiml.voice_response import VoiceResponse
 
     from voicebridge.twilio_rest import CallUpdate, TwilioRestError, update_call
 

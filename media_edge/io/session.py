@@ -33,6 +33,7 @@ from media_edge.core.actions import (
     Latency,
     Log,
     Metric,
+    Publish,
     SendAudioToVapi,
     SendJsonToVapi,
     SendToTwilio,
@@ -48,6 +49,7 @@ from media_edge.core.events import (
     VapiConnectFailed,
 )
 from media_edge.io import ws
+from media_edge.io.live import CallFeed, LiveHub
 from media_edge.io.telemetry import EdgeMetrics, log_call
 from media_edge.protocol import twilio as twilio_protocol
 from media_edge.protocol import vapi as vapi_protocol
@@ -74,6 +76,7 @@ class EdgeContext:
     http: httpx.AsyncClient
     metrics: EdgeMetrics
     logger: Logger
+    live: LiveHub | None = None  # the live console's feed, when one is configured
 
 
 class CallSession:
@@ -106,12 +109,22 @@ class CallSession:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._done = False
+        self._live: CallFeed | None = None
         twilio.on_lost = self._lost
         twilio.attach(self._on_twilio_message, self._on_twilio_close)
         self._arm()
 
     def _now(self) -> float:
         return self._loop.time() * 1000.0
+
+    @property
+    def live(self) -> CallFeed:
+        """This call's live-console feed (PUBLISH_API.md); a no-op without a console, or
+        before Twilio's ``start`` named the call."""
+        feed = self._live
+        if feed is None or (not feed.call_sid and self.call.call_sid):
+            feed = self._live = CallFeed(self._ctx.live, self.call.call_sid)
+        return feed
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -199,6 +212,8 @@ class CallSession:
                     ctx.metrics.count(action.name, action.value, action.reason)
             elif kind is Log:
                 log_call(ctx.logger, action.level, action.message, self._keys(), **action.fields)
+            elif kind is Publish:
+                self.live.publish(action.kind, action.data)
             elif kind is SendJsonToVapi:
                 if self._vapi is not None:
                     self._vapi.send_text(json.dumps(action.message, separators=(",", ":")))
@@ -269,6 +284,9 @@ class CallSession:
         except (OSError, InvalidHandshake, InvalidURI, ValueError) as exc:
             event = VapiConnectFailed("websocket", f"{type(exc).__name__}: {exc}"[:200])
         else:
+            control_url = vapi_protocol.control_url(answer)
+            if control_url and ctx.live is not None:
+                ctx.live.store_control_url(self.call.call_sid, control_url)
             self._vapi = vapi
             self._links.add(vapi)
             vapi.on_lost = self._lost
@@ -355,6 +373,8 @@ class CallSession:
         if self._links or self._tasks:
             return
         self._done = True
+        if self._ctx.live is not None and self.call.call_sid:
+            self._ctx.live.forget(self.call.call_sid)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
