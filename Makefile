@@ -89,7 +89,7 @@ build: $(TESTS)  ## sam build: both Lambda bundles into .aws-sam/ (no Docker, no
 # sam build calls these (via infra/lambda/Makefile) with ARTIFACTS_DIR; they are not for humans.
 # Any python >= 3.11 with pip will do (sam build --parallel runs both at once: no venv setup here).
 BUILD_PY     = $(firstword $(wildcard $(BIN)/python) $(PYTHON))
-build-ApiFunction build-WorkerFunction:
+build-ApiFunction build-WorkerFunction build-ConsoleGatewayFunction:
 	$(BUILD_PY) infra/deps.py lambda > "$(ARTIFACTS_DIR)/requirements.txt"
 	$(BUILD_PY) -m pip install --quiet --no-compile $(LAMBDA_PIP) \
 		--target "$(ARTIFACTS_DIR)" -r "$(ARTIFACTS_DIR)/requirements.txt"

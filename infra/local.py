@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from infra.asgi import bind
-from infra.local_aws import embedded_aws
+from infra.local_aws import FAKE_CREDENTIALS, embedded_aws
 from infra.local_output import render as render_line
 from infra.runtime import ChildProcess, EmfHook, EmfSink, LoopThread, StdoutTap
 from infra.twilio_emulator import TwilioEmulator
@@ -71,6 +71,7 @@ class LocalStack:
         self.emf = EmfSink()
         self.vapi: VapiEmulator | None = None
         self.twilio: TwilioEmulator | None = None
+        self.gateway: Any = None
         self.edge: Any = None
         self.assistant_id = ""
         self.loop: LoopThread | None = None
@@ -167,6 +168,7 @@ class LocalStack:
             env["VAPI_BASE_URL"] = self.loop.run(self.vapi.start())
         self.twilio = TwilioEmulator(env["TWILIO_ACCOUNT_SID"], env["TWILIO_AUTH_TOKEN"])
         env["TWILIO_API_BASE"] = self.loop.run(self.twilio.start())
+        self._start_gateway(env)
 
         api_port = int(env.get("API_PORT", options.api_port))
         api_sock = _bind_or_explain("API_PORT", api_port)
@@ -262,6 +264,20 @@ class LocalStack:
                 file=sys.stderr,
             )
 
+    def _start_gateway(self, env: dict[str, str]) -> None:
+        """The console's WebSocket API, emulated, running the gateway Lambda's own handler."""
+        from functions.console import gateway
+        from infra.ws_gateway import WsGateway
+
+        assert self.loop is not None
+        for name, value in FAKE_CREDENTIALS.items():  # in-process boto3 (edge, gateway) to moto
+            os.environ.setdefault(name, value)
+        self.gateway = WsGateway(gateway.handler)
+        self.loop.run(self.gateway.start())
+        env["CONSOLE_WS_URL"] = self.gateway.url
+        env["CONSOLE_WS_MANAGEMENT_URL"] = self.gateway.management_url
+        gateway.configure(load_settings("console", env))
+
     def _start_edge(self, env: dict[str, str]) -> None:
         from media_edge.server import EdgeServer
 
@@ -293,7 +309,7 @@ class LocalStack:
         for child in reversed(self._children):
             child.stop()
         if self.loop is not None:
-            for server in (self.vapi, self.twilio):
+            for server in (self.vapi, self.twilio, self.gateway):
                 if server is not None:
                     with contextlib.suppress(Exception):
                         self.loop.run(server.stop(), timeout=15)
@@ -338,12 +354,14 @@ def banner(stack: LocalStack) -> str:
     vapi = env.get("VAPI_BASE_URL", "https://api.vapi.ai")
     lines = [
         "voicebridge local stack is running (Ctrl-C stops it)",
+        f"  console     {stack.api_url}/console   (sign in with ADMIN_API_KEY below)",
         f"  API         {stack.api_url}   (functions.api under uvicorn; GET /health)",
         f"  media edge  {stack.edge_url}/media   (GET /health, /ready)",
         f"  worker      SQS long-poll -> functions.worker.handler ({env['EVENTS_QUEUE_URL']})",
         f"  Vapi        {vapi}" + ("   (emulator)" if stack.vapi else "   (real Vapi)"),
         f"  Twilio REST {env['TWILIO_API_BASE']}   (emulator)",
         f"  AWS         {env['AWS_ENDPOINT_URL']}   (moto: DynamoDB + SQS)",
+        f"  live feed   {env['CONSOLE_WS_URL']}   (emulated API Gateway WebSocket API)",
         f"  number      {LOCAL_NUMBER} -> assistant {stack.assistant_id}",
         "",
         "Environment for curl and the simulated caller (this run only):",

@@ -27,6 +27,8 @@ RESOURCE_ENV: Mapping[str, str] = {
     "IdempotencyTable": "IDEMPOTENCY_TABLE",
     "EventsQueue": "EVENTS_QUEUE_URL",
     "EventsDLQ": "EVENTS_DLQ_URL",
+    "ConsoleConnectionsTable": "CONSOLE_CONNECTIONS_TABLE",
+    "ConsoleEventsTable": "CONSOLE_EVENTS_TABLE",
 }
 
 FAKE_CREDENTIALS: Mapping[str, str] = {

@@ -85,6 +85,7 @@ class LiveHub:
         self._gone: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
+        self.enabled = False  # start() succeeded
 
     @staticmethod
     def configured(settings: Settings) -> bool:
@@ -110,8 +111,14 @@ class LiveHub:
             )
             return session, client
 
-        session, self._dynamodb = await loop.run_in_executor(None, build)
+        try:
+            session, self._dynamodb = await loop.run_in_executor(None, build)
+        except Exception as exc:  # calls must go on without the console (no region, ...)
+            self._logger.error("live console feed off", extra={"error": f"{exc}"[:200]})
+            self.enabled = False
+            return
         self._session = session
+        self.enabled = True
         self._flusher = asyncio.create_task(self._flush_every())
 
     async def stop(self) -> None:
@@ -126,7 +133,7 @@ class LiveHub:
         await asyncio.gather(*self._senders.values(), *self._tasks, return_exceptions=True)
 
     def feed(self, call_sid: str) -> CallFeed:
-        return CallFeed(self, call_sid)
+        return CallFeed(self if self.enabled else None, call_sid)
 
     def forget(self, call_sid: str) -> None:
         """The call ended: its subscriber list is not needed any more."""
@@ -304,7 +311,7 @@ class LiveHub:
         """Keep Vapi's ``monitor.controlUrl`` on the call's session item, where the API's
         step-in reads it (never logged: it is a capability)."""
         table = self._settings.sessions_table
-        if not table:
+        if not table or not self.enabled:
             return
         self._spawn(self._store_control_url(table, call_sid, url))
 

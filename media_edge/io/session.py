@@ -123,7 +123,8 @@ class CallSession:
         before Twilio's ``start`` named the call."""
         feed = self._live
         if feed is None or (not feed.call_sid and self.call.call_sid):
-            feed = self._live = CallFeed(self._ctx.live, self.call.call_sid)
+            hub = self._ctx.live
+            feed = self._live = CallFeed(hub if hub and hub.enabled else None, self.call.call_sid)
         return feed
 
     # -- entry points -------------------------------------------------------------------------

@@ -92,7 +92,8 @@ def test_slices_are_disjoint_where_it_matters() -> None:
 
 def test_lambda_build_recipe_installs_the_slice_for_lambda_and_copies_its_packages() -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    recipe = makefile.split("build-ApiFunction build-WorkerFunction:", 1)[1].split("\n\n", 1)[0]
+    target = "build-ApiFunction build-WorkerFunction build-ConsoleGatewayFunction:"
+    recipe = makefile.split(target, 1)[1].split("\n\n", 1)[0]
     assert "infra/deps.py lambda" in recipe
     flags = makefile.split("LAMBDA_PIP  :=", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ").split()
     assert {"manylinux2014_aarch64", "3.12", "cp", "--only-binary=:all:"} <= set(flags)
