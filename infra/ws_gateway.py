@@ -2,17 +2,9 @@
 
 ``make run`` puts this where AWS has the console's WebSocket API (template.yaml
 ``ConsoleWebSocketApi``); the handler it invokes is the Lambda's, ``functions.console.gateway``,
-called with Lambda-shaped events in a worker thread. What it does and where that comes from:
+called with Lambda-shaped events in a worker thread.
 
-| behaviour | source |
-| --- | --- |
-| ``$connect`` runs the REQUEST authorizer first; identity source ``route.request.querystring.ticket``: without it the upgrade is refused 401 and the authorizer is not called; a Deny policy is 403, an authorizer error 500; the authorizer's ``context`` reaches the routes as ``requestContext.authorizer`` | https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-websocket-api-lambda-auth.html |
-| then the ``$connect`` route: a non-2xx answer refuses the upgrade | https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-websocket-api-route-keys-connect-disconnect.html |
-| posting to a connection before ``$connect`` has finished is 410 Gone | https://repost.aws/knowledge-center/410-gone-api-gateway |
-| messages route on ``$request.body.action`` (the template's ``RouteSelectionExpression``): a body that is not JSON, or names no route, goes to ``$default`` | https://docs.aws.amazon.com/apigateway/latest/developerguide/websocket-api-develop-routes.html |
-| ``$disconnect`` runs after the socket closed, whoever closed it (best effort) | same page as ``$connect`` |
-| limits: a frame over 32 KB closes the socket with 1009; a message posted through ``@connections`` over 128 KB is refused 413; a connection lasts 2 h at most and closes after 10 min without a message from the client | https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-execution-service-websocket-limits-table.html |
-| management API: ``POST /{stage}/@connections/{id}`` (200), ``GET`` (``ConnectedAt``, ``Identity.SourceIp``/``UserAgent``, ``LastActiveAt``), ``DELETE`` (204, the socket closes); a connection that is not (or no longer) open is 410 ``GoneException``; an unsigned request is 403 (the API takes only SigV4 for ``execute-api``; the signature itself is not verified here, as moto does not) | https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-how-to-call-websocket-api-connections.html |
+Each behaviour and its source: infra/README.md, "The console's WebSocket gateway".
 
 Deviation: the management API listens on its own port (one HTTP server cannot take both the
 upgrade and arbitrary POSTs here); ``requestContext.domainName`` names that port, so the handler
@@ -298,6 +290,6 @@ class WsGateway:
 
 
 def _iso(stamp: float) -> str:
-    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
