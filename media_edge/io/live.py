@@ -48,6 +48,9 @@ class _Topic:
     sockets: list[str] = field(default_factory=list)
     fetched: float = float("-inf")
     refreshing: bool = False
+    # Until the first read of a topic's subscribers, its events wait here (then go to them):
+    # a call's first events, and the calls list's "started", reach consoles already watching.
+    waiting: list[str] | None = field(default_factory=list)
 
 
 class LiveHub:
@@ -162,6 +165,9 @@ class LiveHub:
         if now - known.fetched >= SUBSCRIBERS_S and not known.refreshing:
             known.refreshing = True
             self._spawn(self._refresh(topic, known))
+        if known.waiting is not None:
+            known.waiting.append(body)
+            return
         for connection_id in known.sockets:
             self._post(connection_id, body)
 
@@ -177,6 +183,10 @@ class LiveHub:
         known.sockets = [s for s in sockets if s not in self._gone]
         known.fetched = self._clock()
         known.refreshing = False
+        waiting, known.waiting = known.waiting, None
+        for body in waiting or ():
+            for connection_id in known.sockets:
+                self._post(connection_id, body)
 
     def _subscribers(self, topic: str) -> list[str]:
         """Sockets subscribed to ``topic`` whose console session has not ended (blocking)."""
