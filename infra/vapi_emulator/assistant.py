@@ -420,7 +420,8 @@ class ScriptedCall:
         if now_ms >= self._max_at:
             return self.end("exceeded-max-duration", now_ms)
         actions: list[Action] = []
-        if self._said and not self._speaking:  # a "say" that waited for the speech before it
+        # a "say" that waited for the speech before it (or, muted, for the unmute)
+        if self._said and not self._speaking and not self._muted_assistant:
             audio, text = self._said.pop(0)
             actions += self._speak(audio, text, now_ms)
         if self._reply_at is not None and now_ms >= self._reply_at and not self._speaking:

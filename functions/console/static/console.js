@@ -166,6 +166,7 @@ function received(text) {
     for (const event of message.events) ordered(message.topic, event, true);
     if (message.through !== null && message.through > known.have) known.have = message.through;
     drain(message.topic);
+    watchGap(message.topic);
   }
 }
 
@@ -181,12 +182,17 @@ function ordered(topic, event, replayed = false) {
     return;
   }
   known.pending.set(event.seq, event);
-  if (!known.gapTimer) {
-    known.gapTimer = setTimeout(() => {
-      known.gapTimer = null;
-      if (known.pending.size) send({ action: "subscribe", topic, since: known.have });
-    }, 700);
-  }
+  watchGap(topic);
+}
+
+// A gap that is still open after a moment is asked for again (from the store), until closed.
+function watchGap(topic) {
+  const known = state.topics.get(topic);
+  if (!known || known.gapTimer || !known.pending.size) return;
+  known.gapTimer = setTimeout(() => {
+    known.gapTimer = null;
+    if (known.pending.size) send({ action: "subscribe", topic, since: known.have });
+  }, 700);
 }
 
 function drain(topic) {
