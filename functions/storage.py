@@ -314,7 +314,11 @@ class Store:
                     "KeyConditionExpression": "list_pk = :m",
                     "ExpressionAttributeValues": {":m": {"S": f"CALLS#{month}"}, **values},
                     "ScanIndexForward": False,
-                    "Limit": 100 if filters else limit - len(calls) + 1,
+                    "Limit": (
+                        min(100, max(1, max_evaluated - evaluated))
+                        if filters
+                        else limit - len(calls) + 1
+                    ),
                 }
                 if names:
                     query["ExpressionAttributeNames"] = names

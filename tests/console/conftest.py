@@ -39,8 +39,8 @@ SKIP_REASON = "no Chromium: apt-get install chromium (or set CHROMIUM to its pat
 
 def chromium_path() -> str | None:
     """Debian's package installs /usr/bin/chromium; CHROMIUM points at another one."""
-    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which(
-        "chromium-browser"
+    return (
+        os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     )
 
 

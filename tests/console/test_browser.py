@@ -148,9 +148,7 @@ def test_a_console_opened_mid_call_gets_everything_so_far_then_the_rest_live(
         done.result(30)
         assert finals(late) == finals(page)
         # and the rest came live: partials of the second utterance, not only replayed finals
-        second = [
-            c for c in late.evaluate("window.__console.captions") if c["role"] == "user"
-        ][1:]
+        second = [c for c in late.evaluate("window.__console.captions") if c["role"] == "user"][1:]
         assert any(not c["final"] for c in second)
     finally:
         late_context.close()
@@ -207,7 +205,11 @@ def test_each_step_in_reaches_the_emulated_vapi_and_is_recorded(
     assert kind == "failed"
     assert "not an allowed destination" in text
     assert _control_bodies(stack, vapi_id) == [
-        {"type": "say", "content": "One moment <please>, I'm checking.", "endCallAfterSpoken": False},
+        {
+            "type": "say",
+            "content": "One moment <please>, I'm checking.",
+            "endCallAfterSpoken": False,
+        },
         {
             "type": "add-message",
             "message": {"role": "system", "content": "The caller is a premium customer."},
@@ -241,9 +243,7 @@ def test_each_step_in_reaches_the_emulated_vapi_and_is_recorded(
     assert steps[0]["text"] == "One moment <please>, I'm checking."
 
 
-def test_ending_a_call_from_the_console_ends_it_through_vapi(
-    console_stack: Any, page: Any
-) -> None:
+def test_ending_a_call_from_the_console_ends_it_through_vapi(console_stack: Any, page: Any) -> None:
     stack = console_stack
     sign_in(page, stack)
     call_sid, done = place_call(stack, [WaitForSilence(silence_ms=700), Pause(30_000), Hangup()])
@@ -254,9 +254,7 @@ def test_ending_a_call_from_the_console_ends_it_through_vapi(
     assert _result(page)[0] == "ok"
     report = done.result(15)
     assert report.ended_by != "caller-hangup"  # the call ended before the caller's 30 s
-    page.wait_for_function(
-        "document.querySelector('#call-state').textContent.startsWith('ended')"
-    )
+    page.wait_for_function("document.querySelector('#call-state').textContent.startsWith('ended')")
     vapi_id = _vapi_call_id(stack, call_sid)
     assert _control_bodies(stack, vapi_id)[-1] == {"type": "end-call"}
     page.click("#say-form button")  # an action on an ended call is a clear failure
