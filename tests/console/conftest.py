@@ -73,7 +73,7 @@ def stack() -> Iterator[LocalStack]:
 def console_stack(stack: LocalStack) -> Iterator[LocalStack]:
     stack.vapi.script = FAST
     stack.vapi.scripts.clear()
-    yield stack
+    return stack
 
 
 @pytest.fixture(scope="package")

@@ -260,7 +260,7 @@ def test_ending_a_call_from_the_console_ends_it_through_vapi(console_stack: Any,
     page.click("#say-form button")  # an action on an ended call is a clear failure
     page.fill("#say-text", "hello?")
     page.click("#say-form button")
-    kind, text = _result(page)
+    kind, _text = _result(page)
     assert kind == "failed"
 
 

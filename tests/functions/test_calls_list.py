@@ -114,9 +114,10 @@ def test_a_rare_filter_reads_a_bounded_amount_per_page(aws, monkeypatch):
 
 def test_the_cursor_is_opaque_signed_and_bound_to_its_filters(aws):
     _calls(aws, 6, time.time() - 3600)
-    status, body = _list(limit="2", status="live")
+    _status, body = _list(limit="2", status="live")
     cursor = body["cursor"]
-    assert "CALL#" not in cursor and "CA0" not in cursor  # nothing readable
+    assert "CALL#" not in cursor
+    assert "CA0" not in cursor
     assert _list(limit="2", status="live", cursor=cursor)[0] == 200
     assert _list(limit="2", cursor=cursor)[0] == 400  # other filters
     tampered = cursor[:-3] + ("AAA" if not cursor.endswith("AAA") else "BBB")

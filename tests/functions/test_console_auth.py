@@ -153,7 +153,7 @@ ROUTES = [
 
 
 def _forged(config) -> str:
-    session, cookie, _ = auth.mint(config, time.time())
+    _session, cookie, _ = auth.mint(config, time.time())
     body, _, mac = cookie.rpartition(".")
     return f"{body}.{'A' * len(mac)}"
 
@@ -177,10 +177,7 @@ def test_every_console_route_refuses_a_bad_session(aws, config, method, path, bo
         "expired": _expired(config),
         "revoked": _unstored(config),
     }[kind]
-    if method == "GET":
-        result = _get(path, cookie)
-    else:
-        result = _post(path, body or {}, cookie, "any")
+    result = _get(path, cookie) if method == "GET" else _post(path, body or {}, cookie, "any")
     assert result["statusCode"] == 401
 
 
