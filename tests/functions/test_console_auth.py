@@ -78,7 +78,7 @@ def test_rotating_the_admin_key_ends_every_session(config):
     assert auth.verify(rotated, cookie, time.time()) is None
 
 
-# -- sign in, out ------------------------------------------------------------------------------------
+# -- sign in, out -------------------------------------------------------------------------
 
 
 def test_the_right_key_gives_an_httponly_strict_cookie_and_a_csrf_token(aws, log_lines):
@@ -138,7 +138,7 @@ def test_logout_revokes_the_session_everywhere(aws):
     assert _get("/calls", cookie)["statusCode"] == 401  # a copy of the cookie is dead too
 
 
-# -- every route checks the session -----------------------------------------------------------------
+# -- every route checks the session -------------------------------------------------------
 
 
 ROUTES = [
