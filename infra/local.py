@@ -313,6 +313,10 @@ class LocalStack:
                 if server is not None:
                     with contextlib.suppress(Exception):
                         self.loop.run(server.stop(), timeout=15)
+            if self.gateway is not None:
+                from functions.console import gateway
+
+                gateway.configure(None)
             self.loop.close()
             self.loop = None
         self._exit.close()

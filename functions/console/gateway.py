@@ -37,9 +37,10 @@ MAX_BODY_CHARS = 4096  # our client's messages are tiny; API Gateway itself stop
 _settings: Settings | None = None
 
 
-def configure(settings: Settings) -> None:
-    """Run with these settings rather than the environment's: the local gateway invokes this
-    handler inside the local stack's process, whose environment is not the console's."""
+def configure(settings: Settings | None) -> None:
+    """Run with these settings rather than the environment's (None: the environment's again):
+    the local gateway invokes this handler inside the local stack's process, whose environment
+    is not the console's."""
     global _settings
     _settings = settings
 
