@@ -177,7 +177,7 @@ function ordered(topic, event, replayed = false) {
   if (event.seq <= known.have) return;
   if (replayed || event.seq === known.have + 1) {
     known.have = event.seq;
-    callEvent(event);
+    callEvent(event, replayed);
     drain(topic);
     return;
   }
@@ -327,7 +327,7 @@ function stamp(at) {
   return clock(at || 0);
 }
 
-function caption(data, event) {
+function caption(data, event, replayed) {
   const list = $("#captions");
   const call = state.call;
   let item = call.open.get(data.role);
@@ -351,7 +351,15 @@ function caption(data, event) {
   else call.open.set(data.role, item);
   $("#captions-empty").hidden = true;
   list.scrollTop = list.scrollHeight;
-  const log = { callSid: event.callSid, seq: event.seq, role: data.role, final: !!data.final, text: data.text };
+  const log = {
+    callSid: event.callSid,
+    seq: event.seq,
+    role: data.role,
+    final: !!data.final,
+    text: data.text,
+    publishedAt: event.ts,
+    replayed,
+  };
   requestAnimationFrame(() => {
     log.shownAt = Date.now();
     window.__console.captions.push(log);
@@ -365,11 +373,11 @@ function note(text, className) {
   $("#events").appendChild(item);
 }
 
-function callEvent(event) {
+function callEvent(event, replayed = false) {
   const call = state.call;
   if (!call || event.callSid !== call.callSid) return;
   const data = event.data || {};
-  if (event.kind === "caption") caption(data, event);
+  if (event.kind === "caption") caption(data, event, replayed);
   else if (event.kind === "speech") {
     $(`#speaking-${data.role}`).classList.toggle("talking", data.status === "started");
   } else if (event.kind === "latency") {
