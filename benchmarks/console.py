@@ -35,13 +35,13 @@ from infra.vapi_emulator.assistant import SendEvent
 from tests.console.conftest import CHROMIUM_FLAGS, chromium_path
 from tests.e2e.helpers import UTTERANCE, stack_options
 
-SCRIPT = dict(greeting_ms=1500, think_ms=200, end_of_turn_ms=300, reply_max_ms=1500)
-WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet".split()
+SCRIPT = {"greeting_ms": 1500, "think_ms": 200, "end_of_turn_ms": 300, "reply_max_ms": 1500}
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class Emitted:
@@ -173,7 +173,10 @@ def main() -> None:
         results = [run_point(stack, pages, n, emitted) for n in (1, args.calls)]
         paint = first_paint(browser, stack)
         browser.close()
-    print("| calls | consoles | captions | vapi->page p50 | p95 | vapi->edge p50 | edge->page p50 | p95 | load avg (1 min) before/after |")
+    print(
+        "| calls | consoles | captions | vapi->page p50 | p95 | vapi->edge p50 | edge->page p50 "
+        "| p95 | load avg (1 min) before/after |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         print(

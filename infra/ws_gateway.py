@@ -18,6 +18,7 @@ import base64
 import contextlib
 import http
 import json
+import logging
 import secrets
 import time
 import uuid
@@ -41,6 +42,7 @@ from infra.asgi import AsgiServer
 from voicebridge import live
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+log = logging.getLogger("ws-gateway")
 ROUTES = frozenset({"subscribe", "unsubscribe", "ping"})  # template.yaml's routes besides $...
 API_ID = "local0000a"
 ACCOUNT = "123456789012"
@@ -110,7 +112,7 @@ class WsGateway:
             max_size=live.MAX_FRAME_BYTES,  # browsers send one frame per message: 1009 above it
             ping_interval=None,  # API Gateway sends no pings; the client keeps it alive
         )
-        path = f"/{self.stage}/@connections/{{id}}"
+        path = f"/{self.stage}/@connections/{{id:path}}"  # an id is opaque: any character
         app = Starlette(
             routes=[Route(path, self._manage, methods=["POST", "GET", "DELETE"])],
         )
@@ -158,7 +160,7 @@ class WsGateway:
         query = dict(parse_qsl(parts.query))
         peer = socket.remote_address[0] if socket.remote_address else "127.0.0.1"
         connection = _Connection(
-            id=base64.b64encode(secrets.token_bytes(9)).decode(),
+            id=base64.urlsafe_b64encode(secrets.token_bytes(10)).decode(),  # like "AbC-x_9=="
             socket=None,
             source_ip=str(peer),
             user_agent=request.headers.get("User-Agent", ""),
@@ -248,8 +250,16 @@ class WsGateway:
             "body": body,
             "isBase64Encoded": False,
         }
-        with contextlib.suppress(Exception):  # a failed integration answers nothing here either
+        try:
             await self._invoke(event)
+        except Exception:
+            # API Gateway answers a failed integration with this message on the socket and
+            # logs the error (execution logs); the socket stays open.
+            log.exception("integration failed on route %s", route)
+            failure = {"message": "Internal server error", "connectionId": connection.id}
+            with contextlib.suppress(ConnectionClosed):
+                assert connection.socket is not None
+                await connection.socket.send(json.dumps(failure))
 
     # -- @connections ---------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     skipped = [
         report
         for report in terminalreporter.stats.get("skipped", [])
-        if "browser" in getattr(report, "keywords", {})
+        if "browser" in getattr(report, "keywords", {}) and SKIP_REASON in str(report.longrepr)
     ]
     ran = [
         report
