@@ -106,13 +106,14 @@ def run_point(stack: LocalStack, pages: list[Any], calls: int, emitted: Emitted)
     time.sleep(1.0)
     total, to_edge, from_edge = [], [], []
     for page in pages:
+        seen: dict[tuple[str, str, bool, str], int] = defaultdict(int)
         for shown in page.evaluate("window.__console.captions"):
-            if shown["replayed"]:
-                continue
             key = (shown["callSid"], shown["role"], shown["final"], shown["text"])
-            if not emitted.at.get(key):
+            index = seen[key]  # the n-th time this text shows is its n-th emission
+            seen[key] += 1
+            if shown["replayed"] or index >= len(emitted.at.get(key, ())):
                 continue
-            sent = emitted.at[key][0]
+            sent = emitted.at[key][index]
             total.append(shown["shownAt"] - sent)
             to_edge.append(shown["publishedAt"] - sent)
             from_edge.append(shown["shownAt"] - shown["publishedAt"])

@@ -20,9 +20,10 @@ The calls list (``GET /calls``, newest first) is the GSI ``calls-by-time`` over 
 partition ``list_pk`` = ``CALLS#{yyyy-mm}`` of the call's creation (UTC), sort ``list_sk`` =
 ``{created ms, 13 digits}#{callSid}``. A month per partition keeps any one partition's writes
 far below DynamoDB's per-partition limit at any call rate a Twilio account reaches, and a page
-needs at most one query per month of retention. ``/twilio/voice`` writes the entry with the
-session (one transaction); the worker adds it for a call it learns of otherwise (a session write
-that failed, an outbound call), from Twilio's callback.
+needs at most one query per month of retention. The worker writes the entry, off the webhooks'
+path (``/twilio/voice`` stays one write): at ``stream-started`` from the session (who, which
+assistant, when), at the final call status from Twilio's callback (any call, also one whose
+session write failed or that was placed elsewhere).
 
 One query on ``CALL#{callSid}`` returns everything about a call. DynamoDB deletes expired items
 lazily, so every read filters ``expires_at`` itself. The boto3 client is created on first use:
@@ -88,17 +89,6 @@ def _list_key(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {k: raw[k] for k in ("pk", "sk", "list_pk", "list_sk")}
 
 
-def _transaction_condition_failed(exc: Exception) -> bool:
-    from botocore.exceptions import ClientError
-
-    if not isinstance(exc, ClientError):
-        return False
-    if exc.response["Error"]["Code"] != "TransactionCanceledException":
-        return False
-    reasons = exc.response.get("CancellationReasons") or []
-    return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons) or not reasons
-
-
 def _condition_failed(exc: Exception) -> bool:
     from botocore.exceptions import ClientError
 
@@ -156,11 +146,9 @@ class Store:
         ttl: int,
         *,
         direction: str = "inbound",
-        retention_seconds: int = 90 * 86_400,
     ) -> bool:
-        """Write the live call's session and its calls-list entry (one transaction); False if a
-        live session exists already (a replayed or retried /twilio/voice, or the edge claimed
-        the stream first): the first write wins, and then nothing is written."""
+        """Write the live call's session; False if a live one exists already (a replayed or
+        retried /twilio/voice, or the edge claimed the stream first): the first write wins."""
         if not is_call_sid(call_sid):
             raise ValueError("not a Twilio CallSid")
         item = {
@@ -170,102 +158,64 @@ class Store:
             "from": caller,
             "to": called,
             "assistant_id": assistant_id,
+            "direction": direction,
             "created_at": int(now),
             "expires_at": int(now) + ttl,
         }
-        entry = self._list_entry(
-            call_sid,
-            {"from": caller, "to": called, "assistant_id": assistant_id, "direction": direction},
-            now,
-            int(now) + retention_seconds,
-            status="ringing",
-            earliest=False,
-        )
         try:
-            self.client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self.table,
-                            "Item": self._serialize(item),
-                            "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
-                            "ExpressionAttributeValues": {":now": {"N": str(int(now))}},
-                        }
-                    },
-                    {"Update": entry},
-                ]
+            self.client.put_item(
+                TableName=self.table,
+                Item=self._serialize(item),
+                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
+                ExpressionAttributeValues={":now": {"N": str(int(now))}},
             )
         except Exception as exc:
-            if _transaction_condition_failed(exc):
+            if _condition_failed(exc):
                 return False
             raise
         return True
 
-    def _list_entry(
-        self,
-        call_sid: str,
-        fields: Mapping[str, str | None],
-        created: float,
-        expires_at: int,
-        *,
-        status: str | None = None,
-        earliest: bool = True,
-    ) -> dict[str, Any]:
-        """An UpdateItem of the RECORD that adds its calls-list entry and summary fields. With
-        ``earliest`` the earliest start anyone reports wins (a condition), so whatever order the
-        callbacks arrive in, the entry converges; without, an entry is only added if absent (the
-        webhook's, inside the session transaction, which a condition here would fail). Each
-        summary field is kept once set."""
-        created_ms = int(created * 1000)
-        month = time.strftime("%Y-%m", time.gmtime(created))
-        summary: dict[str, Any] = {k: v for k, v in fields.items() if v}
-        if status:
-            summary["call_status"] = status
+    def ensure_listed(
+        self, call_sid: str, fields: Mapping[str, Any], created: float, expires_at: int
+    ) -> None:
+        """Give the call record its calls-list entry and summary fields (idempotent, in any
+        order): each summary field is kept once set; the entry's position is the earliest
+        start anyone reported (a condition), so redelivered or reordered callbacks converge."""
+        summary = {k: v for k, v in fields.items() if v not in (None, "")}
         names = {f"#f{i}": name for i, name in enumerate(summary)}
         sets = [f"#f{i} = if_not_exists(#f{i}, :v{i})" for i in range(len(summary))]
-        return {
-            "TableName": self.table,
-            "Key": {"pk": {"S": f"CALL#{call_sid}"}, "sk": {"S": "RECORD"}},
-            "UpdateExpression": ", ".join(
-                [
-                    "SET call_sid = :sid, expires_at = if_not_exists(expires_at, :exp)",
-                    *(
-                        ["list_pk = :lpk", "list_sk = :lsk", "created_at = :c"]
-                        if earliest
-                        else [
-                            "list_pk = if_not_exists(list_pk, :lpk)",
-                            "list_sk = if_not_exists(list_sk, :lsk)",
-                            "created_at = if_not_exists(created_at, :c)",
-                        ]
-                    ),
-                    *sets,
-                ]
-            ),
-            **(
-                {"ConditionExpression": "attribute_not_exists(list_sk) OR list_sk > :lsk"}
-                if earliest
-                else {}
+        key = {"pk": {"S": f"CALL#{call_sid}"}, "sk": {"S": "RECORD"}}
+        self.client.update_item(
+            TableName=self.table,
+            Key=key,
+            UpdateExpression=", ".join(
+                ["SET call_sid = :sid, expires_at = if_not_exists(expires_at, :exp)", *sets]
             ),
             **({"ExpressionAttributeNames": names} if names else {}),
-            "ExpressionAttributeValues": self._serialize(
+            ExpressionAttributeValues=self._serialize(
                 {
                     ":sid": call_sid,
                     ":exp": expires_at,
-                    ":lpk": f"CALLS#{month}",
-                    ":lsk": f"{created_ms:013d}#{call_sid}",
-                    ":c": int(created),
                     **{f":v{i}": value for i, value in enumerate(summary.values())},
                 }
             ),
-        }
-
-    def ensure_listed(
-        self, call_sid: str, fields: Mapping[str, str | None], created: float, expires_at: int
-    ) -> None:
-        """Give a call the webhook did not list (its session write failed, or it was placed
-        elsewhere) its calls-list entry; one listed with an earlier start keeps it."""
+        )
+        created_ms = int(created * 1000)
+        month = time.strftime("%Y-%m", time.gmtime(created))
         try:
-            self.client.update_item(**self._list_entry(call_sid, fields, created, expires_at))
+            self.client.update_item(
+                TableName=self.table,
+                Key=key,
+                UpdateExpression="SET list_pk = :lpk, list_sk = :lsk, created_at = :c",
+                ConditionExpression="attribute_not_exists(list_sk) OR list_sk > :lsk",
+                ExpressionAttributeValues=self._serialize(
+                    {
+                        ":lpk": f"CALLS#{month}",
+                        ":lsk": f"{created_ms:013d}#{call_sid}",
+                        ":c": int(created),
+                    }
+                ),
+            )
         except Exception as exc:
             if not _condition_failed(exc):
                 raise

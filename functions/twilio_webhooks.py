@@ -167,14 +167,10 @@ async def _write_session(
     direction: str,
     until: aws.Deadline,
 ) -> None:
-    """Record the live call and list it (one write); a failure is counted and logged, never the
-    caller's problem (the stream token carries everything the edge needs)."""
+    """Record the live call (one write); a failure is counted and logged, never the caller's
+    problem (the stream token carries everything the edge needs)."""
     store = web.store(config)
-    write = functools.partial(
-        store.put_session,
-        direction=direction[:32],
-        retention_seconds=config.call_record_retention_days * 86_400,
-    )
+    write = functools.partial(store.put_session, direction=direction[:32])
     try:
         written = await aws.call(
             until,

@@ -144,6 +144,7 @@ def _apply_twilio(store: Store, env: Envelope, now: float, expires_at: int) -> s
             detail["error"] = str(params["StreamError"])[:500]
         store.put_event(sid, env.key, at, "twilio.stream", detail, expires_at)
         if params.get("StreamEvent") == "stream-started":
+            _list_from_session(store, sid, at, now, expires_at)
             # Twilio posts no in-progress callback for an inbound call (only the final one:
             # https://www.twilio.com/docs/voice/twiml "Ending the call: callback requests"), but
             # a <Connect><Stream> only starts on an answered call: the record shows it live.
@@ -169,6 +170,14 @@ def _apply_twilio(store: Store, env: Envelope, now: float, expires_at: int) -> s
     if status in TERMINAL:
         store.end_session(sid, now)
     return status
+
+
+def _list_from_session(store: Store, sid: str, at: float, now: float, expires_at: int) -> None:
+    """The calls list's entry for a call that has started streaming: who, which assistant and
+    when, from its session (the webhook wrote them); the stream's start if there is none."""
+    session = store.get_session(sid, now) or {}
+    fields = {k: session.get(k) for k in ("from", "to", "assistant_id", "direction")}
+    store.ensure_listed(sid, fields, float(session.get("created_at") or at), expires_at)
 
 
 def _apply_vapi(store: Store, env: Envelope, now: float, expires_at: int) -> str:

@@ -270,10 +270,10 @@ class WsGateway:
             and "/execute-api/aws4_request" in authorization
             and request.headers.get("x-amz-date")
         ):
-            return JSONResponse({"message": "Missing Authentication Token"}, 403)
+            return _aws_error(403, "ForbiddenException", "Missing Authentication Token")
         connection = self._connections.get(request.path_params["id"])
         if connection is None or not connection.open or connection.socket is None:
-            return JSONResponse({"message": "GoneException"}, 410)
+            return _aws_error(410, "GoneException", None)
         if request.method == "GET":
             return JSONResponse(
                 {
@@ -291,12 +291,18 @@ class WsGateway:
             return Response(status_code=204)
         data = await request.body()
         if len(data) > live.MAX_MESSAGE_BYTES:
-            return JSONResponse({"message": "PayloadTooLargeException"}, 413)
+            return _aws_error(413, "PayloadTooLargeException", "Payload too large")
         try:
             await connection.socket.send(data.decode("utf-8", "replace"))
         except ConnectionClosed:
-            return JSONResponse({"message": "GoneException"}, 410)
+            return _aws_error(410, "GoneException", None)
         return Response(status_code=200)
+
+
+def _aws_error(status: int, kind: str, message: str | None) -> JSONResponse:
+    """An AWS REST error: the type in ``x-amzn-ErrorType``, which SDKs map to their exception
+    classes (boto3's ``GoneException``)."""
+    return JSONResponse({"message": message}, status, headers={"x-amzn-ErrorType": kind})
 
 
 def _iso(stamp: float) -> str:

@@ -38,13 +38,17 @@ def _calls(aws, count: int, start: float, step: float = 60.0) -> list[str]:
     """``count`` calls created ``step`` s apart from ``start``: alternating numbers, every
     third one completed."""
     store = Store(aws.env["SESSIONS_TABLE"])
+    keep = int(time.time()) + 3600
     sids = []
     for n in range(count):
         sid = _sid(n + 1)
         caller = "+14155550100" if n % 2 else "+14155550111"
-        store.put_session(sid, caller, "+18005550199", "asst", start + n * step, 14_400)
+        at = start + n * step
+        fields = {"from": caller, "to": "+18005550199", "direction": "inbound"}
+        store.ensure_listed(sid, fields, at, keep)
+        store.apply_status(sid, "in-progress", 0, at, keep)
         if n % 3 == 0:
-            store.apply_status(sid, "completed", 1, start + n * step + 30, int(time.time()) + 3600)
+            store.apply_status(sid, "completed", 1, at + 30, keep)
         sids.append(sid)
     return sids
 
@@ -71,8 +75,7 @@ def test_newest_first_in_pages_that_cover_every_call_once(aws):
 def test_pages_run_across_months(aws):
     now = time.time()
     old = _calls(aws, 3, now - 40 * 86_400, step=86_400)  # about a month and more ago
-    store = Store(aws.env["SESSIONS_TABLE"])
-    store.put_session(_sid(99), "+1", "+2", "a", now - 10, 14_400)
+    Store(aws.env["SESSIONS_TABLE"]).ensure_listed(_sid(99), {}, now - 10, int(now) + 3600)
     pages = _pages(limit="2")
     assert [sid for page in pages for sid in page] == [_sid(99), *reversed(old)]
 
@@ -135,13 +138,28 @@ def test_bad_queries_are_a_clear_400(aws, query):
     assert body["error"]
 
 
-def test_the_voice_webhook_lists_the_call_with_its_session(aws):
+def test_a_call_is_listed_from_its_session_when_its_stream_starts(aws):
+    from functions.events import twilio_event
+    from tests.functions.test_worker import _batch, _run
+
     assert twilio_post("/twilio/voice", voice_params(Direction="inbound"))["statusCode"] == 200
+    assert _list()[1]["calls"] == []  # the webhook wrote one item: the session
+    started = {
+        "AccountSid": "AC" + "a" * 32,
+        "CallSid": voice_params()["CallSid"],
+        "StreamSid": "MZ" + "2" * 32,
+        "StreamEvent": "stream-started",
+        "Timestamp": "2026-11-21T21:00:01.000Z",
+    }
+    _run(_batch(twilio_event(started, received_at=time.time())))
     (row,) = _list()[1]["calls"]
     assert row["from"] == "+14155550123"
+    assert row["to"] == "+18005550199"
     assert row["direction"] == "inbound"
-    assert row["call_status"] == "ringing"
+    assert row["assistant_id"] == "asst-default"
+    assert row["call_status"] == "in-progress"
     assert row["live"] is True
+    assert abs(row["created_at"] - time.time()) < 60  # when the webhook answered it
 
 
 def test_the_worker_lists_a_call_the_webhook_never_saw(aws):

@@ -424,8 +424,7 @@ def test_expired_items_are_ignored_on_read(aws):
     store = Store(aws.env["SESSIONS_TABLE"])
     store.put_session(CALL_SID, "+1", "+2", "asst", time.time() - 1000, 60)  # expired, not deleted
     assert store.get_session(CALL_SID, time.time()) is None
-    # the call stays listed (its record lives the retention period), its expired session not
-    assert store.get_call(CALL_SID, time.time())["session"] is None
+    assert store.get_call(CALL_SID, time.time()) is None
     store.put_session(CALL_SID, "+1", "+2", "asst", time.time(), 60)
     assert store.get_session(CALL_SID, time.time())["assistant_id"] == "asst"
 
