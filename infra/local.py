@@ -71,7 +71,6 @@ class LocalStack:
         self.emf = EmfSink()
         self.vapi: VapiEmulator | None = None
         self.twilio: TwilioEmulator | None = None
-        self.gateway: Any = None
         self.edge: Any = None
         self.assistant_id = ""
         self.loop: LoopThread | None = None
@@ -168,7 +167,9 @@ class LocalStack:
             env["VAPI_BASE_URL"] = self.loop.run(self.vapi.start())
         self.twilio = TwilioEmulator(env["TWILIO_ACCOUNT_SID"], env["TWILIO_AUTH_TOKEN"])
         env["TWILIO_API_BASE"] = self.loop.run(self.twilio.start())
-        self._start_gateway(env)
+        gateway_sockets = self._bind_gateway(env)
+        for name, value in FAKE_CREDENTIALS.items():  # the in-process edge's boto3, to moto
+            os.environ.setdefault(name, value)
 
         api_port = int(env.get("API_PORT", options.api_port))
         api_sock = _bind_or_explain("API_PORT", api_port)
@@ -213,6 +214,7 @@ class LocalStack:
         )
         self._children.append(api)
         api_sock.close()  # the child holds it now
+        self._start_gateway(gateway_sockets, child_env)
         self._start_edge(env)
         self._children.append(
             ChildProcess(
@@ -264,19 +266,41 @@ class LocalStack:
                 file=sys.stderr,
             )
 
-    def _start_gateway(self, env: dict[str, str]) -> None:
-        """The console's WebSocket API, emulated, running the gateway Lambda's own handler."""
-        from functions.console import gateway
-        from infra.ws_gateway import WsGateway
+    def _bind_gateway(self, env: dict[str, str]) -> list[socket.socket]:
+        """The console's WebSocket API (emulated): its two ports, bound now so every component
+        learns its URLs; the process serving them starts with the others."""
+        upgrades, management = bind("127.0.0.1", 0), bind("127.0.0.1", 0)
+        upgrades.listen(128)
+        management.listen(128)
+        env["CONSOLE_WS_URL"] = f"ws://127.0.0.1:{upgrades.getsockname()[1]}/live"
+        env["CONSOLE_WS_MANAGEMENT_URL"] = f"http://127.0.0.1:{management.getsockname()[1]}/live"
+        return [upgrades, management]
 
-        assert self.loop is not None
-        for name, value in FAKE_CREDENTIALS.items():  # in-process boto3 (edge, gateway) to moto
-            os.environ.setdefault(name, value)
-        self.gateway = WsGateway(gateway.handler)
-        self.loop.run(self.gateway.start())
-        env["CONSOLE_WS_URL"] = self.gateway.url
-        env["CONSOLE_WS_MANAGEMENT_URL"] = self.gateway.management_url
-        gateway.configure(load_settings("console", env))
+    def _start_gateway(self, sockets: list[socket.socket], child_env: dict[str, str]) -> None:
+        """``python -m infra.ws_gateway``: API Gateway is its own service, and the handler it
+        runs is the gateway Lambda's, configured by its environment as in AWS."""
+        upgrades, management = (str(s.fileno()) for s in sockets)
+        self._children.append(
+            ChildProcess(
+                "ws-gateway",
+                [
+                    sys.executable,
+                    "-m",
+                    "infra.ws_gateway",
+                    "--upgrades-fd",
+                    upgrades,
+                    "--management-fd",
+                    management,
+                ],
+                child_env,
+                self.emf,
+                quiet=self.options.quiet,
+                pass_fds=[s.fileno() for s in sockets],
+                render=self._render,
+            )
+        )
+        for sock in sockets:
+            sock.close()  # the child holds them now
 
     def _start_edge(self, env: dict[str, str]) -> None:
         from media_edge.server import EdgeServer
@@ -309,14 +333,10 @@ class LocalStack:
         for child in reversed(self._children):
             child.stop()
         if self.loop is not None:
-            for server in (self.vapi, self.twilio, self.gateway):
+            for server in (self.vapi, self.twilio):
                 if server is not None:
                     with contextlib.suppress(Exception):
                         self.loop.run(server.stop(), timeout=15)
-            if self.gateway is not None:
-                from functions.console import gateway
-
-                gateway.configure(None)
             self.loop.close()
             self.loop = None
         self._exit.close()

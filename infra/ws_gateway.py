@@ -1,8 +1,9 @@
 """An emulated API Gateway WebSocket API for the console, running the gateway's own handler.
 
 ``make run`` puts this where AWS has the console's WebSocket API (template.yaml
-``ConsoleWebSocketApi``); the handler it invokes is the Lambda's, ``functions.console.gateway``,
-called with Lambda-shaped events in a worker thread.
+``ConsoleWebSocketApi``), in its own process as API Gateway is its own service
+(``python -m infra.ws_gateway``); the handler it invokes is the Lambda's,
+``functions.console.gateway``, called with Lambda-shaped events in a worker thread.
 
 Each behaviour and its source: infra/README.md, "The console's WebSocket gateway".
 
@@ -20,6 +21,8 @@ import http
 import json
 import logging
 import secrets
+import signal
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -38,7 +41,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
-from infra.asgi import AsgiServer
+from infra.asgi import AsgiServer, bind
 from voicebridge import live
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -71,7 +74,9 @@ class WsGateway:
         stage: str = "live",
         connection_seconds: float = live.CONNECTION_SECONDS,
         idle_seconds: float = live.IDLE_SECONDS,
+        sockets: tuple[socket.socket, socket.socket] | None = None,
     ) -> None:
+        """``sockets``: (upgrades, management API), bound by the caller; else free ports."""
         self._handler = handler
         self.host = host
         self.stage = stage
@@ -81,6 +86,7 @@ class WsGateway:
         self._pending: dict[ServerConnection, _Connection] = {}
         self._ws: Server | None = None
         self._http: AsgiServer | None = None
+        self._sockets = sockets
         self.invocations: list[tuple[str, str]] = []  # (route, connectionId), for tests
 
     @property
@@ -104,10 +110,11 @@ class WsGateway:
         return sum(1 for c in self._connections.values() if c.open)
 
     async def start(self) -> None:
+        upgrades, management = self._sockets or (bind(self.host, 0), bind(self.host, 0))
+        upgrades.listen(128)
         self._ws = await serve(
             self._serve,
-            self.host,
-            0,
+            sock=upgrades,
             process_request=self._upgrade,
             max_size=live.MAX_FRAME_BYTES,  # browsers send one frame per message: 1009 above it
             ping_interval=None,  # API Gateway sends no pings; the client keeps it alive
@@ -116,7 +123,7 @@ class WsGateway:
         app = Starlette(
             routes=[Route(path, self._manage, methods=["POST", "GET", "DELETE"])],
         )
-        self._http = AsgiServer(app)
+        self._http = AsgiServer(app, sock=management)
         await self._http.start()
 
     async def stop(self) -> None:
@@ -309,3 +316,36 @@ def _iso(stamp: float) -> str:
     return (
         datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The gateway as its own process, running the console gateway Lambda's handler with this
+    process's environment as the Lambda's (``CONSOLE_*``, ``AWS_ENDPOINT_URL``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m infra.ws_gateway", description=__doc__)
+    parser.add_argument("--upgrades-fd", type=int, required=True)
+    parser.add_argument("--management-fd", type=int, required=True)
+    parser.add_argument("--stage", default="live")
+    args = parser.parse_args(argv)
+    from functions.console.gateway import handler
+
+    async def run() -> None:
+        sockets = (
+            socket.socket(fileno=args.upgrades_fd),
+            socket.socket(fileno=args.management_fd),
+        )
+        gateway = WsGateway(handler, stage=args.stage, sockets=sockets)
+        await gateway.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        await gateway.stop()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -30,23 +30,14 @@ from typing import Any
 from functions.console.live import LiveStore, Sockets, history_messages
 from functions.observability import logger_for
 from voicebridge import live, telemetry
-from voicebridge.config import Settings, get_settings, running_in_lambda
+from voicebridge.config import get_settings, running_in_lambda
 
 logger = logger_for(telemetry.SERVICE_CONSOLE)
 MAX_BODY_CHARS = 4096  # our client's messages are tiny; API Gateway itself stops at 128 KB
-_settings: Settings | None = None
-
-
-def configure(settings: Settings | None) -> None:
-    """Run with these settings rather than the environment's (None: the environment's again):
-    the local gateway invokes this handler inside the local stack's process, whose environment
-    is not the console's."""
-    global _settings
-    _settings = settings
 
 
 def _store() -> LiveStore:
-    config = _settings or get_settings("console")
+    config = get_settings("console")
     return LiveStore(
         config.console_connections_table or "",
         config.console_events_table,

@@ -19,7 +19,6 @@ ARN = "arn:aws:execute-api:us-east-1:123456789012:abc123/live/$connect"
 
 @pytest.fixture
 def store(aws) -> LiveStore:
-    gateway.configure(None)
     return LiveStore(aws.env["CONSOLE_CONNECTIONS_TABLE"], aws.env["CONSOLE_EVENTS_TABLE"], None)
 
 
