@@ -58,6 +58,11 @@ def envelope(call_sid: str, seq: int, ts_ms: int, kind: str, data: dict[str, Any
     return json.dumps({**event, "data": data}, separators=(",", ":"), ensure_ascii=False)
 
 
+def batch(bodies: list[str]) -> str:
+    """Several envelopes in one message, in order: ``{"type": "batch", "events": [...]}``."""
+    return '{"type":"batch","events":[' + ",".join(bodies) + "]}"
+
+
 def ticket_key(ticket: str) -> dict[str, str]:
     """Tickets are stored hashed: a table reader cannot use one."""
     digest = hashlib.sha256(ticket.encode()).hexdigest()

@@ -6,7 +6,8 @@ the console's WebSocket API (API Gateway in AWS, ``infra/ws_gateway.py`` locally
 - every event gets the call's next ``seq`` and is **stored** (events table, TTL) in batches
   every ``FLUSH_S``, so a console that opens later replays what it missed;
 - it is **posted at once** to every socket subscribed to the call (and, for ``call`` and
-  ``speech`` events, to those watching the calls list) through the gateway's management API,
+  ``speech`` events, to those watching the calls list) through the gateway's management API
+  (what queued for a socket during its last post goes in one ``batch`` message),
   ``POST /@connections/{id}`` signed with the task role's credentials (SigV4). Subscribers are
   read from the connections table and cached for ``SUBSCRIBERS_S``; a socket the gateway says
   is gone (410) is dropped at once. A console that subscribed between two reads sees a gap in
@@ -40,6 +41,10 @@ SUBSCRIBERS_S = 1.0  # how stale a topic's subscriber list may get while events 
 CREDENTIALS_S = 60.0  # re-read the task role's credentials (botocore refreshes them)
 POST_TIMEOUT_S = 2.0
 MAX_QUEUED_PER_SOCKET = 500
+# Events that queued up for a socket while its last post was in flight go in one post (a
+# ``batch`` message), under API Gateway's 128 KB: one round trip per post, so a busy socket
+# catches up in one instead of falling behind by one round trip per event.
+BATCH_BYTES = 64 * 1024
 CONTROL_URL_TTL_S = 4 * 3600  # the session item's TTL if the webhook did not write one
 
 
@@ -225,14 +230,18 @@ class LiveHub:
         url = f"{self._management}/@connections/{urllib.parse.quote(connection_id, safe='')}"
         try:
             while queue:
-                body = queue[0]
-                status = await self._post_once(url, body)
-                queue.popleft()
+                bodies = [queue.popleft()]
+                size = len(bodies[0])
+                while queue and size + len(queue[0]) < BATCH_BYTES:
+                    size += len(queue[0]) + 1
+                    bodies.append(queue.popleft())
+                text = bodies[0] if len(bodies) == 1 else live.batch(bodies)
+                status = await self._post_once(url, text)
                 if status == 410:
                     self._drop(connection_id)
                     return
                 if status is None or status >= 300:
-                    self._metrics.count(telemetry.LIVE_EVENTS_DROPPED, 1)
+                    self._metrics.count(telemetry.LIVE_EVENTS_DROPPED, len(bodies))
         finally:
             self._senders.pop(connection_id, None)
             if not queue:

@@ -29,17 +29,23 @@ class Gateway:
     """API Gateway's @connections, as far as the hub sees it: a closed socket is 410."""
 
     def __init__(self) -> None:
-        self.posts: dict[str, list[dict[str, Any]]] = {}
+        self.posts: dict[str, list[dict[str, Any]]] = {}  # events, batches unpacked
+        self.requests = 0
+        self.delay_s = 0.0
         self.gone: set[str] = set()
         self.headers: list[httpx.Headers] = []
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    async def handle(self, request: httpx.Request) -> httpx.Response:
         connection = request.url.path.rsplit("/", 1)[1]
         assert request.url.path == f"/live/@connections/{connection}"
         self.headers.append(request.headers)
+        self.requests += 1
+        await asyncio.sleep(self.delay_s)
         if connection in self.gone:
             return httpx.Response(410, json={"message": "GoneException"})
-        self.posts.setdefault(connection, []).append(json.loads(request.content))
+        message = json.loads(request.content)
+        events = message["events"] if message["type"] == "batch" else [message]
+        self.posts.setdefault(connection, []).extend(events)
         return httpx.Response(200)
 
 
@@ -129,6 +135,19 @@ async def test_subscribers_get_each_event_at_once_signed_and_in_order(hub):
     authorization = gateway.headers[0]["authorization"]
     assert authorization.startswith("AWS4-HMAC-SHA256 Credential=")
     assert "/us-east-1/execute-api/aws4_request" in authorization
+
+
+async def test_events_that_queue_up_behind_a_slow_post_go_in_one_batch(hub):
+    subscribe(hub, live.call_topic(CALL), "slow")
+    gateway = hub.test_gateway  # type: ignore[attr-defined]
+    gateway.delay_s = 0.1  # a post takes 100 ms: far more events arrive meanwhile
+    feed = hub.feed(CALL)
+    for n in range(40):
+        feed.publish("caption", {"role": "user", "final": False, "text": f"w{n}", "at": n})
+        await asyncio.sleep(0.005)
+    await settled(hub, 0.8)
+    assert [e["seq"] for e in gateway.posts["slow"]] == list(range(1, 41))  # all, in order
+    assert gateway.requests <= 6  # not one round trip per event
 
 
 async def test_a_gone_socket_is_dropped_at_once(hub):

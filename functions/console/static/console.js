@@ -155,11 +155,10 @@ function received(text) {
   } catch (_) {
     return;
   }
-  if (message.type === "event") {
-    if (state.topics.has("calls") && (message.kind === "call" || message.kind === "speech")) {
-      listEvent(message);
-    }
-    ordered(`call:${message.callSid}`, message);
+  if (message.type === "batch") {
+    for (const event of message.events) live(event);
+  } else if (message.type === "event") {
+    live(message);
   } else if (message.type === "history") {
     const known = state.topics.get(message.topic);
     if (!known) return;
@@ -168,6 +167,13 @@ function received(text) {
     drain(message.topic);
     watchGap(message.topic);
   }
+}
+
+function live(event) {
+  if (state.topics.has("calls") && (event.kind === "call" || event.kind === "speech")) {
+    listEvent(event);
+  }
+  ordered(`call:${event.callSid}`, event);
 }
 
 // Events of a call apply in seq order, once each; a gap waits a moment, then is fetched again.
