@@ -190,3 +190,23 @@ def test_months_cover_the_retention(aws):
     assert len(months) == len(set(months))
     assert 4 <= len(months) <= 5
     assert storage.CALLS_INDEX == "calls-by-time"
+
+
+def test_vapis_control_url_never_leaves_the_session_item(aws):
+    store = Store(aws.env["SESSIONS_TABLE"])
+    sid = _sid(3)
+    store.put_session(sid, "+14155550100", "+18005550199", "asst", time.time(), 600)
+    secret = "https://phone-call-websocket.vapi.ai/secret-call/control"
+    aws.dynamodb.update_item(
+        TableName=aws.env["SESSIONS_TABLE"],
+        Key={"pk": {"S": f"CALL#{sid}"}, "sk": {"S": "SESSION"}},
+        UpdateExpression="SET control_url = :u",
+        ExpressionAttributeValues={":u": {"S": secret}},
+    )
+    store.ensure_listed(sid, {"from": "+14155550100"}, time.time(), int(time.time()) + 600)
+    record = invoke(apigw_event("GET", f"/calls/{sid}", b"", ADMIN))
+    listed = invoke(apigw_event("GET", "/calls", b"", ADMIN))
+    assert record["statusCode"] == listed["statusCode"] == 200
+    assert b"secret-call" not in response_body(record)
+    assert b"secret-call" not in response_body(listed)
+    assert json.loads(response_body(record))["session"]["from"] == "+14155550100"
