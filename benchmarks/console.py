@@ -35,7 +35,14 @@ from infra.vapi_emulator.assistant import SendEvent
 from tests.console.conftest import CHROMIUM_FLAGS, chromium_path
 from tests.e2e.helpers import UTTERANCE, stack_options
 
-SCRIPT = {"greeting_ms": 1500, "think_ms": 200, "end_of_turn_ms": 300, "reply_max_ms": 1500}
+def scripted(transcripts: tuple[str | None, ...] = ()) -> Script:
+    return Script(
+        greeting_ms=1500,
+        think_ms=200,
+        end_of_turn_ms=300,
+        reply_max_ms=1500,
+        transcripts=transcripts,
+    )
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]
 
 
@@ -66,12 +73,12 @@ class Emitted:
                     self.at[key].append(time.time() * 1000)
                 await original(emulator, call, ws, [action])
 
-        vapi_server.VapiEmulator._run = run  # type: ignore[method-assign]
+        vapi_server.VapiEmulator._run = run  # type: ignore[method-assign,assignment]
 
 
 def script_for(n: int) -> Script:
     words = [f"{WORDS[(n + i) % len(WORDS)]}{n}" for i in range(4)]
-    return Script(**SCRIPT, transcripts=(" ".join(words), " ".join(reversed(words))))
+    return scripted((" ".join(words), " ".join(reversed(words))))
 
 
 def steps() -> list[Any]:
@@ -87,6 +94,8 @@ def sign_in(page: Any, stack: LocalStack) -> None:
 
 
 def run_point(stack: LocalStack, pages: list[Any], calls: int, emitted: Emitted) -> dict[str, Any]:
+    assert stack.vapi is not None
+    assert stack.loop is not None
     sids = [f"CA{os.urandom(16).hex()}" for _ in range(calls)]
     for n, sid in enumerate(sids):
         stack.vapi.scripts[sid] = script_for(n)
@@ -163,7 +172,8 @@ def main() -> None:
     emitted = Emitted()
     options = stack_options("bench-console", EDGE_IDLE_TIMEOUT_SECONDS="60")
     with LocalStack(options) as stack, sync_playwright() as playwright:
-        stack.vapi.script = Script(**SCRIPT)
+        assert stack.vapi is not None
+        stack.vapi.script = scripted()
         browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_FLAGS)
         pages = []
         for _ in range(args.consoles):

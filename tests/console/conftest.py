@@ -70,7 +70,8 @@ def stack() -> Iterator[LocalStack]:
 
 
 @pytest.fixture
-def console_stack(stack: LocalStack) -> Iterator[LocalStack]:
+def console_stack(stack: LocalStack) -> LocalStack:
+    assert stack.vapi is not None
     stack.vapi.script = FAST
     stack.vapi.scripts.clear()
     return stack
