@@ -35,6 +35,7 @@ from infra.vapi_emulator.assistant import SendEvent
 from tests.console.conftest import CHROMIUM_FLAGS, chromium_path
 from tests.e2e.helpers import UTTERANCE, stack_options
 
+
 def scripted(transcripts: tuple[str | None, ...] = ()) -> Script:
     return Script(
         greeting_ms=1500,
@@ -43,6 +44,8 @@ def scripted(transcripts: tuple[str | None, ...] = ()) -> Script:
         reply_max_ms=1500,
         transcripts=transcripts,
     )
+
+
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]
 
 
