@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Silences setuptools' "editable installation" banner from the build of voicebridge itself.
 PIP    := PYTHONWARNINGS=ignore $(BIN)/python -m pip
 
-.PHONY: help install test lint typecheck format run demo bench bench-api bench-dsp bench-edge bench-soak bench-outbound build deploy \
+.PHONY: help install test lint typecheck format run demo bench bench-api bench-dsp bench-edge bench-soak bench-outbound bench-console build deploy \
         image push setup logs delete clean
 
 help:  ## list the targets
@@ -54,7 +54,7 @@ run: $(LOCAL)  ## the whole local stack in the foreground, one line per call eve
 demo: $(LOCAL)  ## a simulated call end to end, then a latency report
 	$(BIN)/python -m infra.demo
 
-bench: bench-api bench-dsp bench-edge  ## all benchmarks; results go to BENCHMARKS.md by hand
+bench: bench-api bench-dsp bench-edge bench-console  ## all benchmarks; results go to BENCHMARKS.md by hand
 
 bench-api: $(BENCH)  ## control-plane handler latency and import time
 	$(BIN)/python -m benchmarks.api
@@ -72,6 +72,9 @@ bench-soak: $(BENCH)  ## the shipped edge under 100 calls for 30 min: CPU/RSS/fd
 
 bench-outbound: $(BENCH)  ## dialer: calls per second vs the cap, slot-to-dial latency, invocations
 	$(BIN)/python -m benchmarks.outbound
+
+bench-console: $(TESTS)  ## caption latency Vapi -> console page at 1 and 50 calls, 5 consoles (Chromium)
+	$(BIN)/python -m benchmarks.console
 
 clean:  ## remove the virtualenv and build output
 	rm -rf $(VENV) .aws-sam .pytest_cache .ruff_cache
@@ -102,7 +105,7 @@ build: $(TESTS)  ## sam build: both Lambda bundles into .aws-sam/ (no Docker, no
 # sam build calls these (via infra/lambda/Makefile) with ARTIFACTS_DIR; they are not for humans.
 # Any python >= 3.11 with pip will do (sam build --parallel runs both at once: no venv setup here).
 BUILD_PY     = $(firstword $(wildcard $(BIN)/python) $(PYTHON))
-build-ApiFunction build-WorkerFunction build-DialerFunction:
+build-ApiFunction build-WorkerFunction build-DialerFunction build-ConsoleGatewayFunction:
 	$(BUILD_PY) infra/deps.py lambda > "$(ARTIFACTS_DIR)/requirements.txt"
 	$(BUILD_PY) -m pip install --quiet --no-compile $(LAMBDA_PIP) \
 		--target "$(ARTIFACTS_DIR)" -r "$(ARTIFACTS_DIR)/requirements.txt"

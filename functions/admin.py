@@ -9,7 +9,6 @@ exactly what the control plane handles.
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ from pydantic import Field, ValidationError
 
 from functions import clients, web
 from functions.assistants import CamelModel, CreateAssistant, vapi_assistant_body
+from functions.console.auth import operator
 from voicebridge.config import Settings
 from voicebridge.identifiers import is_call_sid, is_e164
 from voicebridge.vapi_credentials import LegacySecretPlan
@@ -28,17 +28,9 @@ VAPI_BUDGET_S = 8.0
 
 
 def require_admin(request: Request) -> Settings:
-    config = web.settings()
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    expected = (config.admin_api_key or "").encode()
-    if not (
-        expected
-        and scheme.lower() == "bearer"
-        and hmac.compare_digest(token.strip().encode(), expected)
-    ):
-        web.count_auth_failure(request.url.path, "admin key")
-        raise HTTPException(401, "admin API key required", {"WWW-Authenticate": "Bearer"})
-    return config
+    """``Authorization: Bearer ADMIN_API_KEY``, or a live console session (its cookie, plus the
+    CSRF header for a change): ``functions.console.auth``."""
+    return operator(request).config
 
 
 Admin = Annotated[Settings, Depends(require_admin)]

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from mangum import Mangum
 
 from functions import admin, snapstart, twilio_webhooks, vapi_webhooks, web
+from functions.console import routes as console
 from functions.outbound import routes as outbound_routes
 from functions.outbound import webhooks as outbound_webhooks
 from voicebridge.config import ConfigError, running_in_lambda
@@ -29,6 +30,7 @@ app.include_router(vapi_webhooks.router)
 app.include_router(admin.router)
 app.include_router(outbound_webhooks.router)
 app.include_router(outbound_routes.router)
+app.include_router(console.router)
 
 
 @app.get("/health")

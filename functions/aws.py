@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 
 from voicebridge.aws import Budget
 
-Service = Literal["dynamodb", "sqs", "lambda"]
+Service = Literal["dynamodb", "sqs", "lambda", "apigatewaymanagementapi"]
 T = TypeVar("T")
 
 COOLDOWN_SECONDS = 5.0

@@ -5,7 +5,8 @@ Keys (table ``SESSIONS_TABLE``, ``pk``/``sk``, TTL attribute ``expires_at``)::
     CALL#{callSid}   SESSION        the live call (from, to, assistant), short TTL; first write
                                     wins, so a replayed /twilio/voice never overwrites it (nor
                                     the edge's claim of its stream, made on the same item)
-    CALL#{callSid}   RECORD         the call record: final status, Vapi report fields
+    CALL#{callSid}   RECORD         the call record: final status, Vapi report fields; also the
+                                    calls list's entry (below)
     CALL#{callSid}   EVENT#{key}    one timeline entry per distinct event (conditional put)
     NUMBER#{e164}    BINDING        which assistant answers this number
     ASSISTANTS       ASSISTANT#{id} assistants created through the admin API
@@ -14,6 +15,15 @@ Keys (table ``SESSIONS_TABLE``, ``pk``/``sk``, TTL attribute ``expires_at``)::
 
 Keys are built only from validated identifiers: full-match Twilio SIDs and E.164 numbers
 (``voicebridge.identifiers``), Vapi ids bounded in length before they get here.
+
+The calls list (``GET /calls``, newest first) is the GSI ``calls-by-time`` over the RECORD items:
+partition ``list_pk`` = ``CALLS#{yyyy-mm}`` of the call's creation (UTC), sort ``list_sk`` =
+``{created ms, 13 digits}#{callSid}``. A month per partition keeps any one partition's writes
+far below DynamoDB's per-partition limit at any call rate a Twilio account reaches, and a page
+needs at most one query per month of retention. The worker writes the entry, off the webhooks'
+path (``/twilio/voice`` stays one write): at ``stream-started`` from the session (who, which
+assistant, when), at the final call status from Twilio's callback (any call, also one whose
+session write failed or that was placed elsewhere).
 
 One query on ``CALL#{callSid}`` returns everything about a call. DynamoDB deletes expired items
 lazily, so every read filters ``expires_at`` itself. The boto3 client is created on first use:
@@ -30,6 +40,10 @@ from typing import Any
 
 from functions import aws
 from voicebridge.identifiers import is_call_sid, is_e164
+
+CALLS_INDEX = "calls-by-time"
+_PRIVATE = frozenset({"pk", "sk", "list_pk", "list_sk", "control_url", "status_rank"})
+LIVE_STATUSES = frozenset({"queued", "initiated", "ringing", "in-progress"})
 
 BINDING_CACHE_SECONDS = 30.0
 MAX_CALL_ITEMS = 1000
@@ -68,6 +82,11 @@ def _from_dynamo(value: Any) -> Any:
     if isinstance(value, list):
         return [_from_dynamo(v) for v in value]
     return value
+
+
+def _list_key(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a calls-list query resumes after this item (the index's and the table's keys)."""
+    return {k: raw[k] for k in ("pk", "sk", "list_pk", "list_sk")}
 
 
 def _condition_failed(exc: Exception) -> bool:
@@ -118,7 +137,15 @@ class Store:
     # Sessions ---------------------------------------------------------------------------------
 
     def put_session(
-        self, call_sid: str, caller: str, called: str, assistant_id: str, now: float, ttl: int
+        self,
+        call_sid: str,
+        caller: str,
+        called: str,
+        assistant_id: str,
+        now: float,
+        ttl: int,
+        *,
+        direction: str = "inbound",
     ) -> bool:
         """Write the live call's session; False if a live one exists already (a replayed or
         retried /twilio/voice, or the edge claimed the stream first): the first write wins."""
@@ -131,6 +158,7 @@ class Store:
             "from": caller,
             "to": called,
             "assistant_id": assistant_id,
+            "direction": direction,
             "created_at": int(now),
             "expires_at": int(now) + ttl,
         }
@@ -146,6 +174,123 @@ class Store:
                 return False
             raise
         return True
+
+    def ensure_listed(
+        self, call_sid: str, fields: Mapping[str, Any], created: float, expires_at: int
+    ) -> None:
+        """Give the call record its calls-list entry and summary fields (idempotent, in any
+        order): each summary field is kept once set; the entry's position is the earliest
+        start anyone reported (a condition), so redelivered or reordered callbacks converge."""
+        summary = {k: v for k, v in fields.items() if v not in (None, "")}
+        names = {f"#f{i}": name for i, name in enumerate(summary)}
+        sets = [f"#f{i} = if_not_exists(#f{i}, :v{i})" for i in range(len(summary))]
+        key = {"pk": {"S": f"CALL#{call_sid}"}, "sk": {"S": "RECORD"}}
+        self.client.update_item(
+            TableName=self.table,
+            Key=key,
+            UpdateExpression=", ".join(
+                ["SET call_sid = :sid, expires_at = if_not_exists(expires_at, :exp)", *sets]
+            ),
+            **({"ExpressionAttributeNames": names} if names else {}),
+            ExpressionAttributeValues=self._serialize(
+                {
+                    ":sid": call_sid,
+                    ":exp": expires_at,
+                    **{f":v{i}": value for i, value in enumerate(summary.values())},
+                }
+            ),
+        )
+        created_ms = int(created * 1000)
+        month = time.strftime("%Y-%m", time.gmtime(created))
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=key,
+                UpdateExpression="SET list_pk = :lpk, list_sk = :lsk, created_at = :c",
+                ConditionExpression="attribute_not_exists(list_sk) OR list_sk > :lsk",
+                ExpressionAttributeValues=self._serialize(
+                    {
+                        ":lpk": f"CALLS#{month}",
+                        ":lsk": f"{created_ms:013d}#{call_sid}",
+                        ":c": int(created),
+                    }
+                ),
+            )
+        except Exception as exc:
+            if not _condition_failed(exc):
+                raise
+
+    def list_calls(
+        self,
+        *,
+        limit: int,
+        months: list[str],
+        start: tuple[str, dict[str, Any]] | None,
+        number: str | None,
+        status: str | None,
+        now: float,
+        max_evaluated: int = 1000,
+    ) -> tuple[list[dict[str, Any]], tuple[str, dict[str, Any]] | None]:
+        """Newest calls first, filtered by number (from or to) and status (a Twilio status,
+        ``live`` or ``ended``): (calls, where the next page starts or None). ``months`` are the
+        list partitions to read, newest first; ``start`` resumes inside one of them. At most
+        ``max_evaluated`` items are read per page, so a rare filter cannot make one request
+        scan the whole list: the page is then short and the cursor goes on from there."""
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        filters: list[str] = []
+        if number:
+            names |= {"#from": "from", "#to": "to"}
+            values[":n"] = {"S": number}
+            filters.append("(#from = :n OR #to = :n)")
+        if status:
+            names["#st"] = "call_status"
+            group = sorted(LIVE_STATUSES) if status in ("live", "ended") else [status]
+            for i, name in enumerate(group):
+                values[f":s{i}"] = {"S": name}
+            inside = f"#st IN ({', '.join(f':s{i}' for i in range(len(group)))})"
+            filters.append(f"NOT {inside}" if status == "ended" else inside)
+        calls: list[dict[str, Any]] = []
+        last: Mapping[str, Any] = {}
+        last_month = ""
+        evaluated = 0
+        first = months.index(start[0]) if start else 0
+        for month in months[first:]:
+            exclusive = start[1] if start and month == start[0] else None
+            while True:
+                query: dict[str, Any] = {
+                    "TableName": self.table,
+                    "IndexName": CALLS_INDEX,
+                    "KeyConditionExpression": "list_pk = :m",
+                    "ExpressionAttributeValues": {":m": {"S": f"CALLS#{month}"}, **values},
+                    "ScanIndexForward": False,
+                    "Limit": (
+                        min(100, max(1, max_evaluated - evaluated))
+                        if filters
+                        else limit - len(calls) + 1
+                    ),
+                }
+                if names:
+                    query["ExpressionAttributeNames"] = names
+                if filters:
+                    query["FilterExpression"] = " AND ".join(filters)
+                if exclusive:
+                    query["ExclusiveStartKey"] = exclusive
+                answer = self.client.query(**query)
+                evaluated += int(answer.get("ScannedCount", 0))
+                for raw in answer.get("Items", []):
+                    if int(raw.get("expires_at", {}).get("N", now + 1)) <= now:
+                        continue
+                    if len(calls) == limit:  # one more exists: the next page starts after last
+                        return calls, (last_month, _list_key(last))
+                    calls.append(self._public(self._deserialize(raw)))
+                    last, last_month = raw, month
+                exclusive = answer.get("LastEvaluatedKey")
+                if not exclusive:
+                    break
+                if evaluated >= max_evaluated:
+                    return calls, (month, exclusive)
+        return calls, None
 
     def get_session(self, call_sid: str, now: float) -> dict[str, Any] | None:
         response = self.client.get_item(
@@ -418,7 +563,9 @@ class Store:
 
     @staticmethod
     def _public(item: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in item.items() if k not in {"pk", "sk"}}
+        """What the admin API shows of an item: no keys, and never the session's Vapi control
+        URL (a capability: whoever holds it controls the call)."""
+        return {k: v for k, v in item.items() if k not in _PRIVATE}
 
 
 _stores: dict[tuple[str, str | None, aws.Budget], Store] = {}

@@ -16,6 +16,7 @@ falters"): ``/twilio/voice`` with the number's last known assistant and without 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
@@ -149,7 +150,8 @@ async def voice(request: Request) -> Response:
         response.say(NOT_CONFIGURED)
         response.hangup()
         return Response(str(response), media_type=TWIML)
-    await _write_session(config, call_sid, caller, called, assistant_id, until)
+    direction = _first(form, "Direction") or "inbound"
+    await _write_session(config, call_sid, caller, called, assistant_id, direction, until)
     twiml = stream_twiml(
         request, config, call_sid, assistant_id, optional=[("from", caller), ("to", called)]
     )
@@ -163,16 +165,18 @@ async def _write_session(
     caller: str,
     called: str,
     assistant_id: str,
+    direction: str,
     until: aws.Deadline,
 ) -> None:
-    """Record the live call; a failure is counted and logged, never the caller's problem (the
-    stream token carries everything the edge needs)."""
+    """Record the live call (one write); a failure is counted and logged, never the caller's
+    problem (the stream token carries everything the edge needs)."""
     store = web.store(config)
+    write = functools.partial(store.put_session, direction=direction[:32])
     try:
         written = await aws.call(
             until,
             store.dependency,
-            store.put_session,
+            write,
             call_sid,
             caller,
             called,

@@ -146,6 +146,7 @@ def _apply_twilio(store: Store, env: Envelope, now: float, expires_at: int) -> s
             detail["error"] = str(params["StreamError"])[:500]
         store.put_event(sid, env.key, at, "twilio.stream", detail, expires_at)
         if params.get("StreamEvent") == "stream-started":
+            _list_from_session(store, sid, at, now, expires_at)
             # Twilio posts no in-progress callback for an inbound call (only the final one:
             # https://www.twilio.com/docs/voice/twiml "Ending the call: callback requests"), but
             # a <Connect><Stream> only starts on an answered call: the record shows it live.
@@ -159,12 +160,26 @@ def _apply_twilio(store: Store, env: Envelope, now: float, expires_at: int) -> s
         sequence = 0
     detail = {"status": status, "sequence": sequence, "duration": params.get("CallDuration")}
     store.put_event(sid, env.key, at, "twilio.call-status", detail, expires_at)
+    # A call /twilio/voice did not list (its session write failed, or it was placed through
+    # the REST API) is listed now; its start is the callback's time less the call's length.
+    duration = str(params.get("CallDuration") or "")
+    created = at - (int(duration) if duration.isdigit() else 0)
+    summary = {k.lower(): params.get(k) for k in ("From", "To", "Direction")}
+    store.ensure_listed(sid, summary, created, expires_at)
     if status not in STATUS_RANK:
         return "unknown status"
     store.apply_status(sid, status, sequence, at, expires_at)
     if status in TERMINAL:
         store.end_session(sid, now)
     return status
+
+
+def _list_from_session(store: Store, sid: str, at: float, now: float, expires_at: int) -> None:
+    """The calls list's entry for a call that has started streaming: who, which assistant and
+    when, from its session (the webhook wrote them); the stream's start if there is none."""
+    session = store.get_session(sid, now) or {}
+    fields = {k: session.get(k) for k in ("from", "to", "assistant_id", "direction")}
+    store.ensure_listed(sid, fields, float(session.get("created_at") or at), expires_at)
 
 
 def _apply_vapi(store: Store, env: Envelope, now: float, expires_at: int) -> str:

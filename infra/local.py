@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from infra.asgi import bind
-from infra.local_aws import embedded_aws
+from infra.local_aws import FAKE_CREDENTIALS, embedded_aws
 from infra.local_output import render as render_line
 from infra.runtime import ChildProcess, EmfHook, EmfSink, LoopThread, StdoutTap
 from infra.twilio_emulator import TwilioEmulator
@@ -174,6 +174,9 @@ class LocalStack:
         self.twilio_loop = LoopThread("twilio-emulator")
         self.twilio = TwilioEmulator(env["TWILIO_ACCOUNT_SID"], env["TWILIO_AUTH_TOKEN"])
         env["TWILIO_API_BASE"] = self.twilio_loop.run(self.twilio.start())
+        gateway_sockets = self._bind_gateway(env)
+        for name, value in FAKE_CREDENTIALS.items():  # the in-process edge's boto3, to moto
+            os.environ.setdefault(name, value)
 
         api_port = int(env.get("API_PORT", options.api_port))
         api_sock = _bind_or_explain("API_PORT", api_port)
@@ -218,6 +221,7 @@ class LocalStack:
         )
         self._children.append(api)
         api_sock.close()  # the child holds it now
+        self._start_gateway(gateway_sockets, child_env)
         self._start_edge(env)
         self._child_env = child_env
         for name in ("worker", "dialer"):
@@ -282,6 +286,42 @@ class LocalStack:
         else:
             child.stop()
         self._children[self._children.index(child)] = self._function(name)
+
+    def _bind_gateway(self, env: dict[str, str]) -> list[socket.socket]:
+        """The console's WebSocket API (emulated): its two ports, bound now so every component
+        learns its URLs; the process serving them starts with the others."""
+        upgrades, management = bind("127.0.0.1", 0), bind("127.0.0.1", 0)
+        upgrades.listen(128)
+        management.listen(128)
+        env["CONSOLE_WS_URL"] = f"ws://127.0.0.1:{upgrades.getsockname()[1]}/live"
+        env["CONSOLE_WS_MANAGEMENT_URL"] = f"http://127.0.0.1:{management.getsockname()[1]}/live"
+        return [upgrades, management]
+
+    def _start_gateway(self, sockets: list[socket.socket], child_env: dict[str, str]) -> None:
+        """``python -m infra.ws_gateway``: API Gateway is its own service, and the handler it
+        runs is the gateway Lambda's, configured by its environment as in AWS."""
+        upgrades, management = (str(s.fileno()) for s in sockets)
+        self._children.append(
+            ChildProcess(
+                "ws-gateway",
+                [
+                    sys.executable,
+                    "-m",
+                    "infra.ws_gateway",
+                    "--upgrades-fd",
+                    upgrades,
+                    "--management-fd",
+                    management,
+                ],
+                child_env,
+                self.emf,
+                quiet=self.options.quiet,
+                pass_fds=[s.fileno() for s in sockets],
+                render=self._render,
+            )
+        )
+        for sock in sockets:
+            sock.close()  # the child holds them now
 
     def _start_edge(self, env: dict[str, str]) -> None:
         import boto3
@@ -377,6 +417,7 @@ def banner(stack: LocalStack) -> str:
     vapi = env.get("VAPI_BASE_URL", "https://api.vapi.ai")
     lines = [
         "voicebridge local stack is running (Ctrl-C stops it)",
+        f"  console     {stack.api_url}/console   (sign in with ADMIN_API_KEY below)",
         f"  API         {stack.api_url}   (functions.api under uvicorn; GET /health)",
         f"  media edge  {stack.edge_url}/media   (GET /health, /ready)",
         f"  worker      SQS long-poll -> functions.worker.handler ({env['EVENTS_QUEUE_URL']})",
@@ -384,6 +425,7 @@ def banner(stack: LocalStack) -> str:
         f"  Vapi        {vapi}" + ("   (emulator)" if stack.vapi else "   (real Vapi)"),
         f"  Twilio REST {env['TWILIO_API_BASE']}   (emulator)",
         f"  AWS         {env['AWS_ENDPOINT_URL']}   (moto: DynamoDB + SQS)",
+        f"  live feed   {env['CONSOLE_WS_URL']}   (emulated API Gateway WebSocket API)",
         f"  number      {LOCAL_NUMBER} -> assistant {stack.assistant_id}",
         "",
         "Environment for curl and the simulated caller (this run only):",

@@ -30,6 +30,8 @@ RESOURCE_ENV: Mapping[str, str] = {
     "OutboundTable": "OUTBOUND_TABLE",
     "DialerQueue": "DIALER_QUEUE_URL",
     "DialerDLQ": "DIALER_DLQ_URL",
+    "ConsoleConnectionsTable": "CONSOLE_CONNECTIONS_TABLE",
+    "ConsoleEventsTable": "CONSOLE_EVENTS_TABLE",
 }
 
 FAKE_CREDENTIALS: Mapping[str, str] = {

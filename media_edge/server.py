@@ -42,6 +42,7 @@ from websockets.server import ServerProtocol
 
 from media_edge.core import CallConfig
 from media_edge.io.claims import ClaimStore, DynamoClaimStore, StreamClaims
+from media_edge.io.live import LiveHub
 from media_edge.io.protection import TaskProtection
 from media_edge.io.session import REST_TIMEOUT_S, CallSession, EdgeContext
 from media_edge.io.telemetry import EdgeMetrics, edge_logger, flush_every
@@ -77,6 +78,7 @@ def call_config(settings: Settings) -> CallConfig:
         local_barge_in=settings.edge_local_barge_in,
         dtmf_to_vapi=settings.edge_dtmf_to_vapi,
         fallback_number=settings.edge_fallback_number or None,
+        live_control=LiveHub.configured(settings),
     )
 
 
@@ -105,6 +107,7 @@ class EdgeServer:
         self._connections: set[TwilioSocket] = set()
         self._http: httpx.AsyncClient | None = None
         self._protection: TaskProtection | None = None
+        self._live: LiveHub | None = None
         self._background: list[asyncio.Task[Any]] = []
         self._media_url = f"{settings.edge_public_url}{MEDIA_PATH}"
         self._media_path = urlsplit(self._media_url).path  # EDGE_PUBLIC_URL's prefix + /media
@@ -147,6 +150,9 @@ class EdgeServer:
             timeout=httpx.Timeout(10.0),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),  # call bursts
         )
+        if LiveHub.configured(settings):
+            self._live = LiveHub(settings, self._http, self._logger, self.metrics)
+            await self._live.start()
         self._ctx = EdgeContext(
             call_config=self._config,
             vapi_base_url=settings.vapi_base_url,
@@ -158,6 +164,7 @@ class EdgeServer:
             metrics=self.metrics,
             logger=self._logger,
             claims=self._claims,
+            live=self._live,
         )
         loop = asyncio.get_running_loop()
         try:
@@ -231,6 +238,9 @@ class EdgeServer:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background.clear()
+        if self._live is not None:
+            await self._live.stop()
+            self._live = None
         if self._protection is not None and self._http is not None:
             await self._protection.release()
         self.metrics.flush()

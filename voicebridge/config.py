@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from voicebridge.identifiers import E164_EXAMPLE, is_account_sid, is_e164
 from voicebridge.vapi_credentials import DEFAULT_PLANS, Plan, parse_plans
 
-Role = Literal["api", "worker", "edge", "dialer"]
+Role = Literal["api", "worker", "edge", "dialer", "console"]
 
 
 class ConfigError(RuntimeError):
@@ -208,6 +208,13 @@ _VARS: tuple[_Var, ...] = (
     _Var("DIALER_QUEUE_URL", _url("https", "http")),
     _Var("OUTBOUND_FROM_NUMBER", _e164),
     _Var("DIALER_RECONCILE_SECONDS", _int(5, 3600), "120"),
+    # The live console (functions/console, media_edge/io/live.py, README "The live console").
+    _Var("CONSOLE_CONNECTIONS_TABLE"),
+    _Var("CONSOLE_EVENTS_TABLE"),
+    _Var("CONSOLE_WS_URL", _url("wss", "ws")),
+    _Var("CONSOLE_WS_MANAGEMENT_URL", _url("https", "http")),
+    _Var("CONSOLE_SESSION_MINUTES", _int(5, 720), "60"),
+    _Var("CONSOLE_EVENTS_TTL_SECONDS", _int(3600, 30 * 86_400), "86400"),
 )
 
 _REQUIRED: dict[Role, tuple[str, ...]] = {
@@ -221,6 +228,7 @@ _REQUIRED: dict[Role, tuple[str, ...]] = {
         "EVENTS_QUEUE_URL",
     ),
     "worker": ("SESSIONS_TABLE", "IDEMPOTENCY_TABLE"),
+    "console": ("CONSOLE_CONNECTIONS_TABLE", "CONSOLE_EVENTS_TABLE"),
     "edge": (
         "TWILIO_AUTH_TOKEN",
         "TWILIO_ACCOUNT_SID",
@@ -290,6 +298,12 @@ class Settings:
     dialer_queue_url: str | None = None
     outbound_from_number: str | None = None
     dialer_reconcile_seconds: int = 120
+    console_connections_table: str | None = None
+    console_events_table: str | None = None
+    console_ws_url: str | None = None
+    console_ws_management_url: str | None = None
+    console_session_minutes: int = 60
+    console_events_ttl_seconds: int = 86_400
 
     def __repr__(self) -> str:  # secrets never reach logs, even through a repr
         shown = ", ".join(

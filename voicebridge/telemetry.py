@@ -13,6 +13,7 @@ SERVICE_API = "voicebridge-api"
 SERVICE_WORKER = "voicebridge-worker"
 SERVICE_EDGE = "voicebridge-edge"
 SERVICE_DIALER = "voicebridge-dialer"
+SERVICE_CONSOLE = "voicebridge-console"  # the console's WebSocket API (functions.console.gateway)
 
 # Control plane (service = SERVICE_API unless noted).
 WEBHOOK_LATENCY = "WebhookLatency"  # ms, per request, every route
@@ -40,6 +41,7 @@ UNKNOWN_TWILIO_EVENTS = "UnknownTwilioEvents"  # count, media-stream event types
 CALL_ERRORS = "CallErrors"  # count; emitted twice: with service only, and with service+reason
 STREAMS_EVICTED = "StreamsEvicted"  # count, pre-start connections closed for newer ones
 CLAIM_STORE_ERRORS = "ClaimStoreErrors"  # count, streams admitted on this task's claim alone
+LIVE_EVENTS_DROPPED = "LiveEventsDropped"  # count, console events the edge could not deliver
 WORKER_EXITS = "WorkerExits"  # count, EDGE_WORKERS > 1: workers that died unexpectedly (restarted)
 
 # Outbound dialer (service = SERVICE_DIALER).

@@ -90,7 +90,9 @@ async def answer(request: Request) -> Response:
     if answered_by == "fax" or (is_machine(answered_by) and plan.machine_detection == "hangup"):
         web.logger.info("answered by a machine: hanging up", extra={"answeredBy": answered_by})
         return _hangup()
-    await _write_session(config, call_sid, plan.from_number, plan.to, plan.assistant_id, until)
+    await _write_session(
+        config, call_sid, plan.from_number, plan.to, plan.assistant_id, "outbound-api", until
+    )
     web.logger.info(
         "outbound call answered",
         extra={"assistantId": plan.assistant_id, "answeredBy": answered_by},

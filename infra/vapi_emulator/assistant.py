@@ -240,6 +240,7 @@ class ScriptedCall:
         # The current caller utterance, for the interruption decision.
         self.utterances = 0
         self._script_words: list[str] | None = None  # its scripted transcript, if any
+        self._script_text: list[str] | None = None
         self._over_assistant = False  # it began while the assistant was speaking
         self._interrupting = False  # it interrupted the assistant
         self._interrupted_at: float | None = None
@@ -249,6 +250,9 @@ class ScriptedCall:
         self._out_sent = 0
         self._out_started = 0.0
         self._out_text = ""
+        self._out_words_shown = 0  # words of _out_text already sent as a partial transcript
+        self._said: list[tuple[np.ndarray, str]] = []  # "say" messages waiting for the speech
+        self._heard_shown = 0  # words of the caller's utterance already sent as a partial
         self._speaking = False
         self._reply_at: float | None = None
         self._reply_audio: np.ndarray | None = None
@@ -318,12 +322,7 @@ class ScriptedCall:
         if kind in ("end-call", "hangup"):
             return self.end("customer-ended-call", now_ms)
         if kind == "say":
-            audio = synth_speech(1.0, self.rate if self.format != "mulaw" else 8000, seed=7)
-            actions = self._stop_speaking(now_ms, interrupted=False)
-            actions += self._speak(audio, str(message.get("content", "")), now_ms)
-            if message.get("endCallAfterSpoken"):
-                self._end_after_speech = "assistant-ended-call-after-message-spoken"
-            return actions
+            return self._say(message, now_ms)
         if kind == "add-message":
             return self._add_message(message, now_ms)
         if kind == "control":
@@ -339,6 +338,23 @@ class ScriptedCall:
         if kind == "transfer":
             return self.end("assistant-forwarded-call", now_ms)
         return []
+
+    def _say(self, message: dict[str, Any], now_ms: float) -> list[Action]:
+        """``say`` (``#/components/schemas/ClientInboundMessageSay``): speak ``content``; with
+        the assistant speaking, after its current speech unless ``interruptAssistantEnabled``
+        ("whether the message should replace existing assistant speech", default false)."""
+        content = message.get("content")
+        if not isinstance(content, str) or not content:
+            self.rejected += 1
+            return []
+        audio = synth_speech(1.0, 8000, seed=7)
+        if message.get("endCallAfterSpoken") is True:
+            self._end_after_speech = "assistant-ended-call-after-message-spoken"
+        if self._speaking and message.get("interruptAssistantEnabled") is not True:
+            self._said.append((audio, content))
+            return []
+        actions = self._stop_speaking(now_ms, interrupted=False)
+        return actions + self._speak(audio, content, now_ms)
 
     def _add_message(self, message: dict[str, Any], now_ms: float) -> list[Action]:
         """``add-message`` (schema ``ClientInboundMessageAddMessage``): ``message`` is an
@@ -404,6 +420,10 @@ class ScriptedCall:
         if now_ms >= self._max_at:
             return self.end("exceeded-max-duration", now_ms)
         actions: list[Action] = []
+        # a "say" that waited for the speech before it (or, muted, for the unmute)
+        if self._said and not self._speaking and not self._muted_assistant:
+            audio, text = self._said.pop(0)
+            actions += self._speak(audio, text, now_ms)
         if self._reply_at is not None and now_ms >= self._reply_at and not self._speaking:
             self._reply_at = None  # (a reply never cuts the assistant's own speech short)
             audio = self._reply_audio if self._reply_audio is not None else self._parrot()
@@ -463,17 +483,39 @@ class ScriptedCall:
             actions += self._both({"type": "speech-update", "status": "started", "role": "user"})
         elif self.vad.speech and level_dbfs(pcm) > self.vad.threshold_dbfs:
             self._voiced_ms += FRAME_MS  # voice, not the hangover's silence
+            actions += self._caller_partial()
         if self.vad.speech and self._speaking and self._interrupts(final=False):
             actions += self._interrupt(now_ms)
         if edge.offset:
             actions += self._utterance_end(now_ms)
         return actions
 
+    def _caller_partial(self) -> list[Action]:
+        """The transcriber's partial: the words heard so far, each time one more is heard
+        (``#/components/schemas/ClientMessageTranscript``, ``transcriptType`` partial; the
+        final follows at the utterance's end and replaces it)."""
+        words = self._heard_words(final=False)
+        if len(words) <= self._heard_shown:
+            return []
+        self._heard_shown = len(words)
+        return self._transcript("user", self._as_written(words), final=False)
+
+    def _as_written(self, words: list[str]) -> str:
+        """Heard words as the transcriber writes them: a scripted transcript keeps its case and
+        punctuation (the interruption rules compare the normalised words)."""
+        written = self._script_text
+        if written is not None and self._script_words is not None:
+            complete = len(words) >= len(self._script_words)
+            return " ".join(written if complete else written[: len(words)])
+        return " ".join(words)
+
     def _begin_utterance(self) -> None:
         scripted = self.script.transcripts
         text = scripted[self.utterances] if self.utterances < len(scripted) else None
         self.utterances += 1
         self._script_words = None if text is None else _words(text)
+        self._script_text = None if text is None else text.split()  # as the transcript shows it
+        self._heard_shown = 0
         self._voiced_ms = self.vad.onset_frames * FRAME_MS
         self._over_assistant = self._speaking
         self._interrupting = False
@@ -525,14 +567,14 @@ class ScriptedCall:
             if self._owed_reply:
                 self._answer_message(now_ms)
             actions += self._both({"type": "speech-update", "status": "stopped", "role": "user"})
-            return actions + self._transcript("user", " ".join(words))
+            return actions + self._transcript("user", self._as_written(words))
         return actions + self._turn_end(now_ms)
 
     def _turn_end(self, now_ms: float) -> list[Action]:
         self.turns += 1
         self._owed_reply = False  # this turn's reply answers any message added during it
         if self._script_words is not None or self._voiced_ms < ACK_MAX_MS:
-            text = " ".join(self._heard_words(final=True))
+            text = self._as_written(self._heard_words(final=True))
         else:
             heard = sum(len(p) for p in self._utterance) / self.rate
             seconds = max(0.0, heard - self.script.end_of_turn_ms / 1000)  # without the pause
@@ -598,6 +640,7 @@ class ScriptedCall:
         self._out_sent = 0
         self._out_started = now_ms
         self._out_text = text
+        self._out_words_shown = 0
         self._speaking = True
         self.replies += 1
         self.spoken.append(Spoken(text, pcm_8k))
@@ -615,9 +658,21 @@ class ScriptedCall:
             actions.append(SendAudio(self._out[self._out_sent : due]))
             self._out_sent = due
         played_until = self._out_started + len(self._out) / bytes_per_ms
+        actions += self._assistant_partial(now_ms, played_until)
         if self._out_sent >= len(self._out) and now_ms >= played_until:
             actions += self._stop_speaking(now_ms, interrupted=False)
         return actions
+
+    def _assistant_partial(self, now_ms: float, played_until: float) -> list[Action]:
+        """The assistant's words as its audio plays (a word per equal share of the audio): a
+        partial transcript each time one more word has been heard by the caller."""
+        words = self._out_text.split()
+        span = max(1.0, played_until - self._out_started)
+        shown = min(len(words), int(len(words) * (now_ms - self._out_started) / span))
+        if shown <= self._out_words_shown or shown >= len(words):
+            return []
+        self._out_words_shown = shown
+        return self._transcript("assistant", " ".join(words[:shown]), final=False)
 
     def _stop_speaking(self, now_ms: float, *, interrupted: bool) -> list[Action]:
         if not self._speaking:
@@ -630,7 +685,11 @@ class ScriptedCall:
             self.spoken[-1].interrupted = True
             actions += self._both({"type": "user-interrupted"})
         actions += self._both(self._assistant_speech("stopped"))
-        actions += self._transcript("assistant", self._out_text)
+        said = self._out_text
+        if interrupted:  # the final is what the caller heard before the interruption
+            said = " ".join(said.split()[: self._out_words_shown])
+        if said:
+            actions += self._transcript("assistant", said)
         if not interrupted:
             if self._end_after_speech:
                 return actions + self._hang_up_or_forward(self._end_after_speech, now_ms)
@@ -672,10 +731,12 @@ class ScriptedCall:
         turn = self.replies
         return {"type": "speech-update", "status": status, "role": "assistant", "turn": turn}
 
-    def _transcript(self, role: str, text: str) -> list[Action]:
-        return self._both(
-            {"type": "transcript", "role": role, "transcriptType": "final", "transcript": text}
-        )
+    def _transcript(self, role: str, text: str, *, final: bool = True) -> list[Action]:
+        """``#/components/schemas/ClientMessageTranscript``: ``role``, ``transcriptType``
+        (partial | final) and ``transcript`` are required."""
+        kind = "final" if final else "partial"
+        event = {"type": "transcript", "role": role, "transcriptType": kind, "transcript": text}
+        return self._both(event)
 
     def _conversation_update(self) -> list[Action]:
         return self._both({"type": "conversation-update", "messages": list(self.messages)})

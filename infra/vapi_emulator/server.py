@@ -48,8 +48,10 @@ from infra.vapi_emulator.update import apply_update, parse_assistant_id, validat
 from infra.vapi_emulator.validation import (
     ValidationFailed,
     audio_format,
+    control_enabled,
     validate_assistant,
     validate_call,
+    validate_control,
 )
 
 log = logging.getLogger("vapi-emulator")
@@ -92,6 +94,7 @@ class EmulatedCall:
     script: Script
     connected: bool = False
     machine: ScriptedCall | None = None
+    socket: ServerConnection | None = None  # the transport, while it is open
     expiry: asyncio.Task[None] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     webhooks: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
@@ -177,6 +180,7 @@ class VapiEmulator:
                 Route("/assistant/{id}", self._update_assistant, methods=["PATCH"]),
                 Route("/call", self._create_call, methods=["POST"]),
                 Route("/call/{id}", self._get_call, methods=["GET"]),
+                Route("/{id}/control", self._control, methods=["POST"]),
             ]
         )
         self._http = AsgiServer(app, sock=bind(self.host, self._port))
@@ -317,6 +321,10 @@ class VapiEmulator:
         for key in ("assistantId", "assistantOverrides", "customer", "name"):
             if key in body:
                 record[key] = body[key]
+        if control_enabled(assistant, body.get("assistantOverrides") or {}):
+            # Monitor.controlUrl: "send any control message via a POST request" (MonitorPlan).
+            # Listening (listenUrl) is not emulated: our edge turns it off.
+            record["monitor"] = {"controlUrl": f"{self.base_url}/{call_id}/control"}
         call = EmulatedCall(record, assistant, self._script_for(body))
         self._forget_old_calls()
         self.calls[call_id] = call
@@ -331,6 +339,30 @@ class VapiEmulator:
         if call is None:
             return _error(404, "Couldn't Get Call. Call Not Found.")
         return JSONResponse(call.record)
+
+    async def _control(self, request: Request) -> JSONResponse:
+        """``POST call.monitor.controlUrl``: a ClientInboundMessage applied to the live call
+        (https://docs.vapi.ai/calls/call-features). The URL is the credential: no key is
+        asked for (``MonitorPlan.controlAuthenticationEnabled`` defaults to false). Vapi does not
+        document its answers; here an unknown call, one without control, or one that has ended
+        is 404, one whose transport is not open yet 409, an invalid message 400, else 200."""
+        call = self.calls.get(request.path_params["id"])
+        if call is None or "monitor" not in call.record:
+            return _error(404, "Call not found.")
+        try:
+            body = validate_control(await self._body(request))
+        except ValidationFailed as exc:
+            return JSONResponse(exc.body(), 400)
+        machine = call.machine
+        if machine is None or call.socket is None:
+            if machine is not None and machine.closed:
+                return _error(404, "Call has ended.")
+            return _error(409, "Call is not in progress.")
+        if machine.closed:
+            return _error(404, "Call has ended.")
+        now = time.monotonic() * 1000
+        await self._run(call, call.socket, machine.text(json.dumps(body), now))
+        return JSONResponse({}, 200)
 
     def _forget_old_calls(self) -> None:
         ended = [
@@ -386,6 +418,7 @@ class VapiEmulator:
             wall_ms=time.time() * 1000,
         )
         call.machine = machine
+        call.socket = ws
         ticker = asyncio.create_task(self._tick(call, ws))
         try:
             await self._run(call, ws, machine.start(now))
@@ -401,6 +434,7 @@ class VapiEmulator:
         except ConnectionClosed:
             pass
         finally:
+            call.socket = None
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker

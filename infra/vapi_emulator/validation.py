@@ -584,7 +584,13 @@ def _check_assistant_fields(check: _Checker, body: dict[str, Any], path: str) ->
     if (plan := check.obj(body, "startSpeakingPlan", path)) is not None:  # StartSpeakingPlan
         check.number(plan, "waitSeconds", f"{path}startSpeakingPlan.", 0, 5)
     check.obj(body, "metadata", path)
-    for key in ("analysisPlan", "artifactPlan", "monitorPlan", "compliancePlan"):
+    if (plan := check.obj(body, "monitorPlan", path)) is not None:  # MonitorPlan
+        at = f"{path}monitorPlan."
+        check.whitelist(plan, MONITOR_PLAN_FIELDS, at)
+        for key in sorted(MONITOR_PLAN_FIELDS - {"monitorIds"}):
+            check.boolean(plan, key, at)
+        check.array(plan, "monitorIds", at)
+    for key in ("analysisPlan", "artifactPlan", "compliancePlan"):
         check.obj(body, key, path)
     for key in ("endCallPhrases", "credentialIds", "hooks", "credentials"):
         check.array(body, key, path)
@@ -686,3 +692,91 @@ def audio_format(body: dict[str, Any]) -> tuple[str, int]:
     """(format, sample rate) the call will use; Vapi's default is 16 kHz pcm_s16le."""
     audio = (body.get("transport") or {}).get("audioFormat") or {}
     return str(audio.get("format", "pcm_s16le")), int(audio.get("sampleRate", 16000))
+
+
+# #/components/schemas/MonitorPlan/properties
+MONITOR_PLAN_FIELDS = frozenset(
+    {
+        "listenEnabled",
+        "listenAuthenticationEnabled",
+        "controlEnabled",
+        "controlAuthenticationEnabled",
+        "monitorIds",
+    }
+)
+# #/components/schemas/ClientInboundMessageControl/properties/control/enum
+CONTROLS = frozenset(
+    {"mute-assistant", "unmute-assistant", "mute-customer", "unmute-customer", "say-first-message"}
+)
+OPENAI_ROLES = frozenset({"assistant", "function", "user", "system", "tool"})  # OpenAIMessage.role
+
+
+def control_enabled(assistant: Mapping[str, Any], overrides: Mapping[str, Any]) -> bool:
+    """MonitorPlan.controlEnabled ("Defaults to true"), the call's overrides first."""
+    for holder in (overrides, assistant):
+        plan = holder.get("monitorPlan")
+        if isinstance(plan, dict) and "controlEnabled" in plan:
+            return plan["controlEnabled"] is True
+    return True
+
+
+def validate_control(body: Any) -> dict[str, Any]:
+    """A message POSTed to ``call.monitor.controlUrl``: one of ``ClientInboundMessage``'s
+    types, sent bare as the docs' examples send it (https://docs.vapi.ai/calls/call-features),
+    each checked against its schema (``#/components/schemas/ClientInboundMessage*``)."""
+    check = _Checker()
+    if not isinstance(body, dict):
+        raise ValidationFailed(["body must be a JSON object"])
+    kind = body.get("type")
+    if kind == "say":  # ClientInboundMessageSay
+        check.whitelist(
+            body,
+            frozenset(
+                {"type", "content", "endCallAfterSpoken", "interruptionsEnabled"}
+                | {"interruptAssistantEnabled"}
+            ),
+        )
+        if not isinstance(body.get("content"), str):
+            check.fail("content must be a string")
+        for key in ("endCallAfterSpoken", "interruptionsEnabled", "interruptAssistantEnabled"):
+            check.boolean(body, key, "")
+    elif kind == "add-message":  # ClientInboundMessageAddMessage (message required)
+        check.whitelist(body, frozenset({"type", "message", "triggerResponseEnabled"}))
+        message = body.get("message")
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in OPENAI_ROLES
+            or "content" not in message
+            or not isinstance(message["content"], str | None)
+        ):
+            check.fail("message must be an OpenAIMessage (role and content)")
+        check.boolean(body, "triggerResponseEnabled", "")
+    elif kind == "control":  # ClientInboundMessageControl (control required)
+        check.whitelist(body, frozenset({"type", "control"}))
+        if body.get("control") not in CONTROLS:
+            check.fail(
+                f"control must be one of the following values: {', '.join(sorted(CONTROLS))}"
+            )
+    elif kind == "end-call":  # ClientInboundMessageEndCall
+        check.whitelist(body, frozenset({"type"}))
+    elif kind == "transfer":  # ClientInboundMessageTransfer
+        check.whitelist(body, frozenset({"type", "destination", "content"}))
+        destination = body.get("destination")
+        if destination is not None and not (
+            isinstance(destination, dict)
+            and (
+                (
+                    destination.get("type") == "number"
+                    and E164.fullmatch(str(destination.get("number")))
+                )
+                or (destination.get("type") == "sip" and isinstance(destination.get("sipUri"), str))
+            )
+        ):
+            check.fail("destination must be a TransferDestinationNumber or TransferDestinationSip")
+    else:
+        check.fail(
+            "type must be one of the following values: add-message, control, say, end-call, "
+            "transfer (send-transport-message is not emulated)"
+        )
+    check.done()
+    return body

@@ -80,6 +80,17 @@ class Latency:
 
 
 @dataclass(slots=True)
+class Publish:
+    """A live-console event of this call (text, never audio; PUBLISH_API.md): the shell hands it
+    to the live feed (``media_edge.io.live``), which stores it for consoles that open later and
+    fans it out to those watching. ``data`` is small JSON (<= 8 KB serialised, else dropped and
+    logged); times in it are ms from the stream start (``at``), the call picture's axis."""
+
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
 class Log:
     level: str  # "info" | "warning" | "error"
     message: str
@@ -97,5 +108,6 @@ Action = (
     | CloseVapi
     | Metric
     | Latency
+    | Publish
     | Log
 )

@@ -39,6 +39,7 @@ from media_edge.core.actions import (
     Latency,
     Log,
     Metric,
+    Publish,
     SendAudioToVapi,
     SendJsonToVapi,
     SendToTwilio,
@@ -80,6 +81,7 @@ from media_edge.protocol.vapi import (
     VapiCallEnded,
     VapiIgnored,
     VapiSpeechUpdate,
+    VapiTranscript,
     VapiUserInterrupted,
 )
 from voicebridge import call_overrides, telemetry
@@ -144,6 +146,7 @@ class CallConfig:
     local_barge_in: bool = False
     dtmf_to_vapi: bool = True
     fallback_number: str | None = None
+    live_control: bool = False  # ask Vapi for call.monitor.controlUrl (the console's step-in)
     # Flood limit, a token bucket: Twilio sends ~55 messages/s; after a network stall it may
     # deliver seconds of buffered frames at once, which the burst allowance absorbs.
     max_twilio_messages_per_s: int = 200
@@ -348,6 +351,7 @@ class Call:
             metadata,
             options.customer_number or params.get("from"),
             options.assistant_overrides,
+            control=cfg.live_control,
         )
         out.append(Log("info", "stream started", {"assistantId": grant.assistant_id}))
         self._create_body = body
@@ -378,6 +382,10 @@ class Call:
             out.append(Log("error", "claim store unavailable: claimed on this task only", fields))
             out.append(Metric(telemetry.CLAIM_STORE_ERRORS, 1))
         out.append(CreateVapiCall(body))
+        # Only an admitted stream is a call the console shows (a replay never was one).
+        metadata = body["assistantOverrides"]["metadata"]
+        started = {"state": "started", "at": 0, "assistantId": body["assistantId"]}
+        out.append(Publish("call", {**started, "from": metadata["from"], "to": metadata["to"]}))
 
     def _on_media(self, event: TwilioMedia, now: float, out: list[Action]) -> None:
         if not self._rx(now, out) or not self._sid_ok(event.stream_sid, now, out):
@@ -491,6 +499,7 @@ class Call:
         held_ms = held.held_ms
         out.append(Metric(telemetry.VAPI_CONNECT_TIME, now - self._start, "Milliseconds"))
         out.append(Log("info", "vapi connected", {"vapiCallId": event.call_id, "heldMs": held_ms}))
+        out.append(Publish("call", {"state": "live", "at": self._at(now)}))
         out.extend(SendAudioToVapi(chunk) for chunk in held.drain())
         digits, self._held_digits = self._held_digits, []
         # after the audio they were pressed during, in order
@@ -549,17 +558,24 @@ class Call:
             return
         self._paused_until = 0.0
         clear = playout.clear(now)
-        if clear is None:
-            return  # nothing of the assistant's is playing: nothing to interrupt
+        if clear is None:  # nothing of the assistant's is playing: nothing to interrupt
+            out.append(Publish("interrupted", {"at": self._at(now), "cleared": False}))
+            return
         assert self._outbound is not None
         self._outbound.reset()
         self._loud_frames = 0
+        out.append(Publish("interrupted", {"at": self._at(now), "cleared": True}))
         out.append(SendToTwilio(clear))
         out.append(Latency(telemetry.BARGE_IN_LATENCY, now))
         out.append(Log("info", "barge-in: cleared playout", {"source": "user-interrupted"}))
 
     def _on_speech_update(self, event: VapiSpeechUpdate, now: float, out: list[Action]) -> None:
-        if event.role != "user" or self.state is not _BRIDGING:
+        if self.state is not _BRIDGING:
+            return
+        if event.role in vapi_protocol.TRANSCRIPT_ROLES and event.status in ("started", "stopped"):
+            speech = {"role": event.role, "status": event.status, "at": self._at(now)}
+            out.append(Publish("speech", speech))
+        if event.role != "user":
             return
         if event.status == "started":
             self._pause("speech-update", now, out)
@@ -589,6 +605,12 @@ class Call:
 
     def _on_vapi_ended(self, event: VapiCallEnded, now: float, out: list[Action]) -> None:
         self._begin_ending("vapi_ended", now, out, detail=event.reason)
+
+    def _on_transcript(self, event: VapiTranscript, now: float, out: list[Action]) -> None:
+        """A caption for the live console: Vapi's words as Vapi sent them."""
+        if self.state is _BRIDGING or self.state is _ENDING:
+            caption = {"role": event.role, "final": event.final, "text": event.text}
+            out.append(Publish("caption", {**caption, "at": self._at(now)}))
 
     def _on_vapi_ignored(self, event: VapiIgnored, now: float, out: list[Action]) -> None:
         """Transcripts, model output, ``hang`` (a delay notice, not a hang-up)...: not ours."""
@@ -682,6 +704,8 @@ class Call:
                 out.append(Latency(telemetry.FIRST_AUDIO_LATENCY, self._start))
             if was_idle and self._speech_end is not None:
                 out.append(Latency(telemetry.RESPONSE_LATENCY, self._speech_end))
+                reply = {"at": self._at(now), "ms": round(now - self._speech_end)}
+                out.append(Publish("latency", reply))
                 self._speech_end = None
         if self.state is _ENDING and (
             not playout.pending
@@ -741,8 +765,14 @@ class Call:
             self._inbound = self._outbound = None  # free DSP state now, not when the task ends
             self._held = None
         out.append(Log("info", "call ended", fields))
+        if self.call_sid:
+            out.append(Publish("call", {"state": "ended", "at": self._at(now), "reason": reason}))
         if error:
             out.append(Metric(telemetry.CALL_ERRORS, 1, reason=reason))
+
+    def _at(self, now: float) -> int:
+        """``now`` on the live console's time axis: ms from the stream start."""
+        return round(now - self._start)
 
 
 # Dispatch by exact event type, shared by every call (a per-call table would cost ~1 KB each).
@@ -758,6 +788,7 @@ _HANDLERS: dict[type, Callable[[Call, Any, float, list[Action]], None]] = {
     VapiUserInterrupted: Call._on_user_interrupted,
     VapiSpeechUpdate: Call._on_speech_update,
     VapiCallEnded: Call._on_vapi_ended,
+    VapiTranscript: Call._on_transcript,
     VapiIgnored: Call._on_vapi_ignored,
     VapiConnected: Call._on_vapi_connected,
     VapiConnectFailed: Call._on_vapi_connect_failed,

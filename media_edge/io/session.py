@@ -41,6 +41,7 @@ from media_edge.core.actions import (
     Latency,
     Log,
     Metric,
+    Publish,
     SendAudioToVapi,
     SendJsonToVapi,
     SendToTwilio,
@@ -59,6 +60,7 @@ from media_edge.core.events import (
 )
 from media_edge.io import ws
 from media_edge.io.claims import StreamClaims
+from media_edge.io.live import CallFeed, LiveHub
 from media_edge.io.telemetry import EdgeMetrics, log_call
 from media_edge.protocol import twilio as twilio_protocol
 from media_edge.protocol import vapi as vapi_protocol
@@ -86,6 +88,7 @@ class EdgeContext:
     metrics: EdgeMetrics
     logger: Logger
     claims: StreamClaims
+    live: LiveHub | None = None  # the live console's feed, when one is configured
 
 
 class CallSession:
@@ -119,12 +122,23 @@ class CallSession:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._done = False
+        self._live: CallFeed | None = None
         twilio.on_lost = self._lost
         twilio.attach(self._on_twilio_message, self._on_twilio_close)
         self._arm()
 
     def _now(self) -> float:
         return self._loop.time() * 1000.0
+
+    @property
+    def live(self) -> CallFeed:
+        """This call's live-console feed (PUBLISH_API.md); a no-op without a console, or
+        before Twilio's ``start`` named the call."""
+        feed = self._live
+        if feed is None or (not feed.call_sid and self.call.call_sid):
+            hub = self._ctx.live
+            feed = self._live = CallFeed(hub if hub and hub.enabled else None, self.call.call_sid)
+        return feed
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -221,6 +235,9 @@ class CallSession:
     def _log(self, action: Log) -> None:
         log_call(self._ctx.logger, action.level, action.message, self._keys(), **action.fields)
 
+    def _publish(self, action: Publish) -> None:
+        self.live.publish(action.kind, action.data)
+
     def _send_json_to_vapi(self, action: SendJsonToVapi) -> None:
         if self._vapi is not None:
             self._vapi.send_text(json.dumps(action.message, separators=(",", ":")))
@@ -301,6 +318,9 @@ class CallSession:
         except (OSError, InvalidHandshake, InvalidURI, ValueError) as exc:
             event = VapiConnectFailed("websocket", f"{type(exc).__name__}: {exc}"[:200])
         else:
+            control_url = vapi_protocol.control_url(answer)
+            if control_url and ctx.live is not None:
+                ctx.live.store_control_url(self.call.call_sid, control_url)
             self._vapi = vapi
             self._links.add(vapi)
             vapi.on_lost = self._lost
@@ -388,6 +408,8 @@ class CallSession:
         if self._links or self._tasks:
             return
         self._done = True
+        if self._ctx.live is not None and self.call.call_sid:
+            self._ctx.live.forget(self.call.call_sid)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -419,6 +441,7 @@ _HANDLERS: dict[type, _Handler] = dict(
         _handler(Latency, CallSession._latency),
         _handler(Metric, CallSession._metric),
         _handler(Log, CallSession._log),
+        _handler(Publish, CallSession._publish),
         _handler(SendJsonToVapi, CallSession._send_json_to_vapi),
         _handler(ClaimStream, CallSession._claim_stream),
         _handler(CreateVapiCall, CallSession._create_vapi_call),

@@ -57,11 +57,25 @@ class VapiCallEnded:
 
 
 @dataclass(slots=True)
+class VapiTranscript:
+    """What Vapi's transcriber heard (``role`` user) or the assistant said (``role`` assistant),
+    verbatim: ``#/components/schemas/ClientMessageTranscript`` (``role``, ``transcriptType``
+    partial|final, ``transcript``, all required). A partial is replaced by the next one."""
+
+    role: str
+    final: bool
+    text: str
+
+
+@dataclass(slots=True)
 class VapiIgnored:
     type: str
 
 
-VapiMessage = VapiUserInterrupted | VapiSpeechUpdate | VapiCallEnded | VapiIgnored
+VapiMessage = VapiUserInterrupted | VapiSpeechUpdate | VapiCallEnded | VapiTranscript | VapiIgnored
+TRANSCRIPT_ROLES = frozenset({"user", "assistant"})  # ClientMessageTranscript.role's enum
+# ClientMessageTranscript.type's enum: Vapi may name a final one in the type itself.
+_FINAL_TRANSCRIPT_TYPE = 'transcript[transcriptType="final"]'
 
 
 def parse(text: str) -> VapiMessage:
@@ -83,7 +97,18 @@ def parse(text: str) -> VapiMessage:
         return VapiCallEnded(str(message.get("endedReason") or "ended")[:80])
     if kind == "end-of-call-report":
         return VapiCallEnded(str(message.get("endedReason") or "end-of-call-report")[:80])
+    if kind == "transcript" or kind == _FINAL_TRANSCRIPT_TYPE:
+        return _transcript(message, kind)
     return VapiIgnored(str(kind)[:40] if isinstance(kind, str) else "untyped")
+
+
+def _transcript(message: dict[str, Any], kind: str) -> VapiMessage:
+    """A transcript with the schema's required fields and enums, else ignored (never guessed)."""
+    role, stage = message.get("role"), message.get("transcriptType")
+    text = message.get("transcript")
+    if role not in TRANSCRIPT_ROLES or stage not in ("partial", "final") or type(text) is not str:
+        return VapiIgnored("transcript-malformed")
+    return VapiTranscript(role, stage == "final" or kind == _FINAL_TRANSCRIPT_TYPE, text)
 
 
 def create_call_body(
@@ -92,13 +117,20 @@ def create_call_body(
     metadata: dict[str, str],
     caller: str | None,
     overrides: dict[str, Any] | None = None,
+    *,
+    control: bool = False,
 ) -> dict[str, Any]:
     """CreateCallDTO for a websocket-transport call. ``metadata`` rides in assistantOverrides
     (CreateCallDTO has no top-level metadata field); it reaches webhooks as call metadata and
     as template variables, so tools can find the Twilio CallSid. ``overrides`` are the signed
     per-call ones (voicebridge.call_overrides); its variables never replace the metadata's.
     ``clientMessages`` is always ours (:data:`CLIENT_MESSAGES`): the socket must carry what the
-    bridge acts on, whatever the assistant or the per-call options say."""
+    bridge acts on, whatever the assistant or the per-call options say.
+
+    ``monitorPlan`` (``#/components/schemas/MonitorPlan``): live listening is off (it defaults
+    to on, and ``listenUrl`` would let whoever holds it hear the call); live control
+    (``call.monitor.controlUrl``, where the console's step-in actions are POSTed) only with
+    ``control``, i.e. when a live console is configured."""
     extra = dict(overrides or {})
     variables = {**extra.pop("variableValues", {}), **metadata}
     assistant_overrides = {
@@ -106,6 +138,7 @@ def create_call_body(
         "clientMessages": list(CLIENT_MESSAGES),
         "metadata": metadata,
         "variableValues": variables,
+        "monitorPlan": {"listenEnabled": False, "controlEnabled": control},
     }
     body: dict[str, Any] = {
         "assistantId": assistant_id,
@@ -115,6 +148,16 @@ def create_call_body(
     if is_e164(caller):  # not a SIP URI or an anonymous caller: Vapi's customer.number is E.164
         body["customer"] = {"number": caller}
     return body
+
+
+def control_url(call: dict[str, Any]) -> str | None:
+    """``monitor.controlUrl`` from the POST /call answer (``#/components/schemas/Monitor``), or
+    None. A capability: whoever holds it controls the call, so it is stored, never logged."""
+    monitor = call.get("monitor")
+    url = monitor.get("controlUrl") if isinstance(monitor, dict) else None
+    if isinstance(url, str) and url.startswith(("https://", "http://")) and len(url) <= 2048:
+        return url
+    return None
 
 
 def websocket_url(call: dict[str, Any]) -> str:

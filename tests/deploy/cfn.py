@@ -24,6 +24,7 @@ ROLE_OF_SERVICE = {
     telemetry.SERVICE_WORKER: "worker",
     telemetry.SERVICE_EDGE: "edge",
     telemetry.SERVICE_DIALER: "dialer",
+    telemetry.SERVICE_CONSOLE: "console",
 }
 _SUB_VAR = re.compile(r"\$\{([^}!]+)\}")
 
@@ -174,6 +175,10 @@ _SAMPLES = {  # for parameters without a default, resource names, conditional va
     "ADMIN_API_KEY": "a" * 32,
     "STREAM_TOKEN_SECRET": "s" * 64,
     "EDGE_WORKERS": "1",
+    "CONSOLE_CONNECTIONS_TABLE": "voicebridge-ConsoleConnectionsTable",
+    "CONSOLE_EVENTS_TABLE": "voicebridge-ConsoleEventsTable",
+    "CONSOLE_WS_URL": "wss://abc123.execute-api.us-east-1.amazonaws.com/live",
+    "CONSOLE_WS_MANAGEMENT_URL": "https://abc123.execute-api.us-east-1.amazonaws.com/live",
 }
 
 

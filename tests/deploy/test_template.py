@@ -31,7 +31,7 @@ def test_functions_run_python312_on_arm64_with_json_logs() -> None:
 
 
 def test_one_deployable_per_role() -> None:
-    assert sorted(d.role for d in DEPLOYABLES) == ["api", "dialer", "edge", "worker"]
+    assert sorted(d.role for d in DEPLOYABLES) == ["api", "console", "dialer", "edge", "worker"]
 
 
 @pytest.mark.parametrize("deployable", DEPLOYABLES, ids=IDS)

@@ -202,8 +202,9 @@ def test_every_call_body_our_edge_builds_matches_vapis_schema(spec):
     for audio in ("mulaw", "pcm16"):
         for caller in ("+14155550123", None):
             metadata = {"callSid": "CA" + "1" * 32, "to": "+15550100002"}
-            body = create_call_body("asst-1", audio, metadata, caller)
-            problems += _problems(checker, body, "CreateCallDTO", f"{audio}/{caller}")
+            for control in (False, True):  # monitorPlan: with the console's control URL or not
+                body = create_call_body("asst-1", audio, metadata, caller, control=control)
+                problems += _problems(checker, body, "CreateCallDTO", f"{audio}/{caller}")
     assert problems == []
 
 
@@ -262,4 +263,50 @@ def test_the_emulators_phone_call_control_message_matches_vapis_schema(spec):
         # ``call`` and ``assistant`` are the emulator's records, checked elsewhere.
         claim = {k: v for k, v in message.items() if k not in ("call", "assistant")}
         problems += _problems(checker, claim, "ServerMessagePhoneCallControl", claim["request"])
+    assert problems == []
+
+
+def test_the_consoles_step_in_messages_match_vapis_schema(spec):
+    """What the console POSTs to ``call.monitor.controlUrl``, each against its own
+    ``ClientInboundMessage*`` schema."""
+    from functions.console.control import vapi_message
+
+    checker = Checker(spec)
+    schemas = {
+        "say": "ClientInboundMessageSay",
+        "add-context": "ClientInboundMessageAddMessage",
+        "mute-assistant": "ClientInboundMessageControl",
+        "unmute-assistant": "ClientInboundMessageControl",
+        "end-call": "ClientInboundMessageEndCall",
+    }
+    problems = []
+    for action, dto in schemas.items():
+        problems += _problems(
+            checker, vapi_message(action, "Please hold <one> moment."), dto, action
+        )
+    assert problems == []
+
+
+def test_the_emulators_transcripts_match_vapis_schema(spec):
+    """Partials and finals of both roles, as the emulator sends them on the socket."""
+    from infra.vapi_emulator.assistant import Script, ScriptedCall, SendEvent
+
+    call = ScriptedCall(
+        {"id": "c"},
+        {"firstMessage": "Hello there, how can I help?"},
+        ("mulaw", 8000),
+        Script(greeting_ms=2000),
+        now_ms=0.0,
+        wall_ms=1e12,
+    )
+    actions = call.start(0.0)
+    for step in range(1, 120):
+        actions += call.tick(step * 20.0)
+    sent = [a.message for a in actions if isinstance(a, SendEvent)]
+    transcripts = [m for m in sent if m["type"] == "transcript"]
+    assert {m["transcriptType"] for m in transcripts} == {"partial", "final"}
+    checker = Checker(spec)
+    problems = []
+    for message in transcripts:
+        problems += _problems(checker, message, "ClientMessageTranscript", message["transcript"])
     assert problems == []

@@ -122,6 +122,8 @@ def _configure(monkeypatch: pytest.MonkeyPatch, endpoint: str, spool: str) -> di
         "IDEMPOTENCY_TABLE": "outage-IdempotencyTable",
         "EVENTS_QUEUE_URL": f"{endpoint}/{account}/outage-EventsQueue",
         "EVENTS_DLQ_URL": f"{endpoint}/{account}/outage-EventsDLQ",
+        "CONSOLE_CONNECTIONS_TABLE": "outage-ConsoleConnectionsTable",
+        "CONSOLE_EVENTS_TABLE": "outage-ConsoleEventsTable",
         "EVENT_SPOOL_DIR": spool,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "TWILIO_ACCOUNT_SID": ACCOUNT_SID,

@@ -20,6 +20,7 @@ from media_edge.core.actions import (
     Latency,
     Log,
     Metric,
+    Publish,
     SendAudioToVapi,
     SendJsonToVapi,
     SendToTwilio,
@@ -51,6 +52,7 @@ from media_edge.protocol.vapi import (
     VapiCallEnded,
     VapiIgnored,
     VapiSpeechUpdate,
+    VapiTranscript,
     VapiUserInterrupted,
 )
 from voicebridge import stream_token, telemetry
@@ -695,7 +697,8 @@ def test_a_caller_turn_with_nothing_playing_pauses_nothing_audible():
     """The caller talks with the assistant silent, then Vapi replies after "stopped": the reply
     goes out at once and is a response (ResponseLatency), not a resumed pause."""
     call = bridged(lead_ms=100)
-    assert call.feed(VapiSpeechUpdate("user", "started"), 1000.0) == []  # no log, no message
+    started = call.feed(VapiSpeechUpdate("user", "started"), 1000.0)
+    assert [a for a in started if not isinstance(a, Publish)] == []  # no log, no message
     call.feed(VapiSpeechUpdate("user", "stopped"), 2000.0)
     reply = call.feed(VapiAudio(assistant_audio(5)), 2300.0)
     assert media_payloads(reply) == [assistant_audio(5)]
@@ -703,7 +706,8 @@ def test_a_caller_turn_with_nothing_playing_pauses_nothing_audible():
 
 def test_no_clear_when_nothing_is_playing():
     call = bridged()
-    assert call.feed(VapiUserInterrupted(), 1000.0) == []
+    (published,) = call.feed(VapiUserInterrupted(), 1000.0)  # shown, but nothing cleared
+    assert published == Publish("interrupted", {"at": 999, "cleared": False})
     actions = call.feed(VapiAudio(assistant_audio(2)), 1000.0)
     actions += run_clock(call, 2000.0, 1000.0)
     for m in twilio_messages(actions):
@@ -1149,3 +1153,68 @@ def test_late_mark_echo_holds_pacing_back_to_keep_twilio_shallow():
     call.feed(TwilioMark(STREAM_SID, messages[first_mark]["mark"]["name"]), 1300.0)
     assert call._playout.play_end == 1300.0 + frames_after * 20
     assert media_payloads(call.feed(Tick(), 1310.0)) == []  # Twilio holds a full lead: wait
+
+
+# -- the live console's events (Publish) ------------------------------------------------------
+
+
+def published(actions) -> list[tuple[str, dict]]:
+    return [(a.kind, a.data) for a in of(actions, Publish)]
+
+
+def test_the_call_publishes_its_life_on_the_stream_time_axis():
+    call = make()
+    call.feed(TwilioConnected("Call"), 0.0)
+    assert published(call.feed(start_event(), 10.0)) == []  # not a call until admitted
+    started = published(call.feed(StreamClaimed(ClaimOutcome.CLAIMED), 10.0))
+    assert started == [
+        (
+            "call",
+            {
+                "state": "started",
+                "at": 0,
+                "assistantId": ASSISTANT,
+                "from": "+14155550100",
+                "to": "+14155550199",
+            },
+        )
+    ]
+    live = published(call.feed(VapiConnected("v"), 310.0))
+    assert live == [("call", {"state": "live", "at": 300})]
+    ended = published(call.feed(TwilioStop(STREAM_SID), 5010.0))
+    assert ended == [("call", {"state": "ended", "at": 5000, "reason": "twilio_stop"})]
+
+
+def test_captions_are_published_verbatim_partial_then_final():
+    call = bridged()
+    texts = ["Hel", "Hello <b>there</b> &amp;", "Hello <b>there</b> &amp; "]
+    out = call.feed(VapiTranscript("user", False, texts[0]), 1000.0)
+    out += call.feed(VapiTranscript("user", False, texts[1]), 1100.0)
+    out += call.feed(VapiTranscript("user", True, texts[2]), 1200.0)
+    assert published(out) == [
+        ("caption", {"role": "user", "final": False, "text": texts[0], "at": 999}),
+        ("caption", {"role": "user", "final": False, "text": texts[1], "at": 1099}),
+        ("caption", {"role": "user", "final": True, "text": texts[2], "at": 1199}),
+    ]
+
+
+def test_speaking_and_interruptions_are_published_for_both_sides():
+    call = bridged(lead_ms=100)
+    out = call.feed(VapiSpeechUpdate("assistant", "started"), 1000.0)
+    out += call.feed(VapiAudio(assistant_audio(50)), 1000.0)
+    out += call.feed(VapiSpeechUpdate("user", "started"), 1100.0)
+    out += call.feed(VapiUserInterrupted(), 1300.0)
+    assert published(out) == [
+        ("speech", {"role": "assistant", "status": "started", "at": 999}),
+        ("speech", {"role": "user", "status": "started", "at": 1099}),
+        ("interrupted", {"at": 1299, "cleared": True}),
+    ]
+
+
+def test_publishing_stays_off_the_per_frame_path():
+    call = bridged(lead_ms=100)
+    actions = call.feed(VapiAudio(assistant_audio(5)), 1000.0)
+    actions += run_clock(call, 1400.0, 1000.0)
+    for i in range(20):
+        actions += call.feed(media(1000 + i * 20), 1000.0 + i * 20)
+    assert of(actions, Publish) == []

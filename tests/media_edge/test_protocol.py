@@ -153,7 +153,28 @@ def test_apology_twiml_escapes_the_fallback_number():
         ('{"type":"status-update","status":"in-progress"}', vapi.VapiIgnored("status-update")),
         ('{"type":"end-of-call-report"}', vapi.VapiCallEnded("end-of-call-report")),
         ('{"type":"hang"}', vapi.VapiIgnored("hang")),
-        ('{"type":"transcript","transcript":"hi"}', vapi.VapiIgnored("transcript")),
+        ('{"type":"transcript","transcript":"hi"}', vapi.VapiIgnored("transcript-malformed")),
+        (
+            '{"type":"transcript","role":"user","transcriptType":"partial","transcript":"hi <b>"}',
+            vapi.VapiTranscript("user", False, "hi <b>"),
+        ),
+        (
+            '{"type":"transcript","role":"assistant","transcriptType":"final","transcript":" Hi "}',
+            vapi.VapiTranscript("assistant", True, " Hi "),
+        ),
+        (  # ClientMessageTranscript.type's enum also names a final one in the type
+            '{"type":"transcript[transcriptType=\\"final\\"]","role":"user",'
+            '"transcriptType":"final","transcript":"yes"}',
+            vapi.VapiTranscript("user", True, "yes"),
+        ),
+        (
+            '{"type":"transcript","role":"bot","transcriptType":"final","transcript":"x"}',
+            vapi.VapiIgnored("transcript-malformed"),
+        ),
+        (
+            '{"type":"transcript","role":"user","transcriptType":"final","transcript":5}',
+            vapi.VapiIgnored("transcript-malformed"),
+        ),
         ('{"type":"brand-new-thing"}', vapi.VapiIgnored("brand-new-thing")),
         ('{"message":{"type":"user-interrupted"}}', vapi.VapiUserInterrupted()),
         ("{broken", vapi.VapiIgnored("malformed")),
@@ -177,9 +198,16 @@ def test_create_call_body_and_websocket_url():
             "clientMessages": ["speech-update", "user-interrupted", "status-update", "transcript"],
             "metadata": {"callSid": "CA1"},
             "variableValues": {"callSid": "CA1"},
+            "monitorPlan": {"listenEnabled": False, "controlEnabled": False},
         },
         "customer": {"number": "+14155550100"},
     }
+    with_control = vapi.create_call_body("a1", "mulaw", {}, None, control=True)
+    assert with_control["assistantOverrides"]["monitorPlan"]["controlEnabled"] is True
+    control = "https://phone-call-websocket.vapi.ai/abc/control"
+    assert vapi.control_url({"monitor": {"controlUrl": control}}) == control
+    for answer in ({}, {"monitor": None}, {"monitor": {"controlUrl": "ftp://x"}}):
+        assert vapi.control_url(answer) is None
     assert "customer" not in vapi.create_call_body("a1", "pcm16", {}, "anonymous")
     url = "wss://api.vapi.ai/abc/transport"
     assert vapi.websocket_url({"transport": {"websocketCallUrl": url}}) == url
