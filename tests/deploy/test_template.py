@@ -84,21 +84,24 @@ def test_the_edge_reads_only_its_own_secrets() -> None:
     assert statement["Resource"] == cfn.SECRET_REF
 
 
-def test_the_edge_may_only_claim_streams_in_the_sessions_table() -> None:
-    # The stream claim is one conditional UpdateItem; the edge reads and writes nothing else.
+def test_the_edge_reaches_dynamodb_only_for_claims_and_the_live_console() -> None:
+    # The stream claim and the console's control URL: one UpdateItem on the sessions table; the
+    # live feed: events written in batches, the watching connections queried. Nothing else.
     statements = [
         statement
         for policy in cfn.props("EdgeTaskRole")["Policies"]
         for statement in policy["PolicyDocument"]["Statement"]
     ]
-    dynamodb = [s for s in statements if "dynamodb" in str(s["Action"])]
-    assert dynamodb == [
-        {
-            "Effect": "Allow",
-            "Action": "dynamodb:UpdateItem",
-            "Resource": {"Fn::GetAtt": ["SessionsTable", "Arn"]},
-        }
-    ]
+    dynamodb = {
+        (s["Action"], s["Resource"]["Fn::GetAtt"][0])
+        for s in statements
+        if "dynamodb" in str(s["Action"])
+    }
+    assert dynamodb == {
+        ("dynamodb:UpdateItem", "SessionsTable"),
+        ("dynamodb:BatchWriteItem", "ConsoleEventsTable"),
+        ("dynamodb:Query", "ConsoleConnectionsTable"),
+    }
     assert cfn.edge_deployable().env["SESSIONS_TABLE"] == {"Ref": "SessionsTable"}
 
 
