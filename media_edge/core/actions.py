@@ -69,6 +69,36 @@ class Latency:
 
 
 @dataclass(slots=True)
+class RecordAudio:
+    """The next second of the call's recording: 16-bit stereo PCM for the shell's spool."""
+
+    data: bytes
+
+
+@dataclass(slots=True)
+class FinishRecording:
+    """The recording is complete (``duration_ms`` of audio): write the header, upload the rest,
+    link it from the call record. Never touches the call itself."""
+
+    duration_ms: int
+
+
+@dataclass(slots=True)
+class StorePicture:
+    """The call's picture (``media_edge.core.picture``), for the call record."""
+
+    picture: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Publish:
+    """A live event for consoles watching the call: text, never audio, never per frame."""
+
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
 class Log:
     level: str  # "info" | "warning" | "error"
     message: str
@@ -85,5 +115,9 @@ Action = (
     | CloseVapi
     | Metric
     | Latency
+    | RecordAudio
+    | FinishRecording
+    | StorePicture
+    | Publish
     | Log
 )
