@@ -38,3 +38,6 @@ FRAMES_FILLED = "FramesFilled"  # count, silence frames inserted for timestamp g
 UNKNOWN_TWILIO_EVENTS = "UnknownTwilioEvents"  # count, media-stream event types we ignored
 CALL_ERRORS = "CallErrors"  # count; emitted twice: with service only, and with service+reason
 WORKER_EXITS = "WorkerExits"  # count, EDGE_WORKERS > 1: workers that died unexpectedly (restarted)
+RECORDINGS_STORED = "RecordingsStored"  # count, recordings complete in the bucket
+RECORDING_FAILURES = "RecordingFailures"  # count, recordings given up (the calls went on)
+CALL_RECORD_FAILURES = "CallRecordFailures"  # count, picture/recording link not stored

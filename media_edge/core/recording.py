@@ -17,15 +17,16 @@ import struct
 from dataclasses import dataclass
 
 from media_edge.dsp.pcm import ulaw_stereo_pcm16
+from voicebridge.call_records import RECORDING_CHANNELS
 
 SAMPLE_RATE = 8000
-CHANNELS = 2  # caller left, assistant right
+CHANNELS = len(RECORDING_CHANNELS)  # caller left, assistant right
 SAMPLE_WIDTH = 2
 BYTES_PER_MS = SAMPLE_RATE * CHANNELS * SAMPLE_WIDTH // 1000  # 32
 HEADER_BYTES = 44
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3: every part but the last is at least 5 MiB
 CHUNK_MS = 1000  # the shell gets 32 KB a second: few writes, little held
-CHANNEL_NAMES = ("caller", "assistant")
+CHANNEL_NAMES = RECORDING_CHANNELS
 MAX_DATA_BYTES = 0xFFFFFFFF - 36  # RIFF sizes are 32-bit: ~37 h of this format
 
 

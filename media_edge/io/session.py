@@ -30,12 +30,15 @@ from media_edge.core.actions import (
     CloseVapi,
     CreateVapiCall,
     EndCallViaTwilio,
+    FinishRecording,
     Latency,
     Log,
     Metric,
+    RecordAudio,
     SendAudioToVapi,
     SendJsonToVapi,
     SendToTwilio,
+    StorePicture,
 )
 from media_edge.core.events import (
     Event,
@@ -48,6 +51,8 @@ from media_edge.core.events import (
     VapiConnectFailed,
 )
 from media_edge.io import ws
+from media_edge.io.artifacts import CallArtifacts, CallRecordWriter
+from media_edge.io.recording import RecordingStore
 from media_edge.io.telemetry import EdgeMetrics, log_call
 from media_edge.protocol import twilio as twilio_protocol
 from media_edge.protocol import vapi as vapi_protocol
@@ -74,6 +79,8 @@ class EdgeContext:
     http: httpx.AsyncClient
     metrics: EdgeMetrics
     logger: Logger
+    recordings: RecordingStore | None = None  # RECORDINGS_BUCKET set
+    call_records: CallRecordWriter | None = None  # SESSIONS_TABLE set: picture, recording link
 
 
 class CallSession:
@@ -106,6 +113,9 @@ class CallSession:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._done = False
+        self._artifacts = CallArtifacts(
+            ctx.recordings, ctx.call_records, ctx.logger, ctx.metrics, self._keys
+        )
         twilio.on_lost = self._lost
         twilio.attach(self._on_twilio_message, self._on_twilio_close)
         self._arm()
@@ -208,6 +218,12 @@ class CallSession:
                 self._close_vapi()
             elif kind is CloseTwilio:
                 self._twilio.close(action.code, action.reason)
+            elif kind is RecordAudio:
+                self._artifacts.audio(action.data)
+            elif kind is FinishRecording:
+                self._spawn(self._artifacts.finish_recording(action.duration_ms))
+            elif kind is StorePicture:
+                self._spawn(self._artifacts.store_picture(action.picture))
             elif kind is EndCallViaTwilio:
                 # The apology must replace the stream's TwiML before the stream closes (a closed
                 # stream lets Twilio move on, maybe hang up): the rest waits for the REST call.
