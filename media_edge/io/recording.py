@@ -150,6 +150,11 @@ class CallRecording:
     def key(self) -> str:
         return self._upload.key
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes handed over that no writer has taken yet (what this call holds in memory)."""
+        return self._pending_bytes
+
     def write(self, data: bytes) -> None:
         if self.failed:
             return
