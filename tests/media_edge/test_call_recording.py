@@ -137,7 +137,8 @@ def test_caller_left_assistant_right_on_one_clock():
     assert CHANNEL_NAMES == ("caller", "assistant")
     # caller: every slot from its first frame (sent at 320 ms) to the hang-up
     caller = slots(left, CALLER)
-    assert caller[0] == (321 - 1) // 20 and len(caller) == 60
+    assert caller[0] == (321 - 1) // 20
+    assert len(caller) == 60
     # assistant: the whole reply, 400 ms, contiguous, starting when it was first sent
     played = slots(right, REPLY_A)
     assert len(played) == 20
@@ -167,8 +168,10 @@ def test_a_cleared_reply_is_absent_from_the_recording():
     assert a[-1] * 20 >= interrupted_at - 40
     assert len(a) < 3000 // 20  # most of the reply was never heard
     b = slots(right, REPLY_B)
-    assert len(b) == 20 and b[0] * 20 > interrupted_at
-    assert sim.picture["clears"] and sim.picture["clears"][0]["at"] == round(interrupted_at)
+    assert len(b) == 20
+    assert b[0] * 20 > interrupted_at
+    assert sim.picture["clears"]
+    assert sim.picture["clears"][0]["at"] == round(interrupted_at)
     assert sim.picture["interruptions"] == [{"at": round(interrupted_at), "cleared": True}]
     turns = sim.picture["turns"]["assistant"]
     assert turns[0][1] == round(interrupted_at)  # A's turn ends at the clear
@@ -191,11 +194,14 @@ def test_a_backchannel_pause_is_silence_and_loses_nothing():
     assert len(a) == 2000 // 20  # every frame of the reply was heard
     gap = [s for s in range(a[0], a[-1]) if s not in set(a)]
     # silence while paused: from what Twilio still held at the pause (<= lead) to the resume
-    assert gap and gap[0] * 20 >= paused_at and gap[0] * 20 <= paused_at + 120
+    assert gap
+    assert gap[0] * 20 >= paused_at
+    assert gap[0] * 20 <= paused_at + 120
     assert gap[-1] * 20 < resumed_at + 20
     assert (right[sim.at(resumed_at - 40)] == 0).all()
     pause = sim.picture["pauses"][0]
-    assert pause["fromMs"] == round(paused_at) and pause["toMs"] == round(resumed_at)
+    assert pause["fromMs"] == round(paused_at)
+    assert pause["toMs"] == round(resumed_at)
     assert (pause["source"], pause["outcome"]) == ("speech-update", "resumed")
     assert sim.picture["vapiSpeech"] == [[round(paused_at), round(resumed_at)]]
     assert sim.picture["clears"] == []
@@ -248,7 +254,8 @@ def test_the_picture_marks_turns_latency_and_levels():
     sim.run(1500, caller=SILENCE)
     sim.hang_up()
     picture = sim.picture
-    assert picture["version"] == 1 and picture["bucketMs"] == 100
+    assert picture["version"] == 1
+    assert picture["bucketMs"] == 100
     (caller_turn,) = picture["turns"]["caller"]
     assert caller_turn[0] == pytest.approx(300 + 300, abs=60)  # the first loud frame
     assert caller_turn[1] == pytest.approx(300 + 1300, abs=60)
@@ -260,7 +267,8 @@ def test_the_picture_marks_turns_latency_and_levels():
     levels = picture["levels"]
     assert len(levels["caller"]) == len(levels["assistant"]) == picture["durationMs"] // 100
     loud = [i for i, db in enumerate(levels["caller"]) if db > -20]
-    assert loud and loud[0] * 100 == pytest.approx(caller_turn[0], abs=100)
+    assert loud
+    assert loud[0] * 100 == pytest.approx(caller_turn[0], abs=100)
     talking = [i for i, db in enumerate(levels["assistant"]) if db > -60]
     assert len(talking) == pytest.approx(8, abs=1)
 

@@ -42,7 +42,8 @@ def test_mixdown_puts_the_caller_left_and_the_assistant_right():
     caller, assistant = bytes([0x10]) * 800, bytes([0x30]) * 800  # 100 ms each
     assert mix.add(caller, assistant) is None
     chunk = mix.add(caller, assistant)
-    assert chunk is not None and len(chunk) == 200 * BYTES_PER_MS
+    assert chunk is not None
+    assert len(chunk) == 200 * BYTES_PER_MS
     samples = np.frombuffer(chunk, dtype="<i2").reshape(-1, 2)
     assert (samples[:, 0] == ulaw_decode(b"\x10")[0]).all()
     assert (samples[:, 1] == ulaw_decode(b"\x30")[0]).all()
@@ -65,7 +66,8 @@ def test_parts_are_exactly_the_part_size_but_the_last():
     assert sizes[3] == 300 + 700 + 1500 + 44 + 10 - (1000 - HEADER_BYTES) - 1000
     assert [p.part for p in pieces if p.completes] == [1, 2]
     joined = b"".join(p.data for p in pieces)
-    assert len(joined) == 2554 and joined[:300] == bytes([300 % 256]) * 300
+    assert len(joined) == 2554
+    assert joined[:300] == bytes([300 % 256]) * 300
 
 
 def test_parts_default_to_s3s_minimum():

@@ -87,7 +87,8 @@ async def test_the_recording_lands_in_the_bucket_and_the_record_links_it(stack, 
     items = call_items(aws)
     link = items["RECORD"]["recording"]["M"]
     key = link["key"]["S"]
-    assert key.startswith("recordings/") and key.endswith(f"/{CALL_SID}.wav")
+    assert key.startswith("recordings/")
+    assert key.endswith(f"/{CALL_SID}.wav")
     assert [c["S"] for c in link["channels"]["L"]] == ["caller", "assistant"]
     s3 = boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"])
     answer = s3.get_object(Bucket=aws["RECORDINGS_BUCKET"], Key=key)
