@@ -11,7 +11,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from mangum import Mangum
 
-from functions import admin, twilio_webhooks, vapi_webhooks, web
+from functions import admin, recordings, twilio_webhooks, vapi_webhooks, web
 from voicebridge.config import ConfigError, running_in_lambda
 
 app = FastAPI(
@@ -24,6 +24,7 @@ app.add_middleware(web.TimingMiddleware)
 app.include_router(twilio_webhooks.router)
 app.include_router(vapi_webhooks.router)
 app.include_router(admin.router)
+app.include_router(recordings.router)
 
 
 @app.get("/health")

@@ -170,6 +170,7 @@ _SAMPLES = {  # for parameters without a default, resource names, conditional va
     "VAPI_WEBHOOK_SECRET": "w" * 32,
     "ADMIN_API_KEY": "a" * 32,
     "STREAM_TOKEN_SECRET": "s" * 64,
+    "RECORDINGS_BUCKET": "",  # !If RecordingsOn: off with the default parameters
 }
 
 

@@ -20,6 +20,7 @@ import boto3
 import pytest
 
 from infra.local_aws import embedded_aws
+from tests.deploy.test_recordings_template import EDGE_S3_OPERATIONS
 from media_edge.core.recording import BYTES_PER_MS, HEADER_BYTES, MIN_PART_BYTES
 from media_edge.io.recording import (
     MAX_PENDING_BYTES,
@@ -152,6 +153,7 @@ async def test_a_long_call_goes_up_in_5_mib_parts_while_it_runs(aws, tmp_path):
         (3, total - 2 * MIN_PART_BYTES),
         (1, MIN_PART_BYTES),
     ]
+    assert set(spy.names()) <= set(EDGE_S3_OPERATIONS)  # what the task role allows, no more
     assert spy.names()[0] == "create_multipart_upload"
     assert spy.names()[-1] == "complete_multipart_upload"
     data, answer = read(aws, link["key"])
@@ -215,6 +217,7 @@ async def test_a_failed_completion_aborts_the_multipart_upload(aws, tmp_path):
     finally:
         store.close()
     assert "abort_multipart_upload" in spy.names()
+    assert set(spy.names()) <= set(EDGE_S3_OPERATIONS)
     s3 = boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1")
     assert not s3.list_multipart_uploads(Bucket=aws["RECORDINGS_BUCKET"]).get("Uploads")
     assert list(store.spool.iterdir()) == []
