@@ -20,7 +20,6 @@ import boto3
 import pytest
 
 from infra.local_aws import embedded_aws
-from tests.deploy.test_recordings_template import EDGE_S3_OPERATIONS
 from media_edge.core.recording import BYTES_PER_MS, HEADER_BYTES, MIN_PART_BYTES
 from media_edge.io.recording import (
     MAX_PENDING_BYTES,
@@ -29,6 +28,7 @@ from media_edge.io.recording import (
     s3_client,
 )
 from media_edge.io.telemetry import EdgeMetrics, edge_logger
+from tests.deploy.test_recordings_template import EDGE_S3_OPERATIONS
 from voicebridge import telemetry
 
 CALL_SID = "CA" + "7" * 32
