@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from infra.asgi import bind
-from infra.local_aws import embedded_aws
+from infra.local_aws import FAKE_CREDENTIALS, embedded_aws
 from infra.local_output import render as render_line
 from infra.runtime import ChildProcess, EmfHook, EmfSink, LoopThread, StdoutTap
 from infra.twilio_emulator import TwilioEmulator
@@ -266,6 +266,10 @@ class LocalStack:
         from media_edge.server import EdgeServer
 
         assert self.loop is not None
+        # The edge runs in this process: boto3 finds credentials in its environment, as the
+        # child processes find them in theirs (moto takes any; real ones set here are kept).
+        for name, value in FAKE_CREDENTIALS.items():
+            os.environ.setdefault(name, value)
         settings = load_settings("edge", env)
         self.edge = EdgeServer(settings)
         self.loop.run(self.edge.start())

@@ -685,10 +685,11 @@ class Call:
         if playout.pump(now, out):
             picture = self._picture
             if self._tape is not None:
-                self._tape.assistant(playout.last_chunk, playout.last_start)
+                start = playout.last_start  # later than now: it follows what Twilio holds
+                self._tape.assistant(playout.last_chunk, start, start > now)
                 if picture is not None:
-                    start = self._at(playout.last_start)
-                    picture.assistant_audio(start, self._at(playout.play_end), was_idle)
+                    at = self._at(start)
+                    picture.assistant_audio(at, self._at(playout.play_end), was_idle)
             if not self._first_audio_sent:
                 self._first_audio_sent = True
                 out.append(Latency(telemetry.FIRST_AUDIO_LATENCY, self._start))

@@ -103,10 +103,14 @@ class Tape:
             self._caller_next = k + 1
         return k
 
-    def assistant(self, chunk: bytes, start_ms: float) -> None:
-        """Whole 20 ms frames sent to Twilio that it starts playing at ``start_ms`` (ours)."""
+    def assistant(self, chunk: bytes, start_ms: float, follows: bool = False) -> None:
+        """Whole 20 ms frames sent to Twilio that it starts playing at ``start_ms`` (ours).
+
+        ``follows``: Twilio still held audio when these were sent, so they play right after
+        it, whatever our estimate of its clock says (a mark that moved the estimate is a
+        correction of the past, not a gap in what the caller hears)."""
         k = int((start_ms - self.origin) / FRAME_MS + 0.5)
-        if k < self._assistant_next:
+        if k < self._assistant_next or (follows and self._assistant_next > self._base):
             k = self._assistant_next
         if k < self._base:
             k = self._base
