@@ -69,6 +69,24 @@ class Latency:
 
 
 @dataclass(slots=True)
+class Publish:
+    """A live-console event of this call (text, never audio; PUBLISH_API.md): the shell hands it
+    to the live feed (``media_edge.io.live``), which stores it for consoles that open later and
+    fans it out to those watching. ``data`` is small JSON (<= 8 KB serialised, else dropped and
+    logged); times in it are ms from the stream start (``at``), the call picture's axis."""
+
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Log:
+    level: str  # "info" | "warning" | "error"
+    message: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class RecordAudio:
     """The next second of the call's recording: 16-bit stereo PCM for the shell's spool."""
 
@@ -90,21 +108,6 @@ class StorePicture:
     picture: dict[str, Any]
 
 
-@dataclass(slots=True)
-class Publish:
-    """A live event for consoles watching the call: text, never audio, never per frame."""
-
-    kind: str
-    data: dict[str, Any]
-
-
-@dataclass(slots=True)
-class Log:
-    level: str  # "info" | "warning" | "error"
-    message: str
-    fields: dict[str, Any] = field(default_factory=dict)
-
-
 Action = (
     SendToTwilio
     | SendAudioToVapi
@@ -115,9 +118,9 @@ Action = (
     | CloseVapi
     | Metric
     | Latency
+    | Publish
+    | Log
     | RecordAudio
     | FinishRecording
     | StorePicture
-    | Publish
-    | Log
 )

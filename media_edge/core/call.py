@@ -741,11 +741,6 @@ class Call:
             out.append(CloseTwilio(code, reason.replace("_", " ")))
         self._finish(reason, now, out, error=error)
 
-    def _at(self, now: float) -> int:
-        """``now`` on the picture's axis: ms from the stream start."""
-        tape = self._tape
-        return round(now - tape.origin) if tape is not None else 0
-
     def _tape_out(self, tape: Tape, out: list[Action]) -> None:
         """Blocks that can no longer change: levels for the picture, seconds of recording."""
         picture, mixdown = self._picture, self._mixdown
@@ -799,6 +794,10 @@ class Call:
         out.append(Log("info", "call ended", fields))
         if error:
             out.append(Metric(telemetry.CALL_ERRORS, 1, reason=reason))
+
+    def _at(self, now: float) -> int:
+        """``now`` on the live console's time axis: ms from the stream start."""
+        return round(now - self._start)
 
 
 # Dispatch by exact event type, shared by every call (a per-call table would cost ~1 KB each).
