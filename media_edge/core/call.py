@@ -359,7 +359,6 @@ class Call:
         tape = self._tape
         if tape is not None:  # the caller's leg, whoever listens
             tape.caller(event.timestamp_ms, event.payload, now)
-            tape.advance(now)
             if tape.ready:
                 self._tape_out(tape, out)
         state = self.state
@@ -688,8 +687,9 @@ class Call:
                 start = playout.last_start  # later than now: it follows what Twilio holds
                 self._tape.assistant(playout.last_chunk, start, start > now)
                 if picture is not None:
-                    at = self._at(start)
-                    picture.assistant_audio(at, self._at(playout.play_end), was_idle)
+                    origin = self._start
+                    end = round(playout.play_end - origin)
+                    picture.assistant_audio(round(start - origin), end, was_idle)
             if not self._first_audio_sent:
                 self._first_audio_sent = True
                 out.append(Latency(telemetry.FIRST_AUDIO_LATENCY, self._start))

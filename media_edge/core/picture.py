@@ -32,13 +32,15 @@ from __future__ import annotations
 from array import array
 from typing import Any
 
-from media_edge.dsp.pcm import ulaw_level_dbfs
+from media_edge.dsp import ULAW_SILENCE_BYTE
+from media_edge.dsp.pcm import LEVEL_FLOOR_DB, ulaw_level_db
 
 VERSION = 1
 BLOCK_MS = 100
 MAX_BUCKETS = 4096  # per leg: a 1 h call draws at 1.6 s per bucket, 2250 buckets
 MAX_EVENTS = 600  # per list: one every 6 s for an hour
-SILENT_DB = -99  # the floor: anything quieter (digital silence) draws as this
+SILENT_DB = LEVEL_FLOOR_DB  # the floor: anything quieter (digital silence) draws as this
+_SILENT_BLOCK = bytes([ULAW_SILENCE_BYTE]) * 800  # a quiet leg's block (the assistant's, often)
 OPEN = -1  # a span's end while it is open
 
 PAUSE_SOURCES = ("speech-update", "local_vad")
@@ -48,12 +50,15 @@ Span = list[int | None]
 
 
 class _Spans:
-    """Spans ``[from, to]`` in time order, flat; ``open`` again while open is a no-op."""
+    """Spans ``[from, to]`` in time order, flat; ``open`` again while open is a no-op. The
+    last span's end stays a plain int (``end``) while it grows, once per playout send: the
+    array is written when the next span starts or the spans are read."""
 
-    __slots__ = ("flat", "sent")
+    __slots__ = ("end", "flat", "sent")
 
     def __init__(self) -> None:
         self.flat = array("i")
+        self.end = OPEN  # the last span's end (OPEN: none, or still open)
         self.sent = 0  # spans a delta has carried (the last one is carried again: it may grow)
 
     def __len__(self) -> int:
@@ -61,37 +66,46 @@ class _Spans:
 
     @property
     def is_open(self) -> bool:
-        return bool(self.flat) and self.flat[-1] == OPEN
+        return bool(self.flat) and self.end == OPEN
+
+    def _settle(self) -> None:
+        if self.flat:
+            self.flat[-1] = self.end
 
     def open(self, at: int, picture: Picture) -> None:
         if self.is_open:
             return
+        self._settle()
         if len(self) >= MAX_EVENTS:
             picture.dropped += 1
             return
         self.flat.extend((at, OPEN))
+        self.end = OPEN
 
     def close(self, at: int) -> None:
         if self.is_open:
-            self.flat[-1] = max(at, self.flat[-2])
+            self.end = max(at, self.flat[-2])
 
     def extend(self, start: int, end: int, new: bool, picture: Picture) -> None:
         """Audio from ``start`` to ``end``: a new span, or the last one made longer."""
         if new or not self.flat:
+            self._settle()
             if len(self) >= MAX_EVENTS:
                 picture.dropped += 1
                 return
             self.flat.extend((start, end))
-        elif end > self.flat[-1]:
-            self.flat[-1] = end
+            self.end = end
+        elif end > self.end:
+            self.end = end
 
     def cut(self, at: int) -> None:
         """The last span stops at ``at`` (a clear took the rest)."""
-        if self.flat and self.flat[-1] > at:
-            self.flat[-1] = max(at, self.flat[-2])
+        if self.flat and self.end > at:
+            self.end = max(at, self.flat[-2])
 
     def spans(self, start: int = 0, end: int | None = None) -> list[Span]:
         """From span ``start`` on; an open span ends at ``end`` (None: still open)."""
+        self._settle()
         flat = self.flat
         return [
             [flat[i], end if flat[i + 1] == OPEN else flat[i + 1]]
@@ -221,7 +235,11 @@ class Picture:
             self.vapi_speech.close(at)
 
     def assistant_audio(self, start: int, end: int, new_turn: bool) -> None:
-        self.assistant_turns.extend(start, end, new_turn, self)
+        turns = self.assistant_turns
+        if new_turn or not turns.flat:
+            turns.extend(start, end, True, self)
+        elif end > turns.end:  # the usual case, once per send: the turn goes on
+            turns.end = end
 
     def paused(self, at: int, source: str) -> None:
         code = PAUSE_SOURCES.index(source) if source in PAUSE_SOURCES else 0
@@ -329,8 +347,7 @@ def _reply(row: tuple[int, ...]) -> dict[str, Any]:
 
 
 def _db(block: bytes) -> int:
-    level = ulaw_level_dbfs(block)
-    return SILENT_DB if level <= SILENT_DB else round(level)
+    return SILENT_DB if block == _SILENT_BLOCK else ulaw_level_db(block)
 
 
 def _pairs(levels: array[int]) -> array[int]:
