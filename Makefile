@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Silences setuptools' "editable installation" banner from the build of voicebridge itself.
 PIP    := PYTHONWARNINGS=ignore $(BIN)/python -m pip
 
-.PHONY: help install test lint format run demo bench bench-api bench-dsp bench-edge build deploy \
+.PHONY: help install test lint format run demo bench bench-api bench-dsp bench-edge bench-recording build deploy \
         image push setup logs delete clean
 
 help:  ## list the targets
@@ -47,7 +47,7 @@ run: $(LOCAL)  ## the whole local stack in the foreground, one line per call eve
 demo: $(LOCAL)  ## a simulated call end to end, then a latency report
 	$(BIN)/python -m infra.demo
 
-bench: bench-api bench-dsp bench-edge  ## all benchmarks; results go to BENCHMARKS.md by hand
+bench: bench-api bench-dsp bench-edge bench-recording  ## all benchmarks; results go to BENCHMARKS.md by hand
 
 bench-api: $(BENCH)  ## control-plane handler latency and import time
 	$(BIN)/python -m benchmarks.api
@@ -59,6 +59,9 @@ bench-dsp: $(BENCH)  ## per-frame DSP cost, resampler quality, VAD accuracy
 
 bench-edge: $(BENCH)  ## edge CPU and added latency at 100/250/500 concurrent calls
 	$(BIN)/python -m benchmarks.edge
+
+bench-recording: $(BENCH)  ## what recording and the call's picture cost per frame and per call
+	$(BIN)/python -m benchmarks.recording
 
 clean:  ## remove the virtualenv and build output
 	rm -rf $(VENV) .aws-sam .pytest_cache .ruff_cache
