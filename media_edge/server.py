@@ -118,7 +118,7 @@ class EdgeServer:
             metrics=self.metrics,
             logger=self._logger,
             recordings=await self._start_recordings(),
-            call_records=self._start_call_records(),
+            call_records=await self._start_call_records(),
         )
         loop = asyncio.get_running_loop()
         try:
@@ -175,8 +175,10 @@ class EdgeServer:
         self._recordings = store
         return store
 
-    def _start_call_records(self) -> CallRecordWriter | None:
-        """SESSIONS_TABLE set: each call's picture and recording link go to its record."""
+    async def _start_call_records(self) -> CallRecordWriter | None:
+        """SESSIONS_TABLE set: each call's picture and recording link go to its record. The
+        client is built now, off the loop: boto3's ~60k objects then exist before the process
+        freezes its start-up heap, so full collections do not walk them during calls."""
         settings = self.settings
         if not settings.sessions_table:
             return None
@@ -186,7 +188,10 @@ class EdgeServer:
             lambda: dynamodb_client(endpoint),
             settings.call_record_retention_days,
         )
-        writer.pool.submit(writer.client)  # warm, off the loop
+        try:
+            await asyncio.get_running_loop().run_in_executor(writer.pool, writer.client)
+        except Exception as exc:  # the calls go on; their records will lack the picture
+            self._logger.error("call records unavailable", extra={"error": str(exc)})
         self._call_records = writer
         return writer
 

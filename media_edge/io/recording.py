@@ -91,8 +91,9 @@ class RecordingStore:
         self.pool = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="recording")
 
     async def start(self) -> None:
-        """Create the spool and the client off the loop (boto3 takes ~0.3 s to import); clear
-        what dead processes left behind."""
+        """Create the spool and the client off the loop (boto3 takes ~0.3 s to import, and its
+        objects should exist before the process freezes its start-up heap); clear what dead
+        processes left behind."""
         await asyncio.get_running_loop().run_in_executor(self.pool, self._prepare)
 
     def _prepare(self) -> None:
