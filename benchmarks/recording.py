@@ -45,10 +45,11 @@ VARIANTS: dict[str, dict[str, bool]] = {
 class Duplex:
     """One bridged call fed a caller frame and an assistant frame every 20 ms, marks echoed."""
 
-    def __init__(self, index: int, **config: bool) -> None:
+    def __init__(self, index: int, picture: bool = True, record: bool = True) -> None:
         call_sid = f"CA{index:032d}"
         epoch = time.time()
-        self.call = Call(CallConfig(SECRET, **config), now=0.0, epoch_offset_s=epoch)
+        config = CallConfig(SECRET, picture=picture, record=record)
+        self.call = Call(config, now=0.0, epoch_offset_s=epoch)
         token = stream_token.mint(SECRET, call_sid, "asst", epoch, 120)
         self.call.feed(TwilioConnected("Call"), 0.0)
         self.call.feed(TwilioStart(STREAM, call_sid, "AC" + "0" * 32, {"token": token}), 0.0)

@@ -69,7 +69,9 @@ async def get_recording(request: Request, config: Admin) -> JSONResponse:
         raise HTTPException(404, "no such call")
     link = record.get("recording")
     key = link.get("key") if isinstance(link, dict) else None
-    if not isinstance(key, str) or not key.startswith(RECORDINGS_PREFIX):
+    if not isinstance(link, dict) or not isinstance(key, str):
+        raise HTTPException(404, "this call has no recording (yet: it is uploaded as it ends)")
+    if not key.startswith(RECORDINGS_PREFIX):
         raise HTTPException(404, "this call has no recording (yet: it is uploaded as it ends)")
     return JSONResponse(
         {
