@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Silences setuptools' "editable installation" banner from the build of voicebridge itself.
 PIP    := PYTHONWARNINGS=ignore $(BIN)/python -m pip
 
-.PHONY: help install test lint typecheck format run demo bench bench-api bench-dsp bench-edge bench-soak bench-outbound bench-console build deploy \
+.PHONY: help install test lint typecheck format run demo bench bench-api bench-dsp bench-edge bench-soak bench-outbound bench-console bench-recording build deploy \
         image push setup logs delete clean
 
 help:  ## list the targets
@@ -54,7 +54,7 @@ run: $(LOCAL)  ## the whole local stack in the foreground, one line per call eve
 demo: $(LOCAL)  ## a simulated call end to end, then a latency report
 	$(BIN)/python -m infra.demo
 
-bench: bench-api bench-dsp bench-edge bench-console  ## all benchmarks; results go to BENCHMARKS.md by hand
+bench: bench-api bench-dsp bench-edge bench-console bench-recording  ## all benchmarks; results go to BENCHMARKS.md by hand
 
 bench-api: $(BENCH)  ## control-plane handler latency and import time
 	$(BIN)/python -m benchmarks.api
@@ -75,6 +75,9 @@ bench-outbound: $(BENCH)  ## dialer: calls per second vs the cap, slot-to-dial l
 
 bench-console: $(TESTS)  ## caption latency Vapi -> console page at 1 and 50 calls, 5 consoles (Chromium)
 	$(BIN)/python -m benchmarks.console
+
+bench-recording: $(BENCH)  ## what recording and the call's picture cost per frame and per call
+	$(BIN)/python -m benchmarks.recording
 
 clean:  ## remove the virtualenv and build output
 	rm -rf $(VENV) .aws-sam .pytest_cache .ruff_cache

@@ -11,7 +11,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from mangum import Mangum
 
-from functions import admin, snapstart, twilio_webhooks, vapi_webhooks, web
+from functions import admin, recordings, snapstart, twilio_webhooks, vapi_webhooks, web
 from functions.console import routes as console
 from functions.outbound import routes as outbound_routes
 from functions.outbound import webhooks as outbound_webhooks
@@ -31,6 +31,7 @@ app.include_router(admin.router)
 app.include_router(outbound_webhooks.router)
 app.include_router(outbound_routes.router)
 app.include_router(console.router)
+app.include_router(recordings.router)
 
 
 @app.get("/health")

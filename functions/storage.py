@@ -8,6 +8,9 @@ Keys (table ``SESSIONS_TABLE``, ``pk``/``sk``, TTL attribute ``expires_at``)::
     CALL#{callSid}   RECORD         the call record: final status, Vapi report fields; also the
                                     calls list's entry (below)
     CALL#{callSid}   EVENT#{key}    one timeline entry per distinct event (conditional put)
+    CALL#{callSid}   PICTURE        the call's picture, written by the edge at the end
+                                    (``voicebridge.call_records``; the edge also links the
+                                    recording from RECORD)
     NUMBER#{e164}    BINDING        which assistant answers this number
     ASSISTANTS       ASSISTANT#{id} assistants created through the admin API
     NONCE#{digest}   NONCE          a Vapi webhook body already accepted (replay.py), short TTL
@@ -39,6 +42,7 @@ from decimal import Decimal
 from typing import Any
 
 from functions import aws
+from voicebridge.call_records import PICTURE_ATTRIBUTE, PICTURE_SK, decode_picture
 from voicebridge.identifiers import is_call_sid, is_e164
 
 CALLS_INDEX = "calls-by-time"
@@ -551,6 +555,7 @@ class Store:
         by_sk = {i["sk"]: i for i in live}
         session = by_sk.get("SESSION")
         record = by_sk.get("RECORD", {})
+        picture = by_sk.get(PICTURE_SK, {}).get(PICTURE_ATTRIBUTE)
         events = sorted(
             (i for i in live if i["sk"].startswith("EVENT#")), key=lambda i: (i["at"], i["sk"])
         )
@@ -559,6 +564,7 @@ class Store:
             "session": self._public(session) if session else None,
             **{k: v for k, v in self._public(record).items() if k not in {"status_rank"}},
             "timeline": [{"at": e["at"], "kind": e["kind"], **e.get("detail", {})} for e in events],
+            "picture": decode_picture(picture) if isinstance(picture, str) else None,
         }
 
     @staticmethod

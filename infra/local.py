@@ -330,6 +330,10 @@ class LocalStack:
         from media_edge.server import EdgeServer
 
         assert self.loop is not None
+        # The edge runs in this process: boto3 finds credentials in its environment, as the
+        # child processes find them in theirs (moto takes any; real ones set here are kept).
+        for name, value in FAKE_CREDENTIALS.items():
+            os.environ.setdefault(name, value)
         settings = load_settings("edge", env)
         # In this process, not a child: its boto3 client gets the embedded AWS's credentials
         # from here rather than from os.environ (which the tests share).

@@ -1,8 +1,10 @@
-"""Embedded AWS: a moto server on loopback, with the tables and queues ``template.yaml`` defines.
+"""Embedded AWS: a moto server on loopback, with the tables, queues and buckets of the template.
 
-The template is the single source of truth: this module reads its ``AWS::DynamoDB::Table`` and
-``AWS::SQS::Queue`` resources and creates the same things (keys, TTL attribute, redrive policy,
-visibility timeout) in moto, so the local stack and the tests cannot drift from what deploys.
+The template is the single source of truth: this module reads its ``AWS::DynamoDB::Table``,
+``AWS::SQS::Queue`` and ``AWS::S3::Bucket`` resources and creates the same things (keys, TTL
+attribute, redrive policy, visibility timeout; a bucket's encryption, public access block and
+lifecycle rules) in moto, so the local stack and the tests cannot drift from what deploys. A
+resource behind a condition (the recordings bucket) is created too: locally every option is on.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ RESOURCE_ENV: Mapping[str, str] = {
     "DialerDLQ": "DIALER_DLQ_URL",
     "ConsoleConnectionsTable": "CONSOLE_CONNECTIONS_TABLE",
     "ConsoleEventsTable": "CONSOLE_EVENTS_TABLE",
+    "RecordingsBucket": "RECORDINGS_BUCKET",
 }
 
 FAKE_CREDENTIALS: Mapping[str, str] = {
@@ -74,6 +77,62 @@ def _resources(template: Mapping[str, Any], kind: str) -> dict[str, Mapping[str,
         for name, resource in template["Resources"].items()
         if resource["Type"] == kind
     }
+
+
+def _parameter(template: Mapping[str, Any], value: Any) -> Any:
+    """A ``!Ref`` to a parameter, as its default (the local stack deploys the defaults)."""
+    if isinstance(value, dict) and "Ref" in value:
+        return template["Parameters"][value["Ref"]]["Default"]
+    return value
+
+
+def _lifecycle_rule(template: Mapping[str, Any], rule: Mapping[str, Any]) -> dict[str, Any]:
+    """A CloudFormation lifecycle rule as S3's API spells it."""
+    spec: dict[str, Any] = {
+        "ID": rule["Id"],
+        "Status": rule["Status"],
+        "Filter": {"Prefix": rule.get("Prefix", "")},
+    }
+    if "ExpirationInDays" in rule:
+        spec["Expiration"] = {"Days": int(_parameter(template, rule["ExpirationInDays"]))}
+    if "AbortIncompleteMultipartUpload" in rule:
+        spec["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
+    return spec
+
+
+def create_buckets(
+    s3: Any, template: Mapping[str, Any] | None = None, prefix: str = "voicebridge"
+) -> dict[str, str]:
+    """Create the template's buckets with their encryption, public access block and lifecycle;
+    return the env vars that name them."""
+    template = template or load_template()
+    env: dict[str, str] = {}
+    for name, props in _resources(template, "AWS::S3::Bucket").items():
+        bucket = f"{prefix}-{name}".lower()
+        s3.create_bucket(Bucket=bucket)
+        if "BucketEncryption" in props:
+            rules = [  # CloudFormation's name for what S3's API calls Apply...ByDefault
+                {"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}
+                for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+            ]
+            s3.put_bucket_encryption(
+                Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": rules}
+            )
+        if "PublicAccessBlockConfiguration" in props:
+            s3.put_public_access_block(
+                Bucket=bucket,
+                PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"],
+            )
+        lifecycle = props.get("LifecycleConfiguration", {}).get("Rules", [])
+        if lifecycle:
+            s3.put_bucket_lifecycle_configuration(
+                Bucket=bucket,
+                LifecycleConfiguration={
+                    "Rules": [_lifecycle_rule(template, rule) for rule in lifecycle]
+                },
+            )
+        env[RESOURCE_ENV.get(name, name)] = bucket
+    return env
 
 
 def create_resources(
@@ -185,6 +244,7 @@ def embedded_aws(prefix: str = "voicebridge") -> Iterator[dict[str, str]]:
                 prefix=prefix,
             )
         )
+        env.update(create_buckets(session.client("s3", endpoint_url=endpoint), prefix=prefix))
         yield env
     finally:
         server.stop()

@@ -41,9 +41,11 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from media_edge.core import CallConfig
+from media_edge.io.artifacts import CallRecordWriter, dynamodb_client
 from media_edge.io.claims import ClaimStore, DynamoClaimStore, StreamClaims
 from media_edge.io.live import LiveHub
 from media_edge.io.protection import TaskProtection
+from media_edge.io.recording import RecordingStore, s3_client
 from media_edge.io.session import REST_TIMEOUT_S, CallSession, EdgeContext
 from media_edge.io.telemetry import EdgeMetrics, edge_logger, flush_every
 from media_edge.io.ws import CLOSE_TIMEOUT_S, WsConnection
@@ -79,6 +81,7 @@ def call_config(settings: Settings) -> CallConfig:
         dtmf_to_vapi=settings.edge_dtmf_to_vapi,
         fallback_number=settings.edge_fallback_number or None,
         live_control=LiveHub.configured(settings),
+        record=bool(settings.recordings_bucket),
     )
 
 
@@ -111,6 +114,8 @@ class EdgeServer:
         self._background: list[asyncio.Task[Any]] = []
         self._media_url = f"{settings.edge_public_url}{MEDIA_PATH}"
         self._media_path = urlsplit(self._media_url).path  # EDGE_PUBLIC_URL's prefix + /media
+        self._recordings: RecordingStore | None = None
+        self._call_records: CallRecordWriter | None = None
 
     @property
     def active_calls(self) -> int:
@@ -165,6 +170,8 @@ class EdgeServer:
             logger=self._logger,
             claims=self._claims,
             live=self._live,
+            recordings=await self._start_recordings(),
+            call_records=await self._start_call_records(),
         )
         loop = asyncio.get_running_loop()
         try:
@@ -198,6 +205,49 @@ class EdgeServer:
             },
         )
         return self.port
+
+    async def _start_recordings(self) -> RecordingStore | None:
+        """RECORDINGS_BUCKET set: every call is recorded. A spool that cannot be created is
+        logged as an error and the edge serves calls without recordings: calls come first."""
+        settings = self.settings
+        if not settings.recordings_bucket:
+            return None
+        endpoint = settings.aws_endpoint_url
+        store = RecordingStore(
+            settings.recordings_bucket,
+            settings.recordings_spool_dir,
+            lambda: s3_client(endpoint),
+            self._logger,
+            self.metrics,
+        )
+        try:
+            await store.start()
+        except Exception as exc:
+            self._logger.error("recordings disabled: spool unusable", extra={"error": str(exc)})
+            store.close()
+            return None
+        self._recordings = store
+        return store
+
+    async def _start_call_records(self) -> CallRecordWriter | None:
+        """SESSIONS_TABLE set: each call's picture and recording link go to its record. The
+        client is built now, off the loop: boto3's ~60k objects then exist before the process
+        freezes its start-up heap, so full collections do not walk them during calls."""
+        settings = self.settings
+        if not settings.sessions_table:
+            return None
+        endpoint = settings.aws_endpoint_url
+        writer = CallRecordWriter(
+            settings.sessions_table,
+            lambda: dynamodb_client(endpoint),
+            settings.call_record_retention_days,
+        )
+        try:
+            await asyncio.get_running_loop().run_in_executor(writer.pool, writer.client)
+        except Exception as exc:  # the calls go on; their records will lack the picture
+            self._logger.error("call records unavailable", extra={"error": str(exc)})
+        self._call_records = writer
+        return writer
 
     async def drain(self, grace_s: float | None = None) -> None:
         """SIGTERM: refuse new streams, let live calls finish up to DRAIN_SECONDS (or
@@ -244,6 +294,9 @@ class EdgeServer:
         if self._protection is not None and self._http is not None:
             await self._protection.release()
         self.metrics.flush()
+        for pool in (self._recordings, self._call_records):
+            if pool is not None:
+                pool.close()
         if self._http is not None:
             await self._http.aclose()
             self._http = None

@@ -137,6 +137,28 @@ def _text(value: str) -> str:
     return value
 
 
+def _bucket(value: str) -> str:
+    """An S3 bucket name (general purpose rules: 3-63 of a-z 0-9 . -, a letter or digit at each
+    end, not an IP address)."""
+    ok = (
+        3 <= len(value) <= 63
+        and all(c.islower() or c.isdigit() or c in ".-" for c in value)
+        and value[0].isalnum()
+        and value[-1].isalnum()
+        and ".." not in value
+        and not all(part.isdigit() for part in value.split("."))
+    )
+    if not ok:
+        raise ValueError(f"must be an S3 bucket name (3-63 of a-z 0-9 . -), got {value[:70]!r}")
+    return value
+
+
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"must be an absolute path, got {value[:70]!r}")
+    return value.rstrip("/") or "/"
+
+
 def _credential_id(value: str) -> str:
     """A Vapi credential id (a UUID, or ``cred_...`` in older docs)."""
     if not (len(value) <= 100 and value.replace("-", "").replace("_", "").isalnum()):
@@ -182,6 +204,8 @@ _VARS: tuple[_Var, ...] = (
     _Var("AWS_ENDPOINT_URL", _url("https", "http")),
     _Var("SESSION_TTL_SECONDS", _int(60, 86_400), "14400"),
     _Var("CALL_RECORD_RETENTION_DAYS", _int(1, 3650), "90"),
+    _Var("RECORDINGS_BUCKET", _bucket),  # set = every call is recorded there (edge, api)
+    _Var("RECORDINGS_SPOOL_DIR", _absolute_path),  # the edge's parts before upload (temp dir)
     _Var("TRANSFER_ALLOWLIST", _allowlist, ""),
     _Var("TOOL_TIMEOUT_SECONDS", _int(1, 5), "5"),
     _Var("API_PORT", _int(1, 65_535), "8000"),
@@ -273,6 +297,8 @@ class Settings:
     aws_endpoint_url: str | None = None
     session_ttl_seconds: int = 14_400
     call_record_retention_days: int = 90
+    recordings_bucket: str | None = None
+    recordings_spool_dir: str | None = None
     transfer_allowlist: dict[str, str] = field(default_factory=dict)
     tool_timeout_seconds: int = 5
     api_port: int = 8000

@@ -43,6 +43,9 @@ STREAMS_EVICTED = "StreamsEvicted"  # count, pre-start connections closed for ne
 CLAIM_STORE_ERRORS = "ClaimStoreErrors"  # count, streams admitted on this task's claim alone
 LIVE_EVENTS_DROPPED = "LiveEventsDropped"  # count, console events the edge could not deliver
 WORKER_EXITS = "WorkerExits"  # count, EDGE_WORKERS > 1: workers that died unexpectedly (restarted)
+RECORDINGS_STORED = "RecordingsStored"  # count, recordings complete in the bucket
+RECORDING_FAILURES = "RecordingFailures"  # count, recordings given up (the calls went on)
+CALL_RECORD_FAILURES = "CallRecordFailures"  # count, picture/recording link not stored
 
 # Outbound dialer (service = SERVICE_DIALER).
 CALLS_DIALED = "CallsDialed"  # count, Twilio Calls.create accepted

@@ -97,6 +97,28 @@ class Log:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class RecordAudio:
+    """The next second of the call's recording: 16-bit stereo PCM for the shell's spool."""
+
+    data: bytes
+
+
+@dataclass(slots=True)
+class FinishRecording:
+    """The recording is complete (``duration_ms`` of audio): write the header, upload the rest,
+    link it from the call record. Never touches the call itself."""
+
+    duration_ms: int
+
+
+@dataclass(slots=True)
+class StorePicture:
+    """The call's picture (``media_edge.core.picture``), for the call record."""
+
+    picture: dict[str, Any]
+
+
 Action = (
     SendToTwilio
     | SendAudioToVapi
@@ -110,4 +132,7 @@ Action = (
     | Latency
     | Publish
     | Log
+    | RecordAudio
+    | FinishRecording
+    | StorePicture
 )

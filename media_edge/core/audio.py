@@ -25,6 +25,8 @@ from media_edge.dsp import (
 FRAME_MS = 20
 FRAME_BYTES = 160  # 20 ms of mu-law at 8 kHz: what Twilio sends and what we send back
 VAD_HANGOVER_MS = 240  # pause length that ends an utterance (the VAD reports it this late)
+VAD_ONSET_FRAMES = 3  # active frames in a row that start an utterance
+VAD_ONSET_MS = (VAD_ONSET_FRAMES - 1) * FRAME_MS  # the onset frame is this long after the first
 _SILENCE_FRAME = bytes([ULAW_SILENCE_BYTE]) * FRAME_BYTES
 _LE_INT16 = np.dtype("<i2")
 
@@ -39,7 +41,9 @@ class InboundPath:
         self.bytes_per_ms = 32 if self._pcm16 else 8  # of Vapi-format audio
         self._resampler = StreamingResampler(8000, 16000) if self._pcm16 else None
         self.gaps = GapFiller(frame_ms=FRAME_MS)
-        self.vad: VoiceDetector = vad or Vad(8000, frame_ms=FRAME_MS, hangover_ms=VAD_HANGOVER_MS)
+        self.vad: VoiceDetector = vad or Vad(
+            8000, frame_ms=FRAME_MS, onset_frames=VAD_ONSET_FRAMES, hangover_ms=VAD_HANGOVER_MS
+        )
 
     def convert(self, mulaw: bytes, fill_frames: int = 0) -> bytes:
         """``fill_frames`` silence frames, then ``mulaw``, in Vapi's format (one binary frame)."""

@@ -36,17 +36,21 @@ from media_edge.core.actions import (
     CloseVapi,
     CreateVapiCall,
     EndCallViaTwilio,
+    FinishRecording,
     Latency,
     Log,
     Metric,
     Publish,
+    RecordAudio,
     SendAudioToVapi,
     SendJsonToVapi,
     SendToTwilio,
+    StorePicture,
 )
 from media_edge.core.audio import (
     FRAME_MS,
     VAD_HANGOVER_MS,
+    VAD_ONSET_MS,
     HeldAudio,
     InboundPath,
     OutboundPath,
@@ -63,7 +67,10 @@ from media_edge.core.events import (
     VapiConnected,
     VapiConnectFailed,
 )
+from media_edge.core.picture import Picture
 from media_edge.core.playout import Playout
+from media_edge.core.recording import Mixdown
+from media_edge.core.tape import Tape
 from media_edge.dsp import VoiceDetector
 from media_edge.protocol import vapi as vapi_protocol
 from media_edge.protocol.twilio import (
@@ -102,6 +109,7 @@ MAX_HELD_DIGITS = 32  # DTMF pressed while Vapi connects, replayed after the hel
 # decision of a few words (numWords ~2-3 at ~2.5 words/s); a later interruption still clears.
 # What Vapi sends meanwhile waits in the playout queue (30 s deep: 2 s always fits).
 PAUSE_LIMIT_MS = 2_000
+LIVE_PICTURE_BLOCKS = 5  # a picture update for live consoles every 500 ms of tape
 
 
 class State(enum.Enum):
@@ -147,6 +155,8 @@ class CallConfig:
     dtmf_to_vapi: bool = True
     fallback_number: str | None = None
     live_control: bool = False  # ask Vapi for call.monitor.controlUrl (the console's step-in)
+    record: bool = False  # the stereo recording (RecordAudio/FinishRecording actions)
+    picture: bool = True  # the call's picture: levels, turns, latencies (StorePicture, Publish)
     # Flood limit, a token bucket: Twilio sends ~55 messages/s; after a network stall it may
     # deliver seconds of buffered frames at once, which the burst allowance absorbs.
     max_twilio_messages_per_s: int = 200
@@ -170,13 +180,16 @@ class Call:
         "_last_rx",
         "_last_vapi_audio",
         "_loud_frames",
+        "_mixdown",
         "_outbound",
         "_overflow_logged",
         "_paused_at",
         "_paused_until",
+        "_picture",
         "_playout",
         "_speech_end",
         "_start",
+        "_tape",
         "_unknown_logged",
         "_vad_factory",
         "_vapi_lost",
@@ -226,6 +239,10 @@ class Call:
         self._paused_at = 0.0
         self._unknown_logged = False
         self._vapi_lost = False  # Vapi dropped mid-call: the way out apologises (or dials)
+        # What the caller heard, on one clock (from ``start``): the recording and the picture.
+        self._tape: Tape | None = None
+        self._picture: Picture | None = None
+        self._mixdown: Mixdown | None = None
         self.frames_in = 0
         self.frames_filled = 0
         self.frames_dropped = 0
@@ -339,6 +356,11 @@ class Call:
         self._held = HeldAudio(cfg.connect_hold_ms * bytes_per_ms, FRAME_MS * bytes_per_ms)
         self._outbound = OutboundPath(cfg.audio_format)
         self._playout = Playout(TwilioWriter(event.stream_sid), cfg.lead_ms)
+        if cfg.record or cfg.picture:
+            self._tape = Tape(now, cfg.lead_ms, cfg.max_call_ms + cfg.end_drain_ms)
+            self._mixdown = Mixdown() if cfg.record else None
+            if cfg.picture:
+                self._picture = Picture(round((now / 1000.0 + self._epoch_offset_s) * 1000.0))
         metadata = {
             "callSid": event.call_sid,
             "streamSid": event.stream_sid,
@@ -390,6 +412,11 @@ class Call:
     def _on_media(self, event: TwilioMedia, now: float, out: list[Action]) -> None:
         if not self._rx(now, out) or not self._sid_ok(event.stream_sid, now, out):
             return
+        tape = self._tape
+        if tape is not None:  # the caller's leg, whoever listens
+            tape.caller(event.timestamp_ms, event.payload, now)
+            if tape.ready:
+                self._tape_out(tape, out)
         state = self.state
         if state is not _BRIDGING and state is not _STARTED:
             return  # Vapi is gone (ending): nobody to hear it
@@ -414,9 +441,13 @@ class Call:
         decision = inbound.detect(event.payload)
         if decision.onset:
             self._speech_end = None
+            if self._picture is not None:  # on the caller's clock: the frame's own time
+                self._picture.caller_speech(event.timestamp_ms - VAD_ONSET_MS, True)
         elif decision.offset:
             # The VAD decides "ended" after its hangover; the speech really ended that long ago.
             self._speech_end = now - VAD_HANGOVER_MS
+            if self._picture is not None:
+                self._picture.caller_speech(event.timestamp_ms - VAD_HANGOVER_MS, False)
         if self.config.local_barge_in:
             self._local_barge_in(decision.speech, decision.level_dbfs, now, out)
 
@@ -556,11 +587,23 @@ class Call:
         playout = self._playout
         if self.state is not _BRIDGING or playout is None:
             return
+        was_paused = self._paused_until
         self._paused_until = 0.0
+        dropped = playout.frames_cleared
         clear = playout.clear(now)
+        picture = self._picture
+        if picture is not None:
+            at = self._at(now)
+            if was_paused:
+                picture.pause_ended(at, "cleared" if clear else "interrupted")
+            picture.interrupted(at, clear is not None)
+            if clear is not None:
+                picture.cleared(at, (playout.frames_cleared - dropped) * FRAME_MS)
         if clear is None:  # nothing of the assistant's is playing: nothing to interrupt
             out.append(Publish("interrupted", {"at": self._at(now), "cleared": False}))
             return
+        if self._tape is not None:
+            self._tape.clear(now)  # what Twilio drops was never heard: not in the recording
         assert self._outbound is not None
         self._outbound.reset()
         self._loud_frames = 0
@@ -578,9 +621,14 @@ class Call:
         if event.role != "user":
             return
         if event.status == "started":
+            if self._picture is not None:
+                self._picture.vapi_user_speech(self._at(now), True)
             self._pause("speech-update", now, out)
-        elif event.status == "stopped" and self._paused_until:
-            self._resume("speech-update", now, out)
+        elif event.status == "stopped":
+            if self._picture is not None:
+                self._picture.vapi_user_speech(self._at(now), False)
+            if self._paused_until:
+                self._resume("speech-update", now, out)
 
     def _pause(self, source: str, now: float, out: list[Action]) -> None:
         """The caller made a sound: stop feeding Twilio until Vapi decides (or the limit)."""
@@ -591,11 +639,15 @@ class Call:
             playout.mark_sent(out)  # its echo accounts for what Twilio still plays out
             if playout.pending:
                 out.append(Log("info", "barge-in: playout paused", {"source": source}))
+            if self._picture is not None:
+                self._picture.paused(self._at(now), source)
         self._paused_until = now + PAUSE_LIMIT_MS
 
     def _resume(self, why: str, now: float, out: list[Action]) -> None:
         """No interruption after all: play on from where playout paused (the next pump)."""
         self._paused_until = 0.0
+        if self._picture is not None:
+            self._picture.pause_ended(self._at(now), "limit" if why == "limit" else "resumed")
         playout = self._playout
         assert playout is not None
         if playout.pending:
@@ -670,6 +722,8 @@ class Call:
         assert self._playout is not None
         assert self._outbound is not None
         self.state = _ENDING
+        if self._paused_until and self._picture is not None:
+            self._picture.pause_ended(self._at(now), "ended")
         self._paused_until = 0.0  # no verdict can come now: the last words play out
         self.end_reason = reason
         self._ending_deadline = now + self.config.end_drain_ms
@@ -699,13 +753,25 @@ class Call:
                     playout.enqueue([tail])
         was_idle = not playout.playing  # this send starts a new assistant turn
         if playout.pump(now, out):
+            picture = self._picture
+            if self._tape is not None:
+                start = playout.last_start  # later than now: it follows what Twilio holds
+                self._tape.assistant(playout.last_chunk, start, start > now)
+                if picture is not None:
+                    origin = self._start
+                    end = round(playout.play_end - origin)
+                    picture.assistant_audio(round(start - origin), end, was_idle)
             if not self._first_audio_sent:
                 self._first_audio_sent = True
                 out.append(Latency(telemetry.FIRST_AUDIO_LATENCY, self._start))
+                if picture is not None:
+                    picture.first(self._at(now))
             if was_idle and self._speech_end is not None:
                 out.append(Latency(telemetry.RESPONSE_LATENCY, self._speech_end))
                 reply = {"at": self._at(now), "ms": round(now - self._speech_end)}
                 out.append(Publish("latency", reply))
+                if picture is not None:
+                    picture.reply(self._at(now), round(now - self._speech_end))
                 self._speech_end = None
         if self.state is _ENDING and (
             not playout.pending
@@ -748,9 +814,43 @@ class Call:
             out.append(CloseTwilio(code, reason.replace("_", " ")))
         self._finish(reason, now, out, error=error)
 
+    def _tape_out(self, tape: Tape, out: list[Action]) -> None:
+        """Blocks that can no longer change: levels for the picture, seconds of recording."""
+        picture, mixdown = self._picture, self._mixdown
+        for caller, assistant in tape.ready:
+            if picture is not None:
+                picture.block(caller, assistant)
+            if mixdown is not None:
+                chunk = mixdown.add(caller, assistant)
+                if chunk is not None:
+                    out.append(RecordAudio(chunk))
+        tape.ready.clear()
+        if picture is not None and picture.blocks - picture.live_from >= LIVE_PICTURE_BLOCKS:
+            out.append(Publish("picture", picture.delta()))
+
+    def _end_tape(self, now: float, out: list[Action]) -> None:
+        """The call is over: the rest of the tape, the recording's end, the whole picture."""
+        tape, picture, mixdown = self._tape, self._picture, self._mixdown
+        if tape is None:
+            return
+        tape.finish(now)
+        self._tape_out(tape, out)
+        if picture is not None:
+            out.append(Publish("picture", picture.delta()))
+            out.append(StorePicture(picture.snapshot()))
+        if mixdown is not None:
+            chunk = mixdown.flush()
+            if chunk is not None:
+                out.append(RecordAudio(chunk))
+            out.append(FinishRecording(mixdown.duration_ms))
+        self._tape = None
+        self._picture = None
+        self._mixdown = None
+
     def _finish(self, reason: str, now: float, out: list[Action], *, error: bool) -> None:
         self.state = _CLOSED
         self.end_reason = reason
+        self._end_tape(now, out)
         fields: dict[str, Any] = {"reason": reason, "durationMs": round(now - self._created)}
         playout = self._playout
         if playout is not None:

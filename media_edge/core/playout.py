@@ -41,6 +41,8 @@ class Playout:
         "frames_dropped",
         "frames_played",
         "frames_sent",
+        "last_chunk",
+        "last_start",
         "play_end",
     )
 
@@ -58,6 +60,8 @@ class Playout:
         self._mark_due = 0.0  # when the frames sent since the last mark get one (queue empty)
         self.play_end = 0.0  # estimated time Twilio's buffer runs dry (ms, caller's clock)
         self.frames_sent = self.frames_played = self.frames_cleared = self.frames_dropped = 0
+        self.last_chunk = b""  # what the latest pump sent, and when Twilio starts playing it
+        self.last_start = 0.0
 
     @property
     def queued(self) -> int:
@@ -101,6 +105,8 @@ class Playout:
             n = len(queue)
         chunk = queue.popleft() if n == 1 else b"".join([queue.popleft() for _ in range(n)])
         out.append(SendToTwilio(self._writer.media(chunk)))
+        self.last_chunk = chunk
+        self.last_start = now + ahead
         self.play_end = now + ahead + n * FRAME_MS
         self.frames_sent += n
         self._since_mark += n

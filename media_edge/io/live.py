@@ -56,6 +56,10 @@ class _Topic:
     # Until the first read of a topic's subscribers, its events wait here (then go to them):
     # a call's first events, and the calls list's "started", reach consoles already watching.
     waiting: list[str] | None = field(default_factory=list)
+    # While a later read runs, events still go to the sockets known so far and are kept here:
+    # a console that subscribed since the last read gets them once the read finds it (the
+    # calls list has no seq gaps to fetch: its "started" must not fall in that window).
+    replay: list[str] = field(default_factory=list)
 
 
 class LiveHub:
@@ -173,6 +177,8 @@ class LiveHub:
         if known.waiting is not None:
             known.waiting.append(body)
             return
+        if known.refreshing:
+            known.replay.append(body)
         for connection_id in known.sockets:
             self._post(connection_id, body)
 
@@ -185,12 +191,18 @@ class LiveHub:
                 "live subscribers not read", extra={"topic": topic[:5], "error": type(exc).__name__}
             )
             sockets = known.sockets
+        before = set(known.sockets)
         known.sockets = [s for s in sockets if s not in self._gone]
         known.fetched = self._clock()
         known.refreshing = False
         waiting, known.waiting = known.waiting, None
+        replay, known.replay = known.replay, []
         for body in waiting or ():
             for connection_id in known.sockets:
+                self._post(connection_id, body)
+        newcomers = [s for s in known.sockets if s not in before]
+        for body in replay if waiting is None else ():
+            for connection_id in newcomers:
                 self._post(connection_id, body)
 
     def _subscribers(self, topic: str) -> list[str]:

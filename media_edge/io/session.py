@@ -38,13 +38,16 @@ from media_edge.core.actions import (
     CloseVapi,
     CreateVapiCall,
     EndCallViaTwilio,
+    FinishRecording,
     Latency,
     Log,
     Metric,
     Publish,
+    RecordAudio,
     SendAudioToVapi,
     SendJsonToVapi,
     SendToTwilio,
+    StorePicture,
 )
 from media_edge.core.events import (
     ClaimOutcome,
@@ -59,8 +62,10 @@ from media_edge.core.events import (
     VapiConnectFailed,
 )
 from media_edge.io import ws
+from media_edge.io.artifacts import CallArtifacts, CallRecordWriter
 from media_edge.io.claims import StreamClaims
 from media_edge.io.live import CallFeed, LiveHub
+from media_edge.io.recording import RecordingStore
 from media_edge.io.telemetry import EdgeMetrics, log_call
 from media_edge.protocol import twilio as twilio_protocol
 from media_edge.protocol import vapi as vapi_protocol
@@ -89,6 +94,8 @@ class EdgeContext:
     logger: Logger
     claims: StreamClaims
     live: LiveHub | None = None  # the live console's feed, when one is configured
+    recordings: RecordingStore | None = None  # RECORDINGS_BUCKET set
+    call_records: CallRecordWriter | None = None  # SESSIONS_TABLE set: picture, recording link
 
 
 class CallSession:
@@ -123,6 +130,9 @@ class CallSession:
         self._timer_at = float("inf")
         self._done = False
         self._live: CallFeed | None = None
+        self._artifacts = CallArtifacts(
+            ctx.recordings, ctx.call_records, ctx.logger, ctx.metrics, self._keys
+        )
         twilio.on_lost = self._lost
         twilio.attach(self._on_twilio_message, self._on_twilio_close)
         self._arm()
@@ -237,6 +247,15 @@ class CallSession:
 
     def _publish(self, action: Publish) -> None:
         self.live.publish(action.kind, action.data)
+
+    def _record_audio(self, action: RecordAudio) -> None:
+        self._artifacts.audio(action.data)
+
+    def _finish_recording(self, action: FinishRecording) -> None:
+        self._spawn(self._artifacts.finish_recording(action.duration_ms))  # the call goes on
+
+    def _store_picture(self, action: StorePicture) -> None:
+        self._spawn(self._artifacts.store_picture(action.picture))
 
     def _send_json_to_vapi(self, action: SendJsonToVapi) -> None:
         if self._vapi is not None:
@@ -442,6 +461,9 @@ _HANDLERS: dict[type, _Handler] = dict(
         _handler(Metric, CallSession._metric),
         _handler(Log, CallSession._log),
         _handler(Publish, CallSession._publish),
+        _handler(RecordAudio, CallSession._record_audio),
+        _handler(FinishRecording, CallSession._finish_recording),
+        _handler(StorePicture, CallSession._store_picture),
         _handler(SendJsonToVapi, CallSession._send_json_to_vapi),
         _handler(ClaimStream, CallSession._claim_stream),
         _handler(CreateVapiCall, CallSession._create_vapi_call),

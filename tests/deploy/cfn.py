@@ -179,6 +179,7 @@ _SAMPLES = {  # for parameters without a default, resource names, conditional va
     "CONSOLE_EVENTS_TABLE": "voicebridge-ConsoleEventsTable",
     "CONSOLE_WS_URL": "wss://abc123.execute-api.us-east-1.amazonaws.com/live",
     "CONSOLE_WS_MANAGEMENT_URL": "https://abc123.execute-api.us-east-1.amazonaws.com/live",
+    "RECORDINGS_BUCKET": "",  # !If RecordingsOn: off with the default parameters
 }
 
 

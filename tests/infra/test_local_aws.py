@@ -31,3 +31,24 @@ def test_embedded_aws_builds_what_the_template_defines():
             == template["EventsQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"]
         )
         assert attrs["Attributes"]["VisibilityTimeout"] == "180"
+
+
+def test_embedded_aws_builds_the_recordings_bucket_as_the_template_does():
+    props = load_template()["Resources"]["RecordingsBucket"]["Properties"]
+    with embedded_aws(prefix="rec") as env:  # moto's state is per process: another prefix
+        s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+        bucket = env["RECORDINGS_BUCKET"]
+        assert bucket == "rec-recordingsbucket"
+        encryption = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+        assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"] == {
+            "SSEAlgorithm": "AES256"
+        }
+        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        assert block == props["PublicAccessBlockConfiguration"]
+        rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+        days = load_template()["Parameters"]["RecordingsExpireDays"]["Default"]
+        assert rules["expire-recordings"]["Expiration"] == {"Days": days}
+        assert rules["expire-recordings"]["Filter"] == {"Prefix": "recordings/"}
+        assert rules["abort-unfinished-uploads"]["AbortIncompleteMultipartUpload"] == {
+            "DaysAfterInitiation": 1
+        }

@@ -1163,10 +1163,13 @@ def published(actions) -> list[tuple[str, dict]]:
 
 
 def test_the_call_publishes_its_life_on_the_stream_time_axis():
+    def calls(actions):  # the call's own events (the picture's deltas are tested apart)
+        return [p for p in published(actions) if p[0] == "call"]
+
     call = make()
     call.feed(TwilioConnected("Call"), 0.0)
-    assert published(call.feed(start_event(), 10.0)) == []  # not a call until admitted
-    started = published(call.feed(StreamClaimed(ClaimOutcome.CLAIMED), 10.0))
+    assert calls(call.feed(start_event(), 10.0)) == []  # not a call until admitted
+    started = calls(call.feed(StreamClaimed(ClaimOutcome.CLAIMED), 10.0))
     assert started == [
         (
             "call",
@@ -1179,9 +1182,9 @@ def test_the_call_publishes_its_life_on_the_stream_time_axis():
             },
         )
     ]
-    live = published(call.feed(VapiConnected("v"), 310.0))
+    live = calls(call.feed(VapiConnected("v"), 310.0))
     assert live == [("call", {"state": "live", "at": 300})]
-    ended = published(call.feed(TwilioStop(STREAM_SID), 5010.0))
+    ended = calls(call.feed(TwilioStop(STREAM_SID), 5010.0))
     assert ended == [("call", {"state": "ended", "at": 5000, "reason": "twilio_stop"})]
 
 
@@ -1211,10 +1214,12 @@ def test_speaking_and_interruptions_are_published_for_both_sides():
     ]
 
 
-def test_publishing_stays_off_the_per_frame_path():
-    call = bridged(lead_ms=100)
+@pytest.mark.parametrize("picture", [False, True])
+def test_publishing_stays_off_the_per_frame_path(picture):
+    call = bridged(lead_ms=100, picture=picture)
     actions = call.feed(VapiAudio(assistant_audio(5)), 1000.0)
     actions += run_clock(call, 1400.0, 1000.0)
     for i in range(20):
         actions += call.feed(media(1000 + i * 20), 1000.0 + i * 20)
-    assert of(actions, Publish) == []
+    # audio frames publish nothing themselves; the picture sends a delta every 500 ms at most
+    assert [p.kind for p in of(actions, Publish)] == (["picture"] if picture else [])

@@ -187,6 +187,23 @@ async def test_a_new_subscriber_is_found_within_the_refresh(hub, monkeypatch):
     assert [e["seq"] for e in hub.test_gateway.posts["late"]][-1] == 3  # type: ignore[attr-defined]
 
 
+async def test_a_console_watching_the_list_since_the_last_read_gets_the_next_call(
+    hub, monkeypatch
+):
+    """The calls list has no seq to find a gap by: a "started" sent while the subscriber list
+    is being re-read must still reach a console that subscribed since the previous read."""
+    monkeypatch.setattr(live_module, "SUBSCRIBERS_S", 0.2)
+    hub.feed(CALL).publish("call", {"state": "started", "at": 0})  # reads the list: nobody
+    await settled(hub)
+    subscribe(hub, live.TOPIC_CALLS, "new-console")
+    await asyncio.sleep(0.25)  # the cache is stale: the next event starts a re-read
+    other = "CA" + "5" * 32
+    hub.feed(other).publish("call", {"state": "started", "at": 0})
+    await settled(hub)
+    posts = hub.test_gateway.posts["new-console"]  # type: ignore[attr-defined]
+    assert [(e["callSid"], e["data"]["state"]) for e in posts] == [(other, "started")]
+
+
 async def test_an_oversized_event_is_dropped_whole_and_uses_no_seq(hub):
     subscribe(hub, live.call_topic(CALL), "watcher")
     feed = hub.feed(CALL)
