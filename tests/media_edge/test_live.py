@@ -187,9 +187,7 @@ async def test_a_new_subscriber_is_found_within_the_refresh(hub, monkeypatch):
     assert [e["seq"] for e in hub.test_gateway.posts["late"]][-1] == 3  # type: ignore[attr-defined]
 
 
-async def test_a_console_watching_the_list_since_the_last_read_gets_the_next_call(
-    hub, monkeypatch
-):
+async def test_a_console_watching_the_list_since_the_last_read_gets_the_next_call(hub, monkeypatch):
     """The calls list has no seq to find a gap by: a "started" sent while the subscriber list
     is being re-read must still reach a console that subscribed since the previous read."""
     monkeypatch.setattr(live_module, "SUBSCRIBERS_S", 0.2)
