@@ -47,7 +47,10 @@ def wait_for_record(stack: LocalStack, call_sid: str) -> tuple[int, Any]:
     return status, record
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv)[:1] in (["-h"], ["--help"]):
+        print("usage: python -m infra.demo   (make demo)\n\n" + (__doc__ or ""), end="")
+        return 0
     started = time.monotonic()
     print(
         "Starting the local stack: embedded AWS, API, worker, media edge, Vapi + Twilio emulators"

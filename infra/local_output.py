@@ -60,6 +60,19 @@ LOG_LINES: dict[str, tuple[str, Describe]] = {
             f"call {_short(r.get('vapiCallId'))}; {r.get('heldMs', 0)} ms of caller audio held"
         ),
     ),
+    "caller speaking": ("caller", lambda r: "speaking (Vapi's speech-update)"),
+    "assistant replied": (
+        "reply",
+        lambda r: f"assistant replied {_ms(r.get('responseMs'))} after the caller stopped",
+    ),
+    "barge-in: playout paused": (
+        "pause",
+        lambda r: "assistant audio paused while Vapi decides (interruption or backchannel)",
+    ),
+    "barge-in: playout resumed": (
+        "backchannel",
+        lambda r: f"no interruption: playout resumed after {_ms(r.get('pausedMs'))}",
+    ),
     "barge-in: cleared playout": (
         "barge-in",
         lambda r: f"caller talked over the reply: playout cleared ({r.get('source', '?')})",
@@ -87,10 +100,6 @@ def _values(record: Record, name: str) -> list[float]:
 METRIC_LINES: dict[str, tuple[str, Callable[[list[float]], str]]] = {
     telemetry.VAPI_CONNECT_TIME: ("latency", lambda v: f"Vapi connect {_ms(max(v))}"),
     telemetry.FIRST_AUDIO_LATENCY: ("latency", lambda v: f"first assistant audio {_ms(max(v))}"),
-    telemetry.RESPONSE_LATENCY: (
-        "reply",
-        lambda v: "assistant replied " + ", ".join(_ms(x) for x in v) + " after the caller",
-    ),
     telemetry.BARGE_IN_LATENCY: ("latency", lambda v: f"barge-in cleared in {_ms(max(v))}"),
     telemetry.TOOL_LATENCY: ("tool call", lambda v: f"answered in {_ms(max(v))}"),
 }

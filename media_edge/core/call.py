@@ -623,6 +623,7 @@ class Call:
         if event.status == "started":
             if self._picture is not None:
                 self._picture.vapi_user_speech(self._at(now), True)
+            out.append(Log("info", "caller speaking"))  # a line a turn: what operators follow
             self._pause("speech-update", now, out)
         elif event.status == "stopped":
             if self._picture is not None:
@@ -770,8 +771,9 @@ class Call:
                 out.append(Latency(telemetry.RESPONSE_LATENCY, self._speech_end))
                 reply = {"at": self._at(now), "ms": round(now - self._speech_end)}
                 out.append(Publish("latency", reply))
+                out.append(Log("info", "assistant replied", {"responseMs": reply["ms"]}))
                 if picture is not None:
-                    picture.reply(self._at(now), round(now - self._speech_end))
+                    picture.reply(self._at(now), reply["ms"])
                 self._speech_end = None
         if self.state is _ENDING and (
             not playout.pending

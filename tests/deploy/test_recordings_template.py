@@ -87,7 +87,9 @@ def test_the_edge_may_only_update_call_items():
     policies = {
         p["PolicyName"]: p for p in cfn.props("EdgeTaskRole")["Policies"] if "PolicyName" in p
     }
-    (statement,) = policies["call-record-artifacts"]["PolicyDocument"]["Statement"]
+    # one statement for every write to a call's items: the stream claim, the console's control
+    # URL, the picture and the recording link
+    (statement,) = policies["call-items"]["PolicyDocument"]["Statement"]
     assert statement["Action"] == "dynamodb:UpdateItem"
     assert statement["Resource"] == {"Fn::GetAtt": ["SessionsTable", "Arn"]}
     assert statement["Condition"] == {

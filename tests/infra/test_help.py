@@ -9,6 +9,7 @@ import pytest
 ENTRY_POINTS = [
     (["-m", "media_edge"], "EDGE_PORT"),
     (["-m", "infra.local"], "API_PORT"),
+    (["-m", "infra.demo"], "make demo"),
     (["-m", "infra.worker_loop"], "usage"),
     (["-m", "infra.deploy"], "TWILIO_ACCOUNT_SID"),
     (["-m", "infra.vapi_emulator"], "usage"),

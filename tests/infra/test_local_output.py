@@ -45,8 +45,13 @@ def test_each_call_event_becomes_one_readable_line():
     (connected,) = render("edge", log("vapi connected", vapiCallId="347e91e2-6bf6", heldMs=20))
     assert "Vapi connected" in connected
     assert "20 ms of caller audio held" in connected
-    (reply,) = render("edge", emf(ResponseLatency=[840.4, 901.0], WebhookLatency=[3.0]))
-    assert reply.endswith("reply          assistant replied 840 ms, 901 ms after the caller")
+    (speaking,) = render("edge", log("caller speaking"))
+    assert speaking.endswith("caller         speaking (Vapi's speech-update)")
+    (reply,) = render("edge", log("assistant replied", responseMs=840))
+    assert reply.endswith("reply          assistant replied 840 ms after the caller stopped")
+    (resumed,) = render("edge", log("barge-in: playout resumed", why="speech-update", pausedMs=420))
+    assert resumed.endswith("no interruption: playout resumed after 420 ms")
+    assert render("edge", emf(ResponseLatency=[840.4])) == []  # told once, by the log line
 
 
 def test_noise_is_dropped_and_unknown_problems_are_kept():
@@ -90,7 +95,7 @@ def test_make_run_prints_call_events_not_json():
             process.communicate()
     assert '"_aws"' not in out
     assert not re.search(r"^\[\w+\] \{", out, re.M), out
-    for label in ("call in", "stream", "Vapi connected", "barge-in", "ended"):
+    for label in ("call in", "stream", "Vapi connected", "caller", "reply", "barge-in", "ended"):
         assert re.search(rf"^\S+  CA\w+…\s+{label}", out, re.M), (label, out)
 
 

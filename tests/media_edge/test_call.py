@@ -698,7 +698,8 @@ def test_a_caller_turn_with_nothing_playing_pauses_nothing_audible():
     goes out at once and is a response (ResponseLatency), not a resumed pause."""
     call = bridged(lead_ms=100)
     started = call.feed(VapiSpeechUpdate("user", "started"), 1000.0)
-    assert [a for a in started if not isinstance(a, Publish)] == []  # no log, no message
+    # nothing to Twilio, no pause: only the turn's own line for the operator
+    assert [a for a in started if not isinstance(a, Publish)] == [Log("info", "caller speaking")]
     call.feed(VapiSpeechUpdate("user", "stopped"), 2000.0)
     reply = call.feed(VapiAudio(assistant_audio(5)), 2300.0)
     assert media_payloads(reply) == [assistant_audio(5)]
