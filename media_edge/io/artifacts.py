@@ -22,7 +22,7 @@ from aws_lambda_powertools import Logger
 
 from media_edge.io.recording import CallRecording, RecordingStore
 from media_edge.io.telemetry import EdgeMetrics, log_call
-from voicebridge import telemetry
+from voicebridge import aws, telemetry
 from voicebridge.call_records import (
     PICTURE_ATTRIBUTE,
     PICTURE_SK,
@@ -35,16 +35,12 @@ from voicebridge.call_records import (
 WRITE_TIMEOUT_S = 15.0  # two tries of (2 s connect + 5 s read), then give up
 
 
-def dynamodb_client(endpoint_url: str | None) -> Any:
-    import boto3
-    from botocore.config import Config
+CALL_RECORDS_BUDGET = aws.Budget(connect_timeout=2.0, read_timeout=5.0, max_attempts=2)
 
-    config = Config(
-        connect_timeout=2.0,
-        read_timeout=5.0,
-        retries={"mode": "standard", "total_max_attempts": 2},
-    )
-    return boto3.session.Session().client("dynamodb", endpoint_url=endpoint_url, config=config)
+
+def dynamodb_client(endpoint_url: str | None) -> Any:
+    """The call records' client: after the call, so a patient budget (never the call's time)."""
+    return aws.client("dynamodb", CALL_RECORDS_BUDGET, endpoint_url)
 
 
 class CallRecordWriter:

@@ -33,9 +33,10 @@ import httpx
 from aws_lambda_powertools import Logger
 
 from media_edge.io.telemetry import EdgeMetrics, log_call
-from voicebridge import live, telemetry
+from voicebridge import aws, live, telemetry
 from voicebridge.config import Settings
 
+LIVE_BUDGET = aws.Budget(connect_timeout=1.0, read_timeout=2.0, max_attempts=2)
 FLUSH_S = 0.1  # stored events are written this often (25 per request)
 SUBSCRIBERS_S = 1.0  # how stale a topic's subscriber list may get while events flow
 CREDENTIALS_S = 60.0  # re-read the task role's credentials (botocore refreshes them)
@@ -110,17 +111,11 @@ class LiveHub:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        import boto3
-        from botocore.config import Config
-
         loop = asyncio.get_running_loop()
-        config = Config(connect_timeout=1.0, read_timeout=2.0, retries={"total_max_attempts": 2})
 
         def build() -> Any:
-            session = boto3.session.Session()
-            client = session.client(
-                "dynamodb", endpoint_url=self._settings.aws_endpoint_url, config=config
-            )
+            session = aws.shared_session()  # also signs the management API's posts (SigV4)
+            client = aws.client("dynamodb", LIVE_BUDGET, self._settings.aws_endpoint_url)
             return session, client
 
         try:

@@ -39,7 +39,7 @@ from aws_lambda_powertools import Logger
 
 from media_edge.core.recording import MIN_PART_BYTES, PartCutter, Piece, wav_header
 from media_edge.io.telemetry import EdgeMetrics, log_call
-from voicebridge import telemetry
+from voicebridge import aws, telemetry
 from voicebridge.call_records import recording_key, recording_link
 
 UPLOAD_THREADS = 4  # per process: writes are tiny, uploads ~0.1 s per 5 MiB in-region
@@ -50,20 +50,19 @@ SSE = "AES256"
 CONTENT_TYPE = "audio/wav"
 
 
+S3_BUDGET = aws.Budget(connect_timeout=2.0, read_timeout=10.0, max_attempts=3)
+
+
 def s3_client(endpoint_url: str | None) -> Any:
     """S3 with tight time budgets (an upload waits at most ~3 x 12 s, never the call), SigV4,
     and path-style addressing for a local endpoint (moto)."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        connect_timeout=2.0,
-        read_timeout=10.0,
-        retries={"mode": "standard", "total_max_attempts": 3},
+    return aws.client(
+        "s3",
+        S3_BUDGET,
+        endpoint_url,
         signature_version="s3v4",
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
 
 
 class RecordingStore:
