@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import statistics
 import time
@@ -174,6 +175,9 @@ def main() -> None:
         raise SystemExit("bench-console needs Chromium: apt-get install chromium")
     emitted = Emitted()
     options = stack_options("bench-console", EDGE_IDLE_TIMEOUT_SECONDS="60")
+    # moto in its own process: in AWS, DynamoDB is not in the edge's process (its handling of
+    # the feed's reads and writes would otherwise take the GIL from the edge's event loop)
+    options = dataclasses.replace(options, aws_own_process=True)
     with LocalStack(options) as stack, sync_playwright() as playwright:
         assert stack.vapi is not None
         stack.vapi.script = scripted()

@@ -57,6 +57,9 @@ class StackOptions:
     aws_prefix: str = "voicebridge"  # table/queue names; moto's state is per process, so two
     # stacks in one process (tests) need different prefixes
     edge_path: str = ""  # a path prefix in EDGE_PUBLIC_URL (e.g. "/edge": it serves /edge/media)
+    # moto in a child process instead of threads of this one (whose GIL the in-process edge
+    # needs): AWS is another machine in production; benchmarks that load both want this
+    aws_own_process: bool = False
 
 
 class StackError(RuntimeError):
@@ -149,7 +152,9 @@ class LocalStack:
         settings_source = os.environ if options.environ is None else options.environ
         user = {k: v for k, v in settings_source.items() if k in ENV_NAMES}
         base = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}  # PATH, HOME, ...
-        aws = self._exit.enter_context(embedded_aws(prefix=options.aws_prefix))
+        aws = self._exit.enter_context(
+            embedded_aws(prefix=options.aws_prefix, own_process=options.aws_own_process)
+        )
         generated = {
             "TWILIO_ACCOUNT_SID": f"AC{secrets.token_hex(16)}",
             "TWILIO_AUTH_TOKEN": secrets.token_hex(16),

@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -221,18 +224,28 @@ def _moto_server() -> Any:
 
 
 @contextmanager
-def embedded_aws(prefix: str = "voicebridge") -> Iterator[dict[str, str]]:
+def embedded_aws(
+    prefix: str = "voicebridge", *, own_process: bool = False
+) -> Iterator[dict[str, str]]:
     """Start moto on 127.0.0.1 (free port), create the resources, yield the env pointing at it.
 
     The yielded mapping holds ``AWS_ENDPOINT_URL``, fake credentials and the resource variables;
     callers export it to the processes they start (or ``os.environ`` for in-process use).
+    ``own_process``: moto runs in a child process (``python -m infra.local_aws``) rather than in
+    threads of this one, where its request handling competes for the GIL with whatever else
+    runs here (the local stack's in-process edge): closer to AWS, another machine, for a
+    benchmark that loads both.
     """
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per AWS request
-    server = _moto_server()
-    server.start()
-    try:
+    if own_process:
+        stop, endpoint = _moto_process()
+    else:
+        server = _moto_server()
+        server.start()
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
+        stop = server.stop
+    try:
         env = {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
         session = boto3.session.Session(
             aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
@@ -247,9 +260,52 @@ def embedded_aws(prefix: str = "voicebridge") -> Iterator[dict[str, str]]:
         env.update(create_buckets(session.client("s3", endpoint_url=endpoint), prefix=prefix))
         yield env
     finally:
-        server.stop()
+        stop()
+
+
+def _moto_process() -> tuple[Callable[[], None], str]:
+    """``python -m infra.local_aws`` (the same serial-DynamoDB moto) in a child that dies with
+    this process; (stop, endpoint)."""
+    from voicebridge.process import die_with_parent
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "infra.local_aws"],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=die_with_parent(),
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline()  # the port, once it listens
+    if not line.strip().isdigit():
+        child.kill()
+        raise RuntimeError(f"embedded AWS did not start: {line!r}")
+
+    def stop() -> None:
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(10)
+
+    return stop, f"http://127.0.0.1:{int(line)}"
+
+
+def main() -> None:
+    """Serve the embedded AWS until terminated; print the port once listening."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = _moto_server()
+    server.start()
+    print(server.get_host_and_port()[1], flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.stop()
 
 
 def export(env: Mapping[str, str]) -> None:
     """Put ``env`` into this process's environment (for in-process clients)."""
     os.environ.update(env)
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # for sigwait
+    main()

@@ -1,4 +1,7 @@
 import json
+import os
+import pathlib
+import subprocess
 
 import boto3
 
@@ -52,3 +55,28 @@ def test_embedded_aws_builds_the_recordings_bucket_as_the_template_does():
         assert rules["abort-unfinished-uploads"]["AbortIncompleteMultipartUpload"] == {
             "DaysAfterInitiation": 1
         }
+
+
+def test_embedded_aws_in_its_own_process_serves_the_same_and_stops_with_us():
+    """``own_process``: moto runs in a child (benchmarks keep its work off the edge's GIL)."""
+
+    def children() -> list[str]:
+        found = subprocess.run(
+            ["pgrep", "-f", "-P", str(os.getpid()), "infra.local_aws"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return found.stdout.split()
+
+    with embedded_aws(prefix="child", own_process=True) as env:
+        dynamodb = boto3.client(
+            "dynamodb",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        assert env["SESSIONS_TABLE"] in dynamodb.list_tables()["TableNames"]
+        (child,) = children()
+    assert not pathlib.Path(f"/proc/{child}").exists()  # stopped and reaped
