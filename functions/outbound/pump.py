@@ -28,7 +28,14 @@ from functions.outbound import policy, rate, windows
 from functions.outbound.campaign import CampaignSettings
 from functions.outbound.dial import DialPlan, create_params, new_dial_id
 from functions.outbound.results import Sinks, conclude
-from functions.outbound.store import DIALING, PAUSED, RUNNING, ContactItem, OutboundStore
+from functions.outbound.store import (
+    DIALING,
+    PAUSED,
+    RUNNING,
+    ContactItem,
+    OutboundStore,
+    wake_on_its_way,
+)
 from voicebridge import twilio_calls
 from voicebridge.twilio_calls import TwilioCallError
 
@@ -301,10 +308,7 @@ class Pump:
         if not times:
             return "waiting for callbacks"
         at = max(now, min(times))
-        if self.store.schedule_wake(campaign_id, at, now):
-            try:
-                queue.tick(campaign_id, at - now, at)
-            except Exception:
-                self.store.forget_wake(campaign_id, at)
-                raise
+        if not wake_on_its_way(meta, at, now):
+            queue.tick(campaign_id, at - now, at)
+            self.store.record_wake(campaign_id, at, now)
         return "full" if full else "nothing due"

@@ -120,6 +120,13 @@ class ContactItem:
         )
 
 
+def wake_on_its_way(meta: Mapping[str, Any], at: float, now: float) -> bool:
+    """Whether the campaign item ``meta`` records a tick sent for no later than ``at`` and not
+    yet due (``record_wake``'s condition, read before sending rather than written)."""
+    wake = meta.get("wake_at")
+    return wake is not None and int(now) <= int(wake) <= int(at)
+
+
 class OutboundStore:
     """Typed access to the outbound table; safe to share across requests and threads."""
 
@@ -314,8 +321,10 @@ class OutboundStore:
             zero=0,
         )
 
-    def schedule_wake(self, campaign_id: str, at: float, now: float) -> bool:
-        """Record that a tick is due at ``at``; False if one no later than that is already due."""
+    def record_wake(self, campaign_id: str, at: float, now: float) -> bool:
+        """Record that a tick for ``at`` has been sent (after sending it: a run killed in between
+        leaves a duplicate tick, harmless, never a recorded wake-up no message will bring);
+        False if one no later than that was already on its way."""
         return self._update(
             campaign_pk(campaign_id),
             "META",
@@ -323,11 +332,6 @@ class OutboundStore:
             "attribute_not_exists(wake_at) OR wake_at > :at OR wake_at < :now",
             at=int(at),
             now=int(now),
-        )
-
-    def forget_wake(self, campaign_id: str, at: float) -> None:
-        self._update(
-            campaign_pk(campaign_id), "META", "REMOVE wake_at", "wake_at = :at", at=int(at)
         )
 
     def take_rate_slot(self, campaign_id: str, interval: int, now_ms: int) -> rate.Slot:

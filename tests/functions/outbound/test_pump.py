@@ -257,6 +257,29 @@ def test_a_closed_window_reschedules_to_its_opening_and_wakes_the_dialer_then(aw
     assert r.twilio.dialled() == NUMBERS[:2]
 
 
+def test_a_run_killed_while_sending_its_wake_up_does_not_silence_the_campaign(aws):
+    # The wake-up is recorded only once its tick is sent: a run killed in between must not leave
+    # a recorded wake-up that no message brings (later runs would schedule none: stalled).
+    r = rig(aws)
+    window = window_closed_now(r.clock())
+    campaign_id = create_campaign(r.store, NUMBERS[:2], window=window, timezone="UTC")
+    sending = r.queue.tick
+
+    def killed(campaign_id: str, delay_s: float = 0, at: float | None = None) -> None:
+        raise Crash
+
+    r.queue.tick = killed  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        r.pump.run(campaign_id, 30)
+    r.queue.tick = sending  # type: ignore[method-assign]
+    r.clock.now += 5  # the next run: a callback, a redelivered tick
+    assert r.pump.run(campaign_id, 30) == "nothing due"
+    (tick,) = r.ticks()
+    assert tick["at"] == pytest.approx(r.clock() + 3600 - 5, abs=1)
+    r.pump.run(campaign_id, 30)  # and once on its way, no second one
+    assert r.ticks() == []
+
+
 def test_busy_is_retried_after_the_backoff_and_the_campaign_completes(aws):
     r = rig(aws)
     campaign_id = create_campaign(r.store, NUMBERS[:1], retries=Retries(max=2, backoff_seconds=30))
