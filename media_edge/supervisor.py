@@ -10,9 +10,11 @@ unprivileged BPF, which Fargate does not give. Each worker takes ceil(EDGE_MAX_C
 (it answers 503 beyond that); its own listener is on a private loopback port, unused.
 
 The supervisor owns what is per task:
-- signals: SIGTERM/SIGINT go to every worker as SIGTERM (first = drain, second = end the calls
-  now, as in single-process mode); workers are in their own session, so a terminal's Ctrl-C
-  reaches them once, through here. It exits when the last worker has, 0 if all exited cleanly;
+- signals: SIGTERM/SIGINT reach every worker, the first as SIGTERM (drain), the second as SIGINT
+  (end the calls now), as in single-process mode: two SIGTERMs sent before the worker ran would
+  be one pending signal to the kernel, a drain that never ends the calls; workers are in their
+  own session, so a terminal's Ctrl-C reaches them once, through here. It exits when the last
+  worker has, 0 if all exited cleanly;
 - ECS task protection, on while the sum of the workers' live calls is > 0, and the ActiveCalls
   gauge, the task's sum (the scaling policy averages every sample as calls per task, so workers
   must not emit their own). Each worker writes lines to a pipe only it and the supervisor hold:
@@ -335,11 +337,12 @@ class Supervisor:
                 slots.result()
             self._logger.info("draining", extra={"activeCalls": self.calls.total})
             self._draining.set()
-            self._forward()
+            self._forward(signal.SIGTERM)
             second = asyncio.create_task(signals.get())
             await asyncio.wait(_either(slots, second), return_when=asyncio.FIRST_COMPLETED)
             if second.done():  # a second signal: workers end their calls now
-                self._forward()
+                self._logger.info("ending the calls", extra={"activeCalls": self.calls.total})
+                self._forward(signal.SIGINT)  # not SIGTERM again: the kernel would merge them
             else:
                 second.cancel()
             await slots
@@ -364,11 +367,11 @@ class Supervisor:
             self.metrics.flush()
         self._logger.info("supervisor stopped", extra={"clean": self.clean})
 
-    def _forward(self) -> None:
+    def _forward(self, sig: signal.Signals) -> None:
         for process in self._processes.values():
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
+                    process.send_signal(sig)
 
     # -- connections ------------------------------------------------------------------------
 

@@ -123,6 +123,11 @@ def gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
+def stopped(pid: int) -> bool:
+    """In the stopped state (after SIGSTOP took effect, not merely sent)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
 async def poll(predicate: Callable[[], bool]) -> None:
     async with asyncio.timeout(WAIT_S):
         while not predicate():  # noqa: ASYNC110
@@ -341,6 +346,38 @@ async def test_a_second_signal_ends_the_calls_at_once(supervised):
     finally:
         await vapi.stop()
         await twilio.stop()
+
+
+async def test_two_signals_end_the_calls_even_when_a_worker_takes_both_at_once(supervised):
+    # A worker that does not run between the two forwards (busy, descheduled) must still see
+    # two signals: the kernel merges a second pending SIGTERM into the first (a drain only).
+    vapi = FakeVapi()
+    vapi_url = await vapi.start()
+    try:
+        edge = await supervised(VAPI_BASE_URL=vapi_url, DRAIN_SECONDS="600")
+        assert edge.proc is not None
+        async with TwilioCaller(edge.port) as caller:
+            await caller.start()
+            async with asyncio.timeout(WAIT_S):
+                await vapi.connected.wait()
+            workers = list(edge.worker_pids().values())
+            for pid in workers:
+                os.kill(pid, signal.SIGSTOP)
+            await poll(lambda: all(stopped(pid) for pid in workers))  # before a signal reaches one
+            try:
+                edge.proc.send_signal(signal.SIGTERM)
+                await edge.until(lambda: bool(edge.logs("draining")))
+                edge.proc.send_signal(signal.SIGTERM)
+                await edge.until(lambda: bool(edge.logs("ending the calls")))
+            finally:
+                for pid in workers:
+                    os.kill(pid, signal.SIGCONT)
+            async with asyncio.timeout(WAIT_S):  # far inside DRAIN_SECONDS
+                assert await caller.closed() == CloseCode.GOING_AWAY
+        async with asyncio.timeout(WAIT_S):
+            assert await edge.proc.wait() == 0
+    finally:
+        await vapi.stop()
 
 
 async def test_a_worker_that_dies_is_logged_counted_and_restarted(supervised):
