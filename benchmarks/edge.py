@@ -21,8 +21,8 @@ The edge's run-queue wait (/proc/pid/schedstat) is reported next to its CPU: on 
 machine, a point where the edge waited for a CPU measures the neighbours as much as the edge.
 
 Variants: ``naive``, ``naive-picows``, ``pipecat``, ``pipecat-novad``, ``shipped``, ``mulaw``,
-``pcm16``, with suffixes ``+uvloop``, ``+mypyc``, ``+w2`` and ``+gcstats`` (combinable, e.g.
-``mulaw+w2+uvloop``) and an optional ``@REV`` (e.g. ``shipped@1a48a0a``).
+``pcm16``, with suffixes ``+uvloop``, ``+mypyc``, ``+w2``, ``+record`` and ``+gcstats``
+(combinable, e.g. ``mulaw+w2+uvloop``) and an optional ``@REV`` (e.g. ``shipped@1a48a0a``).
 - ``naive``: a websockets relay (JSON -> base64 -> forward, no checks, DSP or pacing), the floor;
   ``naive-picows``: the same on picows (Cython framing) under uvloop.
 - ``pipecat``: the same bridge built from pipecat (benchmarks/pipecat_peer.py: its Twilio
@@ -36,6 +36,9 @@ Variants: ``naive``, ``naive-picows``, ``pipecat``, ``pipecat-novad``, ``shipped
   1, the supervisor and the load generator are not (they share the CPUs with the workers);
   CPU, RSS and run-queue wait are then summed over the supervisor and its workers (also given
   per process), so the CPU column can pass 100 % of a core.
+- ``+record``: every call recorded (``RECORDINGS_BUCKET``: the stereo WAV spooled and uploaded
+  to the embedded S3 in 5 MiB parts while the call runs). Without it the edge runs as the
+  template deploys it by default (``RecordingsEnabled`` false): no bucket, no recording.
 - ``+gcstats``: every garbage collection in the edge is timed (benchmarks/gcstats); those in the
   window are reported.
 - ``@REV``: the edge from that git revision (``git archive``), for an A/B of one change measured
@@ -991,6 +994,7 @@ def start_edge(
         # benchmarks/gcstats (a sitecustomize timing every collection) and nothing else.
         PYTHONPATH=str(ROOT / "benchmarks" / "gcstats") if "gcstats" in flags else "",
         VB_GC_STATS=str(log.with_suffix(".gc.json")),
+        RECORDINGS_BUCKET=aws.get("RECORDINGS_BUCKET", "") if "record" in flags else "",
         EDGE_HOST="127.0.0.1",
         EDGE_PORT=str(port),
         EDGE_MAX_CALLS="5000",
