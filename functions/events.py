@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import cache
 from typing import Any, Literal
 
 from functions import aws
@@ -226,12 +227,7 @@ class EventQueue:
         self.client.send_message(QueueUrl=self.queue_url, MessageBody=body)
 
 
-_queues: dict[tuple[str, str | None], EventQueue] = {}
-
-
+@cache
 def get_queue(queue_url: str, endpoint_url: str | None) -> EventQueue:
-    key = (queue_url, endpoint_url)
-    queue = _queues.get(key)
-    if queue is None:
-        queue = _queues[key] = EventQueue(queue_url, endpoint_url)
-    return queue
+    """One per queue and endpoint for the process (its client is made on first use)."""
+    return EventQueue(queue_url, endpoint_url)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Final
 
 from functions import aws
@@ -69,12 +70,7 @@ class DialerQueue:
         )
 
 
-_queues: dict[tuple[str, str | None], DialerQueue] = {}
-
-
+@cache
 def get_dialer_queue(queue_url: str, endpoint_url: str | None) -> DialerQueue:
-    key = (queue_url, endpoint_url)
-    queue = _queues.get(key)
-    if queue is None:
-        queue = _queues[key] = DialerQueue(queue_url, endpoint_url)
-    return queue
+    """One per queue and endpoint for the process (its client is made on first use)."""
+    return DialerQueue(queue_url, endpoint_url)

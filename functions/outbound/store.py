@@ -28,6 +28,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Final, Literal
 
 from functions import aws
@@ -700,12 +701,7 @@ class OutboundStore:
         return entries, entries[-1]["number"] if more else None
 
 
-_stores: dict[tuple[str, str | None], OutboundStore] = {}
-
-
+@cache
 def get_outbound_store(table: str, endpoint_url: str | None) -> OutboundStore:
-    key = (table, endpoint_url)
-    store = _stores.get(key)
-    if store is None:
-        store = _stores[key] = OutboundStore(table, endpoint_url)
-    return store
+    """One per table and endpoint for the process (its client is made on first use)."""
+    return OutboundStore(table, endpoint_url)
