@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from infra.asgi import AsgiServer, bind
 from infra.twilio_numbers import EmulatedNumber, NumberRequestError, page, update_form
-from infra.twilio_outbound import OutboundCalls
+from infra.twilio_outbound import OutboundCalls, twilio_error
 from voicebridge.identifiers import is_call_sid
 
 MAX_FORM_BYTES = 64 * 1024
@@ -50,18 +50,6 @@ class EmulatedTwilioCall:
             "api_version": "2010-04-01",
             "uri": f"/2010-04-01/Accounts/{account_sid}/Calls/{self.sid}.json",
         }
-
-
-def _twilio_error(status: int, code: int, message: str) -> JSONResponse:
-    return JSONResponse(
-        {
-            "code": code,
-            "message": message,
-            "more_info": f"https://www.twilio.com/docs/errors/{code}",
-            "status": status,
-        },
-        status,
-    )
 
 
 class TwilioEmulator:
@@ -126,7 +114,7 @@ class TwilioEmulator:
         )
 
     def _denied(self) -> JSONResponse:
-        return _twilio_error(401, 20003, "Authenticate")
+        return twilio_error(401, 20003, "Authenticate")
 
     async def _form(self, request: Request) -> dict[str, str]:
         body = await request.body()
@@ -146,7 +134,7 @@ class TwilioEmulator:
         form = await self._form(request)
         if call is None:  # https://www.twilio.com/docs/api/errors/20404
             sid = request.path_params["call"]
-            return _twilio_error(
+            return twilio_error(
                 404,
                 20404,
                 f"The requested resource /2010-04-01/Accounts/"
@@ -156,10 +144,10 @@ class TwilioEmulator:
             # A known call that is over: 400 with 21220 "Invalid call state", "You attempted a
             # realtime operation on a Call that was not in-progress. Calls that have completed
             # cannot be recorded or redirected." (https://www.twilio.com/docs/api/errors/21220)
-            return _twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
+            return twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
         status, twiml = form.get("Status"), form.get("Twiml")
         if status not in (None, "completed", "canceled") or (status is None and not twiml):
-            return _twilio_error(400, 21218, "Invalid call update: Status or Twiml required")
+            return twilio_error(400, 21218, "Invalid call update: Status or Twiml required")
         call.updates.append(form)
         if status:
             call.status = "completed"
@@ -173,7 +161,7 @@ class TwilioEmulator:
             return self._denied()
         call = self._call(request)
         if call is None:
-            return _twilio_error(404, 20404, "The requested resource was not found")
+            return twilio_error(404, 20404, "The requested resource was not found")
         return JSONResponse(call.resource(self.account_sid))
 
     async def _register(self, request: Request) -> JSONResponse:
@@ -181,7 +169,7 @@ class TwilioEmulator:
             return self._denied()
         sid = (await self._form(request)).get("CallSid", "")
         if not is_call_sid(sid):  # a SID Twilio could have issued: "CA" + 32 hex digits
-            return _twilio_error(400, 21201, "CallSid required")
+            return twilio_error(400, 21201, "CallSid required")
         self.calls[sid] = EmulatedTwilioCall(sid)
         return JSONResponse(self.calls[sid].resource(self.account_sid), 201)
 
@@ -190,13 +178,13 @@ class TwilioEmulator:
             return self._denied()
         call = self.calls.get(request.path_params["call"])
         if call is None:
-            return _twilio_error(404, 20404, "The requested resource was not found")
+            return twilio_error(404, 20404, "The requested resource was not found")
         try:  # ?timeout=0 answers at once: "what has happened to this call so far"
             timeout = min(
                 WAIT_SECONDS, max(0.0, float(request.query_params.get("timeout", WAIT_SECONDS)))
             )
         except ValueError:
-            return _twilio_error(400, 21201, "timeout must be a number of seconds")
+            return twilio_error(400, 21201, "timeout must be a number of seconds")
         if call.status == "in-progress" and call.twiml is None and timeout > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(call.changed.wait(), timeout)
@@ -208,7 +196,7 @@ class TwilioEmulator:
             return self._denied()
         call = self.calls.get(request.path_params["call"])
         if call is None:
-            return _twilio_error(404, 20404, "The requested resource was not found")
+            return twilio_error(404, 20404, "The requested resource was not found")
         if call.status == "in-progress":
             call.status = "completed"
             call.changed.set()
@@ -228,7 +216,7 @@ class TwilioEmulator:
         return self.numbers.get(request.path_params["sid"])
 
     def _number_not_found(self, request: Request) -> JSONResponse:
-        return _twilio_error(404, 20404, f"The requested resource {request.url.path} was not found")
+        return twilio_error(404, 20404, f"The requested resource {request.url.path} was not found")
 
     async def _list_numbers(self, request: Request) -> JSONResponse:
         if not self._authorized(request):
@@ -238,7 +226,7 @@ class TwilioEmulator:
         try:
             body = page(list(self.numbers.values()), request.url.path, dict(request.query_params))
         except NumberRequestError as exc:
-            return _twilio_error(400, exc.code, str(exc))
+            return twilio_error(400, exc.code, str(exc))
         return JSONResponse(body)
 
     async def _fetch_number(self, request: Request) -> JSONResponse:
@@ -257,11 +245,11 @@ class TwilioEmulator:
             return self._number_not_found(request)
         body = await request.body()
         if len(body) > MAX_FORM_BYTES:
-            return _twilio_error(400, 20001, "request body too large")
+            return twilio_error(400, 20001, "request body too large")
         form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         try:
             update_form(number, form)
         except NumberRequestError as exc:
-            return _twilio_error(400, exc.code, str(exc))
+            return twilio_error(400, exc.code, str(exc))
         self.number_updates.append(form)
         return JSONResponse(number.resource())

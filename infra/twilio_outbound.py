@@ -118,7 +118,9 @@ def _callee() -> list[Step]:
     return [WaitForSpeech(limit_ms=8000), WaitForSilence(silence_ms=400, limit_ms=10_000), Hangup()]
 
 
-def _error(status: int, code: int, message: str) -> JSONResponse:
+def twilio_error(status: int, code: int, message: str) -> JSONResponse:
+    """Twilio's REST error body (https://www.twilio.com/docs/usage/twilios-response: code,
+    message, more_info, status), for every resource the emulator serves."""
     return JSONResponse(
         {
             "code": code,
@@ -189,58 +191,59 @@ def validate(form: dict[str, list[str]]) -> JSONResponse | None:
     """Twilio's checks of a Calls.create form (and the emulator's own limits); None if valid."""
     unknown = sorted(set(form) - EMULATED - NOT_EMULATED)
     if unknown:  # Twilio ignores these; refusing them catches our own typos
-        return _error(
+        return twilio_error(
             400, 20001, f"Unknown parameter {unknown[0]!r} (emulator: not a Calls.create parameter)"
         )
     unplayed = sorted(set(form) & NOT_EMULATED)
     if unplayed:
-        return _error(
+        return twilio_error(
             400, 20001, f"{unplayed[0]} is a Twilio parameter this emulator does not play"
         )
     repeated = [
         name for name, values in form.items() if len(values) > 1 and name != "StatusCallbackEvent"
     ]
     if repeated:
-        return _error(400, 20001, f"{repeated[0]} given more than once")
+        return twilio_error(400, 20001, f"{repeated[0]} given more than once")
     to, from_ = _one(form, "To", ""), _one(form, "From", "")
     if not to:
-        return _error(400, 21201, "No 'To' number is specified")
+        return twilio_error(400, 21201, "No 'To' number is specified")
     if not from_:
-        return _error(400, 21213, "No 'From' number is specified")
+        return twilio_error(400, 21213, "No 'From' number is specified")
     if not is_e164(to) or to == from_:  # 21211 also covers calling a number from itself
-        return _error(400, 21211, f"Invalid 'To' Phone Number: {to}")
+        return twilio_error(400, 21211, f"Invalid 'To' Phone Number: {to}")
     if not is_e164(from_):
-        return _error(400, 21212, f"Invalid 'From' Phone Number: {from_}")
+        return twilio_error(400, 21212, f"Invalid 'From' Phone Number: {from_}")
     url, twiml = _one(form, "Url", None), _one(form, "Twiml", None)
     if url is None and twiml is None:
-        return _error(400, 21205, "Url parameter is required (or Twiml)")
+        return twilio_error(400, 21205, "Url parameter is required (or Twiml)")
     for name in ("Url", "StatusCallback"):
         value = _one(form, name, None)
         if value is not None:
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https") or "_" in (parts.hostname or "_"):
-                return _error(400, 11100, f"Invalid URL format in {name}: {value[:100]}")
+                return twilio_error(400, 11100, f"Invalid URL format in {name}: {value[:100]}")
     if twiml is not None and len(twiml) > MAX_TWIML_CHARS:
-        return _error(400, 20001, "Twiml is longer than 4000 characters")
+        return twilio_error(400, 20001, "Twiml is longer than 4000 characters")
     for name in ("Method", "StatusCallbackMethod"):
         method = _one(form, name, "POST")
         if method not in ("GET", "POST"):
-            return _error(400, 21209, f"{name} must be GET or POST")
+            return twilio_error(400, 21209, f"{name} must be GET or POST")
         if method != "POST":
-            return _error(400, 20001, f"{name}=GET: this emulator only requests with POST")
+            return twilio_error(400, 20001, f"{name}=GET: this emulator only requests with POST")
     events = form.get("StatusCallbackEvent", [])
     if set(events) - STATUS_EVENTS:
-        return _error(400, 20001, f"StatusCallbackEvent must be among {sorted(STATUS_EVENTS)}")
+        allowed = sorted(STATUS_EVENTS)
+        return twilio_error(400, 20001, f"StatusCallbackEvent must be among {allowed}")
     if events and "StatusCallback" not in form:
-        return _error(400, 20001, "StatusCallbackEvent without a StatusCallback")
+        return twilio_error(400, 20001, "StatusCallbackEvent without a StatusCallback")
     limits = (("Timeout", 1, MAX_TIMEOUT_S, 21208), ("MachineDetectionTimeout", 3, 60, 20001))
     for name, low, high, code in limits:
         value = _one(form, name, None)
         if value is not None and not (value.isdigit() and low <= int(value) <= high):
-            return _error(400, code, f"{name} must be an integer from {low} to {high}")
+            return twilio_error(400, code, f"{name} must be an integer from {low} to {high}")
     amd = _one(form, "MachineDetection", None)
     if amd is not None and amd not in AMD_MODES:
-        return _error(400, 20001, "MachineDetection must be Enable or DetectMessageEnd")
+        return twilio_error(400, 20001, "MachineDetection must be Enable or DetectMessageEnd")
     return None
 
 
@@ -332,10 +335,10 @@ class OutboundCalls:
         if not emulator._authorized(request):
             return emulator._denied()
         if request.path_params["account"] != emulator.account_sid:
-            return _error(404, 20404, "The requested resource was not found")
+            return twilio_error(404, 20404, "The requested resource was not found")
         body = await request.body()
         if len(body) > MAX_FORM_BYTES:
-            return _error(400, 20001, "request too large")
+            return twilio_error(400, 20001, "request too large")
         form = parse_form(body)
         refused = validate(form)
         if refused is not None:
@@ -362,7 +365,7 @@ class OutboundCalls:
         try:
             size = min(1000, max(1, int(query.get("PageSize", "50"))))
         except ValueError:
-            return _error(400, 20001, "PageSize must be an integer")
+            return twilio_error(400, 20001, "PageSize must be an integer")
         calls = [
             c
             for c in reversed(self.log)
