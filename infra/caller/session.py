@@ -19,6 +19,7 @@ import json
 import random
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -175,20 +176,27 @@ class SimulatedCall:
 
     # -- the call -----------------------------------------------------------------------------
 
-    async def run(self) -> CallReport:
-        config = self.config
+    @contextlib.asynccontextmanager
+    async def _posting(self) -> AsyncIterator[None]:
+        """One run's HTTP client and callback sender; a run that ends normally leaves no
+        callback unsent (the sender drains, then the late ones are flushed)."""
         self._ended = asyncio.get_running_loop().create_future()
         async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=10.0)) as http:
             self._http = http
             sender = asyncio.create_task(self._send_callbacks())
             try:
-                await self._place_call()
+                yield
                 self._outbox.put_nowait(None)
                 await sender
                 await self._flush_callbacks()
             finally:
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
+
+    async def run(self) -> CallReport:
+        config = self.config
+        async with self._posting():
+            await self._place_call()
         self._measure()  # fills report.heard: the WAV is written from it
         if config.heard_wav is not None:
             write_wav(config.heard_wav, self.report.heard_pcm())
@@ -199,27 +207,17 @@ class SimulatedCall:
         an outbound call, whose TwiML the Twilio emulator fetched. Runs ``document``'s
         ``<Connect><Stream>`` with this script and posts the stream's status callbacks; the
         call's own progress callbacks are the emulator's to send."""
-        self._ended = asyncio.get_running_loop().create_future()
-        async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=10.0)) as http:
-            self._http = http
-            sender = asyncio.create_task(self._send_callbacks())
+        async with self._posting():
+            self.report.twiml = document
             try:
-                self.report.twiml = document
-                try:
-                    instruction = twiml_parser.parse(document).stream
-                except twiml_parser.TwimlError as exc:
-                    self.report.protocol_errors.append(f"TwiML: {exc}")
-                    instruction = None
-                if instruction is not None:
-                    self._answered_at = time.monotonic()
-                    await self._run_stream(instruction)
-                self.report.ended_by = self.report.ended_by or "no-stream"
-                self._outbox.put_nowait(None)
-                await sender
-                await self._flush_callbacks()
-            finally:
-                sender.cancel()
-                await asyncio.gather(sender, return_exceptions=True)
+                instruction = twiml_parser.parse(document).stream
+            except twiml_parser.TwimlError as exc:
+                self.report.protocol_errors.append(f"TwiML: {exc}")
+                instruction = None
+            if instruction is not None:
+                self._answered_at = time.monotonic()
+                await self._run_stream(instruction)
+            self.report.ended_by = self.report.ended_by or "no-stream"
         self._measure()
         return self.report
 
