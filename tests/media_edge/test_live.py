@@ -23,6 +23,13 @@ from voicebridge.config import load_settings
 
 CALL = "CA" + "4" * 32
 MANAGEMENT = "https://abc123.execute-api.us-east-1.amazonaws.com/live"
+EDGE = {  # what every edge needs, beside the live feed's own settings
+    "TWILIO_AUTH_TOKEN": "t",
+    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+    "VAPI_API_KEY": "k",
+    "EDGE_PUBLIC_URL": "wss://edge.example.com",
+    "STREAM_TOKEN_SECRET": "s",
+}
 
 
 class Gateway:
@@ -65,11 +72,7 @@ async def hub(tables):
     settings = load_settings(
         "edge",
         {
-            "TWILIO_AUTH_TOKEN": "t",
-            "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-            "VAPI_API_KEY": "k",
-            "EDGE_PUBLIC_URL": "wss://edge.example.com",
-            "STREAM_TOKEN_SECRET": "s",
+            **EDGE,
             "SESSIONS_TABLE": env["SESSIONS_TABLE"],
             "CONSOLE_EVENTS_TABLE": env["CONSOLE_EVENTS_TABLE"],
             "CONSOLE_CONNECTIONS_TABLE": env["CONSOLE_CONNECTIONS_TABLE"],
@@ -229,11 +232,7 @@ async def test_without_aws_the_feed_is_off_and_calls_go_on(monkeypatch):
     settings = load_settings(
         "edge",
         {
-            "TWILIO_AUTH_TOKEN": "t",
-            "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-            "VAPI_API_KEY": "k",
-            "EDGE_PUBLIC_URL": "wss://edge.example.com",
-            "STREAM_TOKEN_SECRET": "s",
+            **EDGE,
             "SESSIONS_TABLE": "sessions",  # the stream claims' table (required for the edge)
             "CONSOLE_EVENTS_TABLE": "e",
             "CONSOLE_CONNECTIONS_TABLE": "c",
