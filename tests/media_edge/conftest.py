@@ -2,19 +2,25 @@
 mypyc build (infra/edge_compile.py) with VOICEBRIDGE_EDGE_BUILD=compiled. That second run must
 really import the compiled modules, or it would test the fallback twice: checked first.
 
-It also provides embedded AWS for the tests that need the real stream-claim table."""
+It also provides embedded AWS for the tests that need the real stream-claim table, and the
+in-process edge with its fakes (``stack``) for the socket-level tests."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from infra import edge_compile
 from infra.local_aws import embedded_aws
+
+if TYPE_CHECKING:
+    from tests.media_edge.test_server import Stack
 
 COMPILED = os.environ.get("VOICEBRIDGE_EDGE_BUILD") == "compiled"
 
@@ -44,3 +50,20 @@ def edge_aws() -> Iterator[dict[str, str]]:
     so moto's per-process state is the next package's again."""
     with embedded_aws(prefix="media-edge") as env:
         yield env
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    """The edge in process with the fake Vapi and Twilio (test_server's ``Stack``), stopped after
+    the test, then checked for leaks: nothing the edge or the fakes started may outlive them."""
+    from tests.media_edge.test_server import Stack  # at use: conftest loads before the tests
+
+    stack = Stack()
+    yield stack
+    await stack.stop()
+    current = asyncio.current_task()
+    await asyncio.sleep(0)
+    leftover = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    assert leftover == []
+    assert stack.edge is None or stack.edge.active_calls == 0
+    assert stack.vapi is None or all(ws.close_code is not None for ws in stack.vapi.connections)

@@ -10,7 +10,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -152,20 +152,6 @@ def feeds_never_nest(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(CallSession, "feed", feed)
     yield
     assert depth[1] <= 1, "a feed started inside another"
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    stack = Stack()
-    yield stack
-    await stack.stop()
-    # Leak check: nothing the edge or the fakes started may outlive them.
-    current = asyncio.current_task()
-    await asyncio.sleep(0)
-    leftover = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-    assert leftover == []
-    assert stack.edge is None or stack.edge.active_calls == 0
-    assert stack.vapi is None or all(ws.close_code is not None for ws in stack.vapi.connections)
 
 
 def tone(freq: float, seconds: float, rate: int = 8000, amplitude: float = 8000.0) -> np.ndarray:

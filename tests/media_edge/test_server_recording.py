@@ -8,7 +8,6 @@ import asyncio
 import io
 import json
 import wave
-from collections.abc import AsyncIterator
 from typing import Any
 
 import boto3
@@ -28,16 +27,6 @@ CALLER_CODE = 0x20
 def aws():
     with embedded_aws(prefix="edge-rec") as env:
         yield env
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    stack = Stack()
-    yield stack
-    await stack.stop()
-    current = asyncio.current_task()
-    await asyncio.sleep(0)
-    assert [t for t in asyncio.all_tasks() if t is not current and not t.done()] == []
 
 
 def edge_env(aws: dict[str, str], tmp_path: Any, bucket: str | None = None) -> dict[str, str]:
