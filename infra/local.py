@@ -22,6 +22,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,9 @@ class StackOptions:
     # moto in a child process instead of threads of this one (whose GIL the in-process edge
     # needs): AWS is another machine in production; benchmarks that load both want this
     aws_own_process: bool = False
+    # queues' VisibilityTimeout instead of the template's (resource name -> s): tests compress
+    # SQS's redelivery of what a killed function held, as they compress other waits
+    queue_visibility: dict[str, int] = field(default_factory=dict)
 
 
 class StackError(RuntimeError):
@@ -153,7 +157,11 @@ class LocalStack:
         user = {k: v for k, v in settings_source.items() if k in ENV_NAMES}
         base = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}  # PATH, HOME, ...
         aws = self._exit.enter_context(
-            embedded_aws(prefix=options.aws_prefix, own_process=options.aws_own_process)
+            embedded_aws(
+                prefix=options.aws_prefix,
+                own_process=options.aws_own_process,
+                visibility=options.queue_visibility,
+            )
         )
         generated = {
             "TWILIO_ACCOUNT_SID": f"AC{secrets.token_hex(16)}",
@@ -282,14 +290,19 @@ class LocalStack:
             render=self._render,
         )
 
-    def restart(self, name: str, kill: bool = True) -> None:
-        """Kill (SIGKILL: no cleanup, like a crashed Lambda) and start again a function's loop."""
+    def restart(
+        self, name: str, kill: bool = True, while_down: Callable[[], None] | None = None
+    ) -> None:
+        """Kill (SIGKILL: no cleanup, like a crashed Lambda) and start again a function's loop;
+        ``while_down`` runs in between (what happens while no instance is running)."""
         (child,) = [c for c in self._children if c.name == name]
         if kill:
             child.process.kill()
             child.process.wait(10)
         else:
             child.stop()
+        if while_down is not None:
+            while_down()
         self._children[self._children.index(child)] = self._function(name)
 
     def _bind_gateway(self, env: dict[str, str]) -> list[socket.socket]:

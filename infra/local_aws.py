@@ -139,9 +139,17 @@ def create_buckets(
 
 
 def create_resources(
-    dynamodb: Any, sqs: Any, template: Mapping[str, Any] | None = None, prefix: str = "voicebridge"
+    dynamodb: Any,
+    sqs: Any,
+    template: Mapping[str, Any] | None = None,
+    prefix: str = "voicebridge",
+    visibility: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
-    """Create the template's tables and queues; return the env vars that name them."""
+    """Create the template's tables and queues; return the env vars that name them.
+
+    ``visibility`` replaces queues' VisibilityTimeout (template resource name -> seconds): tests
+    compress time with it, so a message held by a killed consumer comes back while they wait.
+    """
     template = template or load_template()
     env: dict[str, str] = {}
     for name, props in _resources(template, "AWS::DynamoDB::Table").items():
@@ -161,6 +169,9 @@ def create_resources(
         env[RESOURCE_ENV.get(name, name)] = table_name
 
     queues = _resources(template, "AWS::SQS::Queue")
+    unknown = sorted(set(visibility or {}) - set(queues))
+    if unknown:
+        raise ValueError(f"no such queue in the template: {', '.join(unknown)}")
     arns: dict[str, str] = {}
     # Dead-letter queues first: a queue's redrive policy names its DLQ's ARN.
     for name in sorted(queues, key=lambda n: "RedrivePolicy" in queues[n]):
@@ -170,6 +181,8 @@ def create_resources(
             for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds")
             if key in props
         }
+        if visibility and name in visibility:
+            attributes["VisibilityTimeout"] = str(visibility[name])
         redrive = props.get("RedrivePolicy")
         if redrive:
             target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
@@ -225,7 +238,10 @@ def _moto_server() -> Any:
 
 @contextmanager
 def embedded_aws(
-    prefix: str = "voicebridge", *, own_process: bool = False
+    prefix: str = "voicebridge",
+    *,
+    own_process: bool = False,
+    visibility: Mapping[str, int] | None = None,
 ) -> Iterator[dict[str, str]]:
     """Start moto on 127.0.0.1 (free port), create the resources, yield the env pointing at it.
 
@@ -234,7 +250,7 @@ def embedded_aws(
     ``own_process``: moto runs in a child process (``python -m infra.local_aws``) rather than in
     threads of this one, where its request handling competes for the GIL with whatever else
     runs here (the local stack's in-process edge): closer to AWS, another machine, for a
-    benchmark that loads both.
+    benchmark that loads both. ``visibility``: as in ``create_resources``.
     """
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per AWS request
     if own_process:
@@ -255,6 +271,7 @@ def embedded_aws(
                 session.client("dynamodb", endpoint_url=endpoint),
                 session.client("sqs", endpoint_url=endpoint),
                 prefix=prefix,
+                visibility=visibility,
             )
         )
         env.update(create_buckets(session.client("s3", endpoint_url=endpoint), prefix=prefix))

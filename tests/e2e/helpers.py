@@ -21,6 +21,8 @@ EDGE_ENV = {
     "TRANSFER_ALLOWLIST": "sales=+15550100009",
     "DIALER_RECONCILE_SECONDS": "5",  # a lost dial is checked with Twilio after 5 s, not 120
 }
+# A tick a killed dialer had received comes back after 15 s, not the template's 360 s.
+QUEUE_VISIBILITY = {"DialerQueue": 15}
 
 
 def stack_options(aws_prefix, **edge_env):
@@ -33,6 +35,7 @@ def stack_options(aws_prefix, **edge_env):
         script=FAST,
         overrides={**EDGE_ENV, **edge_env},
         aws_prefix=aws_prefix,
+        queue_visibility=QUEUE_VISIBILITY,
     )
 
 

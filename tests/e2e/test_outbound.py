@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import boto3
 import httpx
 import pytest
 
@@ -217,15 +218,52 @@ def test_a_forty_contact_campaign_keeps_its_limits_retries_and_skips_do_not_call
             assert after.requested_at - before.ended_at >= backoff - 0.05
 
 
-def stack_sqs_tick(stack, campaign_id):
-    """Put a tick in the dialer queue exactly as the API does (a redelivery of the start)."""
-    import boto3
-
-    sqs = boto3.session.Session().client(
+def stack_sqs(stack):
+    return boto3.session.Session().client(
         "sqs", endpoint_url=stack.env["AWS_ENDPOINT_URL"], region_name="us-east-1"
     )
+
+
+def stack_sqs_tick(stack, campaign_id):
+    """Put a tick in the dialer queue exactly as the API does (a redelivery of the start)."""
     body = json.dumps({"v": 1, "campaignId": campaign_id})
-    sqs.send_message(QueueUrl=stack.env["DIALER_QUEUE_URL"], MessageBody=body)
+    stack_sqs(stack).send_message(QueueUrl=stack.env["DIALER_QUEUE_URL"], MessageBody=body)
+
+
+def test_a_tick_a_killed_dialer_had_received_comes_back_and_the_campaign_completes(outbound):
+    """The campaign's only tick (the start's) is received by a dialer that dies before it is done:
+    nothing else will wake the campaign, so SQS's redelivery after the visibility timeout must
+    (the e2e stack's QUEUE_VISIBILITY: 15 s instead of 360)."""
+    stack = outbound
+    numbers = [f"+1555027{i:04d}" for i in range(3)]
+    _, created = admin(
+        stack,
+        "POST",
+        "/campaigns",
+        {"maxConcurrent": 2, "contacts": [{"number": n} for n in numbers]},
+    )
+    campaign_id = created["campaignId"]
+    sqs = stack_sqs(stack)
+
+    def start_and_die_holding_its_tick() -> None:
+        assert admin(stack, "POST", f"/campaigns/{campaign_id}/start")[0] == 200
+        # We receive the tick and never delete it, unless the killed loop's last long poll, still
+        # open in SQS for up to a second, took it first: either way a dead consumer holds it.
+        sqs.receive_message(QueueUrl=stack.env["DIALER_QUEUE_URL"], WaitTimeSeconds=2)
+        counts = sqs.get_queue_attributes(
+            QueueUrl=stack.env["DIALER_QUEUE_URL"],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        assert counts == {
+            "ApproximateNumberOfMessages": "0",
+            "ApproximateNumberOfMessagesNotVisible": "1",
+        }
+        assert not stack.twilio.outbound.log  # nothing dialled: the tick is held, not run
+
+    stack.restart("dialer", while_down=start_and_die_holding_its_tick)
+    view = wait_for_status(stack, campaign_id, "completed", limit_s=60)
+    assert view["counts"]["outcomes"]["answered"] == len(numbers)
+    assert creates_by_number(stack) == dict.fromkeys(numbers, 1)
 
 
 def test_out_of_window_contacts_wait_for_their_window(outbound):

@@ -4,6 +4,7 @@ import pathlib
 import subprocess
 
 import boto3
+import pytest
 
 from infra.local_aws import embedded_aws, load_template
 
@@ -34,6 +35,24 @@ def test_embedded_aws_builds_what_the_template_defines():
             == template["EventsQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"]
         )
         assert attrs["Attributes"]["VisibilityTimeout"] == "180"
+
+
+def test_embedded_aws_compresses_a_queues_visibility_timeout_on_request():
+    with embedded_aws(prefix="v", visibility={"DialerQueue": 15}) as env:
+        sqs = boto3.client("sqs", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+
+        def visibility(queue: str) -> str:
+            attributes = sqs.get_queue_attributes(QueueUrl=env[queue], AttributeNames=["All"])
+            return attributes["Attributes"]["VisibilityTimeout"]
+
+        assert visibility("DIALER_QUEUE_URL") == "15"
+        assert visibility("EVENTS_QUEUE_URL") == "180"  # the template's, untouched
+
+
+def test_a_visibility_for_a_queue_the_template_lacks_is_refused():
+    aws = embedded_aws(prefix="w", visibility={"DialQueue": 15})
+    with pytest.raises(ValueError, match="no such queue in the template: DialQueue"), aws:
+        pass
 
 
 def test_embedded_aws_builds_the_recordings_bucket_as_the_template_does():
