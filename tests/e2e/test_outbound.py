@@ -46,6 +46,14 @@ def campaign(stack, campaign_id):
     return admin(stack, "GET", f"/campaigns/{campaign_id}?limit=1000")[1]
 
 
+def new_campaign(stack, numbers, **settings):
+    """Create a campaign calling ``numbers`` with ``settings`` (API names); its id."""
+    body = {**settings, "contacts": [{"number": n} for n in numbers]}
+    status, created = admin(stack, "POST", "/campaigns", body)
+    assert status == 201, created
+    return created["campaignId"]
+
+
 def wait_for_status(stack, campaign_id, wanted, limit_s):
     found = {}
 
@@ -236,13 +244,7 @@ def test_a_tick_a_killed_dialer_had_received_comes_back_and_the_campaign_complet
     (the e2e stack's QUEUE_VISIBILITY: 15 s instead of 360)."""
     stack = outbound
     numbers = [f"+1555027{i:04d}" for i in range(3)]
-    _, created = admin(
-        stack,
-        "POST",
-        "/campaigns",
-        {"maxConcurrent": 2, "contacts": [{"number": n} for n in numbers]},
-    )
-    campaign_id = created["campaignId"]
+    campaign_id = new_campaign(stack, numbers, maxConcurrent=2)
     sqs = stack_sqs(stack)
 
     def start_and_die_holding_its_tick() -> None:
@@ -274,13 +276,7 @@ def test_out_of_window_contacts_wait_for_their_window(outbound):
         "end": (start + timedelta(hours=1)).strftime("%H:%M"),
         "timezone": "UTC",
     }
-    _, created = admin(
-        stack,
-        "POST",
-        "/campaigns",
-        {"window": window, "contacts": [{"number": "+15550240001"}, {"number": "+15550240002"}]},
-    )
-    campaign_id = created["campaignId"]
+    campaign_id = new_campaign(stack, ["+15550240001", "+15550240002"], window=window)
     admin(stack, "POST", f"/campaigns/{campaign_id}/start")
     eventually(
         lambda: all("nextAttemptAt" in c for c in campaign(stack, campaign_id)["contacts"]),
@@ -299,13 +295,7 @@ def test_out_of_window_contacts_wait_for_their_window(outbound):
 def test_pause_stops_new_dials_while_live_calls_finish_and_resume_completes(outbound):
     stack = outbound
     numbers = [f"+1555025{i:04d}" for i in range(10)]
-    _, created = admin(
-        stack,
-        "POST",
-        "/campaigns",
-        {"maxConcurrent": 2, "maxCallsPerSecond": 5, "contacts": [{"number": n} for n in numbers]},
-    )
-    campaign_id = created["campaignId"]
+    campaign_id = new_campaign(stack, numbers, maxConcurrent=2, maxCallsPerSecond=5)
     admin(stack, "POST", f"/campaigns/{campaign_id}/start")
     log = stack.twilio.outbound.log
     eventually(lambda: len(log) >= 3, limit_s=20, what="three calls placed")
@@ -335,18 +325,9 @@ def test_pause_stops_new_dials_while_live_calls_finish_and_resume_completes(outb
 def test_a_killed_dialer_loses_no_contact_and_dials_none_twice(outbound):
     stack = outbound
     numbers = [f"+1555026{i:04d}" for i in range(12)]
-    _, created = admin(
-        stack,
-        "POST",
-        "/campaigns",
-        {
-            "maxConcurrent": 3,
-            "maxCallsPerSecond": 4,
-            "ringTimeoutSeconds": 5,
-            "contacts": [{"number": n} for n in numbers],
-        },
+    campaign_id = new_campaign(
+        stack, numbers, maxConcurrent=3, maxCallsPerSecond=4, ringTimeoutSeconds=5
     )
-    campaign_id = created["campaignId"]
     admin(stack, "POST", f"/campaigns/{campaign_id}/start")
     eventually(lambda: len(stack.twilio.outbound.log) >= 4, limit_s=20, what="four calls placed")
     stack.restart("dialer")  # SIGKILL mid-campaign, then a fresh process (a new Lambda)
