@@ -7,7 +7,10 @@ Each figure is the median over fresh interpreters (``--runs``), timed in-process
 - ``reset()``: the after-restore hook, paid by every restored environment (inside AWS's
   "Restore Duration", with the snapshot's own restore, which only AWS can measure);
 - the first AWS client (DynamoDB) a request makes after a plain init vs after a restored warm
-  one: boto3's import moves out of the first request.
+  one: boto3's import moves out of the first request;
+- the other clients the functions make (SQS, the Lambda fallback, the console's management
+  API, the worker's DynamoDB budget) after that first one, and the memory all five hold: what
+  sharing one boto3 session saves (each session loads its own copy of the models).
 
     python -m benchmarks.snapstart [--runs 9]
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = """
 import json, os, time
+def mb(): return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 t0 = time.perf_counter()
 import {module}
 t1 = time.perf_counter()
@@ -35,9 +39,16 @@ t2 = time.perf_counter()
 if {warm}:  # restored: the after-restore hook runs first
     snapstart.reset()
 t3 = time.perf_counter()
+m3 = mb()
 aws.client("dynamodb", None)  # the first request's first AWS call
 t4 = time.perf_counter()
-print(json.dumps({{"import": t1 - t0, "warm": t2 - t1, "reset": t3 - t2, "first_client": t4 - t3}}))
+for service, budget in (("sqs", aws.WEBHOOK), ("lambda", aws.FALLBACK),
+                        ("apigatewaymanagementapi", aws.WEBHOOK), ("dynamodb", aws.WORKER)):
+    aws.client(service, None, budget)
+t5 = time.perf_counter()
+ms = {{"import": t1 - t0, "warm": t2 - t1, "reset": t3 - t2, "first_client": t4 - t3,
+      "next_clients": t5 - t4}}
+print(json.dumps({{**{{k: v * 1000 for k, v in ms.items()}}, "clients_mb": mb() - m3}}))
 """
 
 
@@ -53,7 +64,8 @@ def probe(module: str, warm: bool) -> dict[str, float]:
         capture_output=True,
         text=True,
     ).stdout
-    return {k: v * 1000 for k, v in json.loads(out.strip().splitlines()[-1]).items()}
+    found: dict[str, float] = json.loads(out.strip().splitlines()[-1])  # ms, and MB
+    return found
 
 
 def main() -> None:
@@ -62,9 +74,10 @@ def main() -> None:
     args = parser.parse_args()
     print(
         "| function | init: import ms | warm() ms (before snapshot) | reset() ms (after restore) "
-        "| first DynamoDB client, plain init ms | same, after warm ms |"
+        "| first DynamoDB client, plain init ms | same, after warm ms "
+        "| 4 more clients, after warm ms | 5 clients' memory, after warm MB |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for module in ("functions.api", "functions.worker"):
         plain = [probe(module, warm=False) for _ in range(args.runs)]
         warm = [probe(module, warm=True) for _ in range(args.runs)]
@@ -75,7 +88,8 @@ def main() -> None:
         print(
             f"| {module} | {med(plain, 'import'):.0f} | {med(warm, 'warm'):.0f} "
             f"| {med(warm, 'reset'):.2f} | {med(plain, 'first_client'):.0f} "
-            f"| {med(warm, 'first_client'):.0f} |"
+            f"| {med(warm, 'first_client'):.0f} | {med(warm, 'next_clients'):.0f} "
+            f"| {med(warm, 'clients_mb'):.1f} |"
         )
 
 

@@ -24,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from voicebridge import aws as budgeted
 from voicebridge.aws import Budget
 
-Service = Literal["dynamodb", "sqs", "lambda", "apigatewaymanagementapi"]
+Service = Literal["dynamodb", "sqs", "lambda", "apigatewaymanagementapi", "s3"]
 T = TypeVar("T")
 
 COOLDOWN_SECONDS = 5.0
@@ -46,19 +47,15 @@ _lock = threading.Lock()
 
 
 def client(service: Service, endpoint_url: str | None, budget: Budget = WEBHOOK) -> Any:
-    """The shared client for ``service`` with ``budget`` (``endpoint_url`` only locally)."""
+    """The shared client for ``service`` with ``budget`` (``endpoint_url`` only locally), made
+    from the process's one boto3 session (``voicebridge.aws``: one copy of the models)."""
     key = (service, endpoint_url, budget)
     found = _clients.get(key)
     if found is None:
         with _lock:
             found = _clients.get(key)
             if found is None:
-                import boto3
-
-                found = boto3.session.Session().client(
-                    service, endpoint_url=endpoint_url, config=budget.config()
-                )
-                _clients[key] = found
+                found = _clients[key] = budgeted.client(service, budget, endpoint_url)
     return found
 
 
@@ -137,8 +134,10 @@ async def call(deadline: Deadline, dependency: Dependency, fn: Callable[..., T],
 
 
 def reset() -> None:
-    """Forget every client (after a SnapStart restore: functions/snapstart.py); the next use
-    makes new ones, with the credentials and connections of the restored environment."""
+    """Forget every client and the session (after a SnapStart restore: functions/snapstart.py);
+    the next use makes new ones, with the credentials and connections of the restored
+    environment."""
     with _lock:
         _clients.clear()
+    budgeted.forget_shared_session()
     _down_until.clear()  # a restored snapshot starts with no known outage

@@ -9,14 +9,12 @@ request, and must lie under the recordings prefix the API's role may read.
 
 from __future__ import annotations
 
-import threading
 import time
-from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from functions import web
+from functions import aws, web
 from functions.admin import Admin
 from voicebridge.call_records import RECORDINGS_PREFIX
 from voicebridge.config import Settings
@@ -25,29 +23,10 @@ from voicebridge.identifiers import is_call_sid
 router = APIRouter()
 PRESIGN_SECONDS = 300  # long enough to start playing (and seek), short enough to be useless later
 
-_clients: dict[str | None, Any] = {}
-_lock = threading.Lock()
-
-
-def _s3(endpoint_url: str | None) -> Any:
-    """Presigning is local arithmetic: the client only needs SigV4 and the region's endpoint."""
-    with _lock:
-        client = _clients.get(endpoint_url)
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"} if endpoint_url else None,
-            )
-            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
-            _clients[endpoint_url] = client
-        return client
-
 
 def presigned_get(config: Settings, key: str) -> str:
-    url: str = _s3(config.aws_endpoint_url).generate_presigned_url(
+    """Presigning is local arithmetic (no request, so the client's budget never applies)."""
+    url: str = aws.client("s3", config.aws_endpoint_url).generate_presigned_url(
         "get_object",
         Params={
             "Bucket": config.recordings_bucket,

@@ -10,7 +10,8 @@ modules) hooks two things into the runtime's ``snapshot_restore_py``:
   and the parts of botocore a client needs, httpx), so restored environments start with it;
 - after each restore, ``reset()``: the one place that forgets what must not outlive the snapshot:
   settings with their secrets (a secret may have rotated since publishing), Powertools' secret
-  cache and the boto3 clients (credentials and connections of the snapshotted environment). The
+  cache, the boto3 clients and their session (credentials and connections of the snapshotted
+  environment). The
   first request re-reads and re-creates them. Nothing else made during init holds a client:
   stores and idempotency layers are built on first use, through ``functions.aws``.
 Outside Lambda (no ``snapshot_restore_py``), ``register()`` does nothing.

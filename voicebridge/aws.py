@@ -48,6 +48,14 @@ class Budget:
         return self.max_attempts * (self.connect_timeout + self.read_timeout)
 
 
+def forget_shared_session() -> None:
+    """The next client starts a new session (after a SnapStart restore: a session keeps the
+    credentials it resolved, and the restored environment has new ones)."""
+    global _shared
+    with _lock:
+        _shared = None
+
+
 def shared_session() -> Any:
     """This process's boto3 session (credentials from the environment or the task role)."""
     global _shared
@@ -67,7 +75,13 @@ def client(
     **config: Any,
 ) -> Any:
     """A new client for ``service`` bound to ``budget`` (``endpoint_url``: the local stack),
-    from ``session`` or else the shared one; ``config``: more botocore ``Config`` settings."""
+    from ``session`` or else the shared one; ``config``: more botocore ``Config`` settings.
+
+    S3 clients sign with SigV4 (presigned links to SSE-encrypted objects need it) and, on a
+    local endpoint, address buckets by path (moto serves no per-bucket host names)."""
+    if service == "s3":
+        addressing = {"addressing_style": "path"} if endpoint_url else None
+        config = {"signature_version": "s3v4", "s3": addressing, **config}
     source: Any = session if session is not None else shared_session()
     with _lock:
         return source.client(service, endpoint_url=endpoint_url, config=budget.config(**config))

@@ -13,6 +13,7 @@ import pytest
 from functions import aws, snapstart
 from infra import deps
 from tests.deploy import cfn
+from voicebridge import aws as budgeted
 from voicebridge import config
 
 
@@ -67,9 +68,11 @@ def test_after_a_restore_clients_and_the_secret_cache_are_new(runtime, monkeypat
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     before = aws.client("sqs", "http://127.0.0.1:1")
     assert aws.client("sqs", "http://127.0.0.1:1") is before
+    session = budgeted.shared_session()  # holds the credentials it resolved for that client
     base.DEFAULT_PROVIDERS["secrets"] = object()  # a provider holding a cached secret
     after()
     assert aws.client("sqs", "http://127.0.0.1:1") is not before
+    assert budgeted.shared_session() is not session
     assert "secrets" not in base.DEFAULT_PROVIDERS
 
 
