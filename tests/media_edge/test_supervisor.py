@@ -114,18 +114,23 @@ async def supervised() -> AsyncIterator[Callable[..., Any]]:
         await edge.stop()
 
 
-def gone(pid: int) -> bool:
-    """Exited (a zombie waiting for whoever adopted it counts as exited)."""
+def state(pid: int) -> str | None:
+    """The process's state letter in /proc (R, S, T, Z, ...); None once it has been reaped."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]  # after the command name, which may hold spaces
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie waiting for whoever adopted it counts as exited)."""
+    return state(pid) in (None, "Z")
 
 
 def stopped(pid: int) -> bool:
     """In the stopped state (after SIGSTOP took effect, not merely sent)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    return state(pid) == "T"
 
 
 async def poll(predicate: Callable[[], bool]) -> None:
