@@ -233,6 +233,7 @@ def _moto_server() -> Any:
             self._server_ready_event.set()
             self._server.serve_forever()
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per AWS request
     return SerialDynamoDB(ip_address="127.0.0.1", port=0, verbose=False)
 
 
@@ -252,7 +253,6 @@ def embedded_aws(
     runs here (the local stack's in-process edge): closer to AWS, another machine, for a
     benchmark that loads both. ``visibility``: as in ``create_resources``.
     """
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per AWS request
     if own_process:
         stop, endpoint = _moto_process()
     else:
@@ -310,7 +310,6 @@ def _moto_process() -> tuple[Callable[[], None], str]:
 
 def main() -> None:
     """Serve the embedded AWS until terminated; print the port once listening."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = _moto_server()
     server.start()
     print(server.get_host_and_port()[1], flush=True)
